@@ -1,0 +1,89 @@
+"""Connected clients for the three services, built from Settings: one place that knows how to connect."""
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from influxdb_client import InfluxDBClient
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from kafka import KafkaConsumer, KafkaProducer
+
+from smartcity.settings import Settings
+
+
+def mqtt_client(
+    settings: Settings,
+    client_id: str = "",
+    *,
+    username: str | None = None,
+    manual_ack: bool = False,
+) -> mqtt.Client:
+    """An MQTT v5 client with credentials and (when configured) TLS set, not yet connected."""
+    cfg = settings.mqtt
+    user = username or cfg.username
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    password = cfg.password_for(user)
+    client.username_pw_set(user, password.get_secret_value() if password else None)
+    if cfg.tls:
+        client.tls_set(ca_certs=str(cfg.ca_path()), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    return client
+
+
+def mqtt_connect(client: mqtt.Client, settings: Settings, *, session_expiry: int = 0) -> None:
+    """Connect; `session_expiry` > 0 asks for a persistent session (kept that many seconds offline)."""
+    props = Properties(PacketTypes.CONNECT)
+    if session_expiry:
+        props.SessionExpiryInterval = session_expiry
+    port = settings.mqtt.tls_port if settings.mqtt.tls else settings.mqtt.port
+    client.connect(
+        settings.mqtt.host,
+        port,
+        keepalive=settings.mqtt.keepalive,
+        clean_start=session_expiry == 0,
+        properties=props,
+    )
+
+
+def kafka_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+    """A producer that loses nothing: acks=all, idempotent, batched and compressed."""
+    options: dict[str, Any] = dict(
+        bootstrap_servers=settings.kafka.bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        batch_size=256 * 1024,
+        compression_type="gzip",
+        max_in_flight_requests_per_connection=5,
+        retries=2**31 - 1,
+        delivery_timeout_ms=120_000,
+        request_timeout_ms=30_000,
+    )
+    options.update(overrides)
+    return KafkaProducer(**options)
+
+
+def kafka_consumer(settings: Settings, group_id: str | None, *topics: str, **overrides: Any) -> KafkaConsumer:
+    """A consumer that commits only when told to (offsets follow what is safely downstream)."""
+    options: dict[str, Any] = dict(
+        bootstrap_servers=settings.kafka.bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=5000,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
+    options.update(overrides)
+    return KafkaConsumer(*topics, **options)
+
+
+def influx_client(settings: Settings, timeout_ms: int = 30_000) -> InfluxDBClient:
+    """An InfluxDB 2.x client for the configured org with the operator token."""
+    cfg = settings.influx
+    return InfluxDBClient(url=cfg.url, token=cfg.token_value(), org=cfg.org, timeout=timeout_ms)

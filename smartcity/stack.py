@@ -1,0 +1,70 @@
+"""The local stack from Python: start it through deploy/native, create topics and buckets for a run."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from smartcity.settings import REPO_ROOT, Settings
+
+NATIVE = REPO_ROOT / "deploy" / "native"
+TOPICS_FILE = REPO_ROOT / "deploy" / "config" / "topics.txt"
+
+
+def stack_status() -> tuple[bool, str]:
+    """(all services up, the status table) from deploy/native/status."""
+    proc = subprocess.run([str(NATIVE / "status")], capture_output=True, text=True)
+    return proc.returncode == 0, proc.stdout
+
+
+def ensure_stack_up() -> str:
+    """Start whatever part of the native stack is down; raise with the script's output if it fails."""
+    up, table = stack_status()
+    if up:
+        return table
+    proc = subprocess.run([str(NATIVE / "up")], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"deploy/native/up failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+def topic_specs(path: Path = TOPICS_FILE) -> list[tuple[str, int, dict[str, str]]]:
+    """The (name, partitions, configs) rows of deploy/config/topics.txt."""
+    specs = []
+    for line in path.read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        configs = dict(f.split("=", 1) for f in fields[2:])
+        specs.append((fields[0], int(fields[1]), configs))
+    return specs
+
+
+def create_topics(settings: Settings, prefix: str | None = None) -> list[str]:
+    """Create every contract topic under `prefix` (default: the settings' prefix); existing ones are kept."""
+    prefix = settings.kafka.topic_prefix if prefix is None else prefix
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    try:
+        names = []
+        for name, partitions, configs in topic_specs():
+            names.append(prefix + name)
+            try:
+                admin.create_topics(
+                    [NewTopic(prefix + name, partitions, 1, topic_configs=configs)], timeout_ms=30_000
+                )
+            except TopicAlreadyExistsError:
+                pass
+        return names
+    finally:
+        admin.close()
+
+
+def delete_topics(settings: Settings, names: list[str]) -> None:
+    """Delete topics (test clean-up)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    try:
+        admin.delete_topics(names, timeout_ms=30_000)
+    finally:
+        admin.close()
