@@ -53,6 +53,7 @@ WRAP
   PKG_CONFIG="$BUILD_DIR/bin/pkg-config" RUSTC_WRAPPER="$BUILD_DIR/bin/rustc-cap-lints" \
   RUSTUP_TOOLCHAIN="${stable:-stable}" CGO_ENABLED=1 \
     go build -tags sqlite_foreign_keys,sqlite_json -o "$BIN.tmp" \
+      -ldflags "-X main.version=${INFLUX_VERSION#v} -X main.commit=go-module-proxy" \
       github.com/influxdata/influxdb/v2/cmd/influxd
   mv "$BIN.tmp" "$BIN"
   log "built $BIN"
@@ -77,8 +78,9 @@ setup() {
   org_id=$(curl -fsS "http://127.0.0.1:$INFLUX_PORT/api/v2/orgs?org=$ORG" -H "Authorization: Token $token" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["orgs"][0]["id"])') || die "cannot read org $ORG with the stack token"
   for b in compliance; do
-    if ! curl -fsS "http://127.0.0.1:$INFLUX_PORT/api/v2/buckets?name=$b&orgID=$org_id" -H "Authorization: Token $token" \
-         | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["buckets"] else 1)'; then
+    # (a name filter that matches nothing answers 404 with an error body: both mean "missing")
+    if ! curl -sS "http://127.0.0.1:$INFLUX_PORT/api/v2/buckets?name=$b&orgID=$org_id" -H "Authorization: Token $token" \
+         | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("buckets") else 1)'; then
       curl -fsS -X POST "http://127.0.0.1:$INFLUX_PORT/api/v2/buckets" -H "Authorization: Token $token" \
         -H 'Content-Type: application/json' -d "{\"orgID\":\"$org_id\",\"name\":\"$b\",\"retentionRules\":[]}" >/dev/null
       log "created bucket $b"

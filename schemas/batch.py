@@ -1,0 +1,261 @@
+"""Validated readings as columns: raw readings -> one NumPy-backed batch per message, plus reasons.
+
+Range checks run on the whole value matrix at once; only the rows they reject go through the full
+pydantic model, to produce a precise reason. The same columns carry Kafka records back into the
+processors (`ReadingBatch.from_records`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+from pydantic import ValidationError
+
+from schemas.adapters import RawReading
+from schemas.domain import Domain
+from schemas.envelope import IDENT, Reading, Source
+from schemas.registry import domain as get_domain
+from schemas.registry import domains
+from schemas.timeparse import format_ts
+from schemas.units import conversion
+
+FUTURE_TOLERANCE_NS = 300 * 10**9
+_IDENT = re.compile(IDENT)
+
+
+@dataclass
+class ReadingBatch:
+    """Readings of one domain as columns; `values[i, j]` is field `fields[j]` of reading i (NaN: absent)."""
+
+    domain: str
+    sensor_id: np.ndarray
+    site: np.ndarray
+    ts: np.ndarray
+    values: np.ndarray
+    seq: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    lat: np.ndarray = field(default_factory=lambda: np.empty(0))
+    lon: np.ndarray = field(default_factory=lambda: np.empty(0))
+    source: np.ndarray = field(default_factory=lambda: np.empty(0, object))
+    received_at: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    @property
+    def fields(self) -> list[str]:
+        return get_domain(self.domain).fields
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.values[:, self.fields.index(name)]
+
+    def take(self, index: np.ndarray) -> "ReadingBatch":
+        """The rows selected by a boolean mask or an index array."""
+        return ReadingBatch(self.domain, self.sensor_id[index], self.site[index], self.ts[index],
+                            self.values[index], self.seq[index], self.lat[index], self.lon[index],
+                            self.source[index], self.received_at[index])
+
+    def dicts(self) -> Iterator[dict[str, Any]]:
+        """Canonical envelopes as plain dicts (JSON-ready), one per reading."""
+        names = self.fields
+        for i in range(len(self)):
+            row = self.values[i]
+            yield {
+                "sensor_id": self.sensor_id[i], "domain": self.domain, "site": self.site[i],
+                "ts": int(self.ts[i]), "seq": None if self.seq[i] < 0 else int(self.seq[i]),
+                "lat": None if math.isnan(self.lat[i]) else float(self.lat[i]),
+                "lon": None if math.isnan(self.lon[i]) else float(self.lon[i]),
+                "values": {n: float(v) for n, v in zip(names, row) if v == v},
+                "source": self.source[i], "received_at": int(self.received_at[i]),
+            }
+
+    def records(self) -> Iterator[tuple[bytes, bytes]]:
+        """(Kafka key, JSON value) per reading: the telemetry.<domain> record format."""
+        for d in self.dicts():
+            yield d["sensor_id"].encode(), json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def readings(self) -> list[Reading]:
+        """Pydantic envelopes (for the CLI and tests; the hot path stays columnar)."""
+        return [Reading.model_validate(d) for d in self.dicts()]
+
+    @classmethod
+    def from_records(cls, domain_name: str, values: Iterable[bytes]) -> tuple["ReadingBatch", list[str]]:
+        """Columns from Kafka record values of one domain; undecodable records are returned as reasons."""
+        dom = get_domain(domain_name)
+        index = {n: j for j, n in enumerate(dom.fields)}
+        docs, errors = [], []
+        for raw in values:
+            try:
+                d = json.loads(raw)
+                d["sensor_id"], d["ts"]  # noqa: B018 - presence check
+                docs.append(d)
+            except (ValueError, KeyError, TypeError) as exc:
+                errors.append(f"undecodable record: {exc}")
+        n = len(docs)
+        matrix = np.full((n, len(index)), np.nan)
+        for i, d in enumerate(docs):
+            for name, v in d["values"].items():
+                j = index.get(name)
+                if j is not None:
+                    matrix[i, j] = v
+        return cls(
+            domain=domain_name,
+            sensor_id=np.array([d["sensor_id"] for d in docs], dtype=object),
+            site=np.array([d.get("site", "") for d in docs], dtype=object),
+            ts=np.fromiter((d["ts"] for d in docs), np.int64, n),
+            values=matrix,
+            seq=np.fromiter((-1 if d.get("seq") is None else d["seq"] for d in docs), np.int64, n),
+            lat=np.fromiter((np.nan if d.get("lat") is None else d["lat"] for d in docs), float, n),
+            lon=np.fromiter((np.nan if d.get("lon") is None else d["lon"] for d in docs), float, n),
+            source=np.array([d.get("source", "native") for d in docs], dtype=object),
+            received_at=np.fromiter((d.get("received_at", 0) for d in docs), np.int64, n),
+        ), errors
+
+
+@dataclass
+class Decoded:
+    """The outcome for one message: the valid readings (columns) and a reason per rejected reading."""
+
+    batch: ReadingBatch | None
+    errors: list[str]
+
+
+def validate(raws: list[RawReading], source: Source, *, domain: str | None = None,
+             received_at: int | None = None, now_ns: int | None = None) -> Decoded:
+    """Validate raw readings against their domain; every rejection comes back with a reason."""
+    received_at = received_at or time.time_ns()
+    now_ns = now_ns or received_at
+    errors: list[str] = []
+    kept: list[tuple[int, RawReading]] = []
+    dom_name: str | None = None
+    for i, raw in enumerate(raws):
+        reason = _identity_problem(raw, domain)
+        name = raw.domain or domain
+        if reason is None and dom_name is not None and name != dom_name:
+            reason = f"domain {name!r} differs from the message's {dom_name!r}"
+        if reason:
+            errors.append(f"reading {i}: {reason}")
+            continue
+        dom_name = name
+        kept.append((i, raw))
+    if not kept:
+        return Decoded(None, errors)
+    dom = get_domain(dom_name)  # type: ignore[arg-type]
+    index = {n: j for j, n in enumerate(dom.fields)}
+    n = len(kept)
+    matrix = np.full((n, len(index)), np.nan)
+    bad_reason: list[str | None] = [None] * n
+    for row, (i, raw) in enumerate(kept):
+        bad_reason[row] = _fill_row(matrix[row], raw, dom, index)
+    ts = np.fromiter((raw.ts for _, raw in kept), np.int64, n)
+    lo, hi = dom.bounds()
+    with np.errstate(invalid="ignore"):
+        out_of_range = ((matrix < lo) | (matrix > hi)).any(axis=1)
+    out_of_range |= dom.values.check_columns(dict(zip(dom.fields, matrix.T)))
+    future = ts > now_ns + FUTURE_TOLERANCE_NS
+    sensors = np.array([raw.sensor_id for _, raw in kept], dtype=object)
+    duplicate = _duplicates(sensors, ts)
+    ok = np.ones(n, bool)
+    for row, (i, raw) in enumerate(kept):
+        reason = bad_reason[row]
+        if reason is None and out_of_range[row]:
+            reason = _model_reason(dom, matrix[row])
+        if reason is None and future[row]:
+            reason = (f"ts {format_ts(int(ts[row]))} is {(ts[row] - now_ns) / 1e9:.0f} s in the future; "
+                      "check the device clock")
+        if reason is None and duplicate[row]:
+            reason = f"duplicate reading for sensor {raw.sensor_id!r} at {format_ts(int(ts[row]))}"
+        if reason:
+            errors.append(f"reading {i}: {reason}")
+            ok[row] = False
+    if not ok.any():
+        return Decoded(None, errors)
+    kept_raws = [raw for (_, raw), good in zip(kept, ok) if good]
+    m = len(kept_raws)
+    batch = ReadingBatch(
+        domain=dom.name,
+        sensor_id=sensors[ok],
+        site=np.array([r.site for r in kept_raws], dtype=object),
+        ts=ts[ok],
+        values=matrix[ok],
+        seq=np.fromiter((-1 if r.seq is None else r.seq for r in kept_raws), np.int64, m),
+        lat=np.fromiter((np.nan if r.lat is None else r.lat for r in kept_raws), float, m),
+        lon=np.fromiter((np.nan if r.lon is None else r.lon for r in kept_raws), float, m),
+        source=np.full(m, source, dtype=object),
+        received_at=np.full(m, received_at, np.int64),
+    )
+    return Decoded(batch, errors)
+
+
+def _identity_problem(raw: RawReading, domain: str | None) -> str | None:
+    name = raw.domain or domain
+    if name is None:
+        return (f"no domain for sensor {raw.sensor_id!r}: publish on city/<domain>/..., pass --domain, "
+                "or add a device profile to schemas/devices.toml")
+    if raw.domain and domain and raw.domain != domain:
+        return f"domain {raw.domain!r} contradicts the expected {domain!r}"
+    if name not in domains():
+        return f"unknown domain {name!r}; known: {', '.join(domains())}"
+    for what in ("sensor_id", "site"):
+        value = getattr(raw, what)
+        if value is None:
+            return f"no {what}: the topic or the payload must name it"
+        if not _IDENT.match(value):
+            return f"{what} {value!r} is not an id (letters, digits, _ . : -; at most 64)"
+    if raw.ts is None:
+        return "missing timestamp"
+    if raw.lat is not None and not -90 <= raw.lat <= 90:
+        return f"lat {raw.lat} is outside -90..90"
+    if raw.lon is not None and not -180 <= raw.lon <= 180:
+        return f"lon {raw.lon} is outside -180..180"
+    return None
+
+
+def _fill_row(row: np.ndarray, raw: RawReading, dom: Domain, index: dict[str, int]) -> str | None:
+    if not raw.values:
+        return "no values"
+    for name, value in raw.values.items():
+        j = index.get(name)
+        if j is None:
+            return f"unknown field {name!r} for domain {dom.name} (known: {', '.join(dom.fields)})"
+        if isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"field {name!r} must be a finite number, got {value!r}"
+        unit = raw.units.get(name)
+        if unit is not None:
+            try:
+                scale, offset = conversion(unit, dom.unit(name))
+            except ValueError as exc:
+                return f"field {name!r}: {exc}"
+            value = value * scale + offset
+        row[j] = value
+    return None
+
+
+def _model_reason(dom: Domain, row: np.ndarray) -> str:
+    values = {n: float(v) for n, v in zip(dom.fields, row) if v == v}
+    try:
+        dom.validate_values(values)
+    except ValidationError as exc:
+        return "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'values'}: {e['msg']}"
+            + (f" (got {e['input']!r})" if e["loc"] else "")
+            for e in exc.errors(include_url=False)
+        )
+    return "values outside the domain's physical ranges"
+
+
+def _duplicates(sensors: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """True for every reading whose (sensor, ts) already appeared earlier in the message."""
+    if len(ts) < 2:
+        return np.zeros(len(ts), bool)
+    keys = np.char.add(sensors.astype(str), np.char.add("|", ts.astype(str)))
+    _, first = np.unique(keys, return_index=True)
+    dup = np.ones(len(ts), bool)
+    dup[first] = False
+    return dup
