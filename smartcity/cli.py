@@ -73,6 +73,42 @@ def decode(
         raise typer.Exit(2)
 
 
+@app.command()
+def bridge(
+    client_id: str = typer.Option("bridge-1", help="MQTT client id; keep it stable so the broker keeps the session"),
+    group: str = typer.Option("ingest", help="shared-subscription group ($share/<group>/...): bridges in one group split the load"),
+    window: int = typer.Option(2000, min=1, max=65535, help="unacknowledged messages in flight (MQTT Receive Maximum)"),
+    batch: int = typer.Option(1000, min=1, help="messages decoded and produced to Kafka together"),
+    session_expiry: int = typer.Option(7 * 24 * 3600, help="seconds the broker keeps our session while we are away"),
+    metrics_port: Optional[int] = typer.Option(9310, help="Prometheus metrics port (0: off)"),
+    tls: bool = typer.Option(False, "--tls", help="connect to the TLS listener, verifying the stack's CA"),
+    log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING"),
+) -> None:
+    """Forward MQTT readings to Kafka: validate, produce, dead-letter, then acknowledge.
+
+    Subscribes (QoS 1, persistent session) to city/+/+/+/up, city/+/+/+/senml, v3/+/devices/+/up and
+    application/+/device/+/event/up through a shared subscription, so several bridges split the load.
+    A message is acknowledged only after Kafka accepted every record made from it. SIGTERM or Ctrl-C
+    stops cleanly: stop subscribing, forward and acknowledge what arrived, flush, exit 0.
+    """
+    import signal
+
+    from ingest.bridge import Bridge, BridgeConfig
+    from smartcity import logs
+    from smartcity.settings import get_settings
+
+    logs.setup(log_level)
+    settings = get_settings()
+    if tls:
+        settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"tls": True})})
+    config = BridgeConfig(client_id=client_id, group=group, window=window, batch_max=batch,
+                          session_expiry=session_expiry, metrics_port=metrics_port or None)
+    runner = Bridge(settings, config)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: runner.stop())
+    runner.run()
+
+
 @stack_app.command("status")
 def stack_status() -> None:
     """Show each service: up/down, address, version, data folder (exit 1 when any is down)."""

@@ -1,0 +1,1 @@
+"""The MQTT -> Kafka ingest bridge: subscribe, decode, validate, produce, dead-letter, then acknowledge."""

@@ -1,0 +1,258 @@
+"""The ingest bridge: MQTT (QoS 1, persistent session, shared subscription) -> Kafka, nothing lost.
+
+Delivery: a message is acknowledged to the broker (paho manual ack) only after Kafka acknowledged
+every record made from it (acks=all, idempotent producer). At most `window` messages are held
+unacknowledged: we ask the broker for that (MQTT v5 Receive Maximum) and also enforce it ourselves,
+because Mosquitto 2.0.11 stops honouring Receive Maximum once acknowledgements flow (measured: 1,700
+outstanding against a limit of 10). When the window is full, paho's network thread waits before
+taking the next message off the socket, so TCP backpressure leaves the rest queued in the broker's
+persistent session. When Kafka is unreachable the bridge stops acknowledging, memory stays bounded
+and nothing is dropped.
+Invalid messages go to the dead-letter topic with their raw bytes and the reason.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from schemas.adapters import PayloadError, parse, route
+from schemas.batch import validate
+from schemas.envelope import DeadLetter
+from smartcity.clients import kafka_producer, mqtt_client
+from smartcity.logs import event
+from smartcity.settings import Settings
+
+log = logging.getLogger("smartcity.bridge")
+
+SOURCE_FILTERS = (
+    "city/+/+/+/up",                      # native JSON
+    "city/+/+/+/senml",                   # SenML packs
+    "v3/+/devices/+/up",                  # The Things Stack v3
+    "application/+/device/+/event/up",    # ChirpStack v4
+)
+
+
+@dataclass
+class BridgeConfig:
+    """How one bridge process subscribes, batches and reports."""
+
+    client_id: str = "bridge-1"
+    group: str = "ingest"                  # shared subscription group: $share/<group>/<filter>
+    filters: tuple[str, ...] = SOURCE_FILTERS
+    window: int = 2000                     # unacknowledged MQTT messages in flight (Receive Maximum)
+    batch_max: int = 1000                  # messages decoded and produced together
+    linger: float = 0.02                   # seconds to wait for a batch to fill
+    session_expiry: int = 7 * 24 * 3600    # broker keeps our session (and queued messages) this long
+    metrics_port: int | None = None        # Prometheus endpoint, None: off
+    log_interval: float = 10.0
+
+
+@dataclass
+class BridgeMetrics:
+    """Prometheus metrics of one bridge (own registry, so several bridges can share a process)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.received = Counter("bridge_received", "MQTT messages received", ["format"], registry=r)
+        self.forwarded = Counter("bridge_forwarded_readings", "readings produced to Kafka", ["domain"], registry=r)
+        self.deadlettered = Counter("bridge_deadlettered", "messages sent to the dead-letter topic", registry=r)
+        self.acked = Counter("bridge_acked", "MQTT messages acknowledged after Kafka accepted them", registry=r)
+        self.inflight = Gauge("bridge_inflight", "messages received and not yet acknowledged", registry=r)
+        self.reconnects = Counter("bridge_reconnects", "MQTT reconnections", registry=r)
+        self.produce_retries = Counter("bridge_produce_retries", "batches retried because Kafka failed", registry=r)
+        self.latency = Histogram("bridge_produce_latency_seconds", "time from batch start to Kafka ack",
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+
+
+class Bridge:
+    """One bridge process: run() until stop() (or SIGTERM through the CLI)."""
+
+    def __init__(self, settings: Settings, config: BridgeConfig | None = None,
+                 producer: KafkaProducer | None = None) -> None:
+        self.settings = settings
+        self.config = config or BridgeConfig()
+        if self.config.batch_max > self.config.window:
+            self.config.batch_max = self.config.window  # a batch can never outgrow the window
+        self.metrics = BridgeMetrics()
+        self.producer = producer or kafka_producer(settings)
+        self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.window = threading.BoundedSemaphore(self.config.window)
+        self.stopping = threading.Event()
+        self.connected = threading.Event()
+        self._connections = 0
+        self._totals = {"received": 0, "forwarded": 0, "deadlettered": 0, "acked": 0}
+        self.client = mqtt_client(settings, self.config.client_id, manual_ack=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+
+    # -- MQTT side (paho's network thread) ---------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
+                    reason: mqtt.ReasonCode, properties: Properties | None) -> None:
+        if reason.is_failure:
+            event(log, "mqtt_connect_failed", logging.ERROR, reason=reason.getName())
+            return
+        self._connections += 1
+        if self._connections > 1:
+            self.metrics.reconnects.inc()
+        client.subscribe([(f"$share/{self.config.group}/{f}", 1) for f in self.config.filters])
+        event(log, "mqtt_connected", client_id=self.config.client_id, session_present=flags.session_present,
+              window=self.config.window)
+        self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
+                       reason: mqtt.ReasonCode, properties: Properties | None) -> None:
+        self.connected.clear()
+        if not self.stopping.is_set():
+            event(log, "mqtt_disconnected", logging.WARNING, reason=reason.getName())
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        # Wait for a free slot in the window: while we wait, paho reads nothing more from the socket.
+        while not self.window.acquire(timeout=1.0):
+            if self.stopping.is_set():
+                return  # not acknowledged: the broker redelivers it to this session later
+        self.metrics.inflight.inc()
+        self.inbox.put(msg)
+
+    # -- main loop ------------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect with a persistent session and the in-flight window as Receive Maximum."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.config.session_expiry
+        props.ReceiveMaximum = self.config.window
+        cfg = self.settings.mqtt
+        self.client.connect(cfg.host, cfg.tls_port if cfg.tls else cfg.port, keepalive=cfg.keepalive,
+                            clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def run(self) -> None:
+        """Connect, then forward batches until stop(); on stop, finish what was received and exit."""
+        if self.config.metrics_port:
+            start_http_server(self.config.metrics_port, registry=self.metrics.registry)
+        self.connect()
+        last_log = time.monotonic()
+        try:
+            while not self.stopping.is_set() or not self.inbox.empty():
+                batch = self._next_batch()
+                if batch:
+                    self.forward(batch)
+                if time.monotonic() - last_log >= self.config.log_interval:
+                    last_log = time.monotonic()
+                    event(log, "bridge_progress", client_id=self.config.client_id, **self._totals,
+                          inflight=int(self.metrics.inflight._value.get()))
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Ask run() to finish: stop subscribing, forward and ack what was received, then return."""
+        if not self.stopping.is_set():
+            self.stopping.set()
+            if self.connected.is_set():
+                self.client.unsubscribe([f"$share/{self.config.group}/{f}" for f in self.config.filters])
+
+    def _next_batch(self) -> list[mqtt.MQTTMessage]:
+        try:
+            batch = [self.inbox.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + self.config.linger
+        while len(batch) < self.config.batch_max:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self.inbox.get(timeout=max(remaining, 0)) if remaining > 0 else self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def forward(self, batch: list[mqtt.MQTTMessage]) -> None:
+        """Decode, produce and wait for Kafka; retry what failed until Kafka accepts; then ack to MQTT."""
+        started = time.monotonic()
+        pending = self.encode(batch)
+        while pending:
+            sent, unsent = [], []
+            for record in pending:
+                topic, key, value, headers = record
+                try:
+                    sent.append((record, self.producer.send(topic, key=key, value=value, headers=headers)))
+                except KafkaError:  # no metadata / buffer full while Kafka is away
+                    unsent.append(record)
+            while not all(f.is_done for _, f in sent):
+                try:
+                    self.producer.flush(timeout=5)
+                except KafkaError:
+                    event(log, "kafka_waiting", logging.WARNING, unacked_records=sum(not f.is_done for _, f in sent))
+            # Only records whose delivery failed are sent again: resending in-flight ones would duplicate.
+            pending = unsent + [record for record, f in sent if f.failed()]
+            if pending:
+                # Not acknowledged to MQTT: the broker keeps these and sends no more than `window`.
+                self.metrics.produce_retries.inc()
+                event(log, "kafka_produce_failed", logging.WARNING, records=len(pending), retry_in=1.0)
+                time.sleep(1.0)
+        self.metrics.latency.observe(time.monotonic() - started)
+        for msg in batch:
+            self.client.ack(msg.mid, msg.qos)
+        self.metrics.acked.inc(len(batch))
+        self.metrics.inflight.dec(len(batch))
+        for _ in batch:
+            self.window.release()
+        self._totals["acked"] += len(batch)
+
+    def encode(self, batch: list[mqtt.MQTTMessage]) -> list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]]:
+        """Kafka records (topic, key, value, headers) for a batch: readings and dead letters."""
+        kafka = self.settings.kafka
+        origin = self.config.client_id.encode()
+        out = []
+        for msg in batch:
+            received_at = time.time_ns()
+            topic = msg.topic
+            headers = [("mqtt_topic", topic.encode()), ("bridge", origin)]
+            fmt = None
+            try:
+                info = route(topic)
+                fmt = info.format if info.format != "status" else None
+                if fmt is None:
+                    raise PayloadError("status messages are not readings")
+                self.metrics.received.labels(fmt).inc()
+                result = validate(parse(fmt, msg.payload, info), fmt, received_at=received_at)
+            except PayloadError as exc:
+                out.append(self._dead_letter(topic, msg.payload, exc.reason, fmt, received_at, headers))
+                continue
+            if result.batch is not None:
+                target = kafka.telemetry_topic(result.batch.domain)
+                for key, value in result.batch.records():
+                    out.append((target, key, value, headers))
+                self.metrics.forwarded.labels(result.batch.domain).inc(len(result.batch))
+                self._totals["forwarded"] += len(result.batch)
+            if result.errors:
+                out.append(self._dead_letter(topic, msg.payload, "; ".join(result.errors), fmt, received_at, headers))
+        self._totals["received"] += len(batch)
+        return out
+
+    def _dead_letter(self, topic: str, raw: bytes, reason: str, fmt: str | None, received_at: int,
+                     headers: list[tuple[str, bytes]]) -> tuple[str, bytes, bytes, list[tuple[str, bytes]]]:
+        self.metrics.deadlettered.inc()
+        self._totals["deadlettered"] += 1
+        record = DeadLetter.of(topic, raw, reason, fmt, received_at)  # type: ignore[arg-type]
+        return self.settings.kafka.deadletter_topic, topic.encode(), record.model_dump_json().encode(), headers
+
+    def _shutdown(self) -> None:
+        self.producer.flush(timeout=30)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.producer.close(timeout=10)
+        event(log, "bridge_stopped", client_id=self.config.client_id, **self._totals)
