@@ -3,7 +3,7 @@
 The plan (l.267) judges the district by its PM2.5 annual mean: better than 35 µg/m³, striving for 33.5.
 Concentrations are µg/m³ except CO in mg/m³, as in the standards.
 """
-from schemas.domain import Domain, DomainValues, measure
+from schemas.plugin import Domain, DomainValues, measure
 
 
 class AirValues(DomainValues):

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from schemas.adapters import RawReading
-from schemas.domain import Domain
+from schemas.plugin import Domain
 from schemas.envelope import IDENT, Reading, Source
 from schemas.registry import domain as get_domain
 from schemas.registry import domains

@@ -2,7 +2,7 @@
 
 The plan (l.202) asks for fire-danger monitoring of the forest estate; danger levels per QX/T 77-2007.
 """
-from schemas.domain import Domain, DomainValues, flag, measure
+from schemas.plugin import Domain, DomainValues, flag, measure
 
 
 class FireValues(DomainValues):

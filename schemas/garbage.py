@@ -4,7 +4,7 @@ The plan (l.273) targets collection and harmless treatment at 100% and resource 
 Bins report fill (0-1) and, where weighed, kg per category; trucks and plants report what they
 collected, treated harmlessly and recovered.
 """
-from schemas.domain import Domain, DomainValues, flag, measure
+from schemas.plugin import Domain, DomainValues, flag, measure
 
 
 class GarbageValues(DomainValues):

@@ -6,7 +6,7 @@ A lot reports `capacity` with `occupied` or `free`; a spot sensor reports `occup
 import numpy as np
 from pydantic import model_validator
 
-from schemas.domain import Domain, DomainValues, flag, measure
+from schemas.plugin import Domain, DomainValues, flag, measure
 
 
 class ParkingValues(DomainValues):

@@ -5,7 +5,7 @@ import importlib
 import pkgutil
 from functools import lru_cache
 
-from schemas.domain import Domain
+from schemas.plugin import Domain
 
 
 @lru_cache(maxsize=1)

@@ -3,7 +3,7 @@
 The plan (l.261) asks for 100% of nearshore sites in class I or II and green-tide early warning.
 Concentrations in mg/L as in GB 3097-1997; chlorophyll-a in µg/L, turbidity in NTU.
 """
-from schemas.domain import Domain, DomainValues, measure
+from schemas.plugin import Domain, DomainValues, measure
 
 
 class SeawaterValues(DomainValues):
