@@ -1,0 +1,141 @@
+"""Air quality: HJ 633-2012 IAQI/AQI and the GB 3095-2012 means behind the plan's PM2.5 target.
+
+The plan (l.267) judges the district by the PM2.5 annual mean: better than 35 µg/m³ (binding),
+striving for 33.5. Breakpoints, limits and validity rules come from the plan file (schemas/plan.toml).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from schemas.thresholds import PlanThresholds, load_plan
+
+ITEMS = ("PM25_24H", "PM10_24H", "SO2_24H", "SO2_1H", "NO2_24H", "NO2_1H", "CO_24H", "CO_1H", "O3_1H", "O3_8H")
+CATEGORIES = {1: ("优", "excellent", (0, 228, 0)), 2: ("良", "good", (255, 255, 0)),
+              3: ("轻度污染", "lightly polluted", (255, 126, 0)), 4: ("中度污染", "moderately polluted", (255, 0, 0)),
+              5: ("重度污染", "heavily polluted", (153, 0, 76)), 6: ("严重污染", "severely polluted", (126, 0, 35))}
+# Items whose table stops short (HJ 633 notes a, b): above the last breakpoint there is no IAQI.
+TRUNCATED = {"SO2_1H", "O3_8H"}
+
+
+def iaqi(item: str, concentrations: np.ndarray, *, plan: PlanThresholds | None = None, at: int | None = None) -> np.ndarray:
+    """Individual AQI of `item` for each concentration (µg/m³; CO mg/m³), rounded up as HJ 633 says.
+
+    NaN where not computable: missing or negative concentration, or above the table of SO2_1H/O3_8H
+    (use the 24-h / 1-h value instead). Above the top of a full table the IAQI is 500.
+    """
+    if item not in ITEMS:
+        raise ValueError(f"unknown HJ 633 item {item!r}; one of {', '.join(ITEMS)}")
+    plan = plan or load_plan()
+    bp = plan.get(f"hj633.{item}", at).array()
+    levels = plan.get("hj633.iaqi", at).array()[: len(bp)]
+    c = np.asarray(concentrations, dtype=float)
+    seg = np.clip(np.searchsorted(bp, c, side="right"), 1, len(bp) - 1)
+    lo_c, hi_c, lo_i, hi_i = bp[seg - 1], bp[seg], levels[seg - 1], levels[seg]
+    with np.errstate(invalid="ignore"):
+        value = np.ceil(np.round((hi_i - lo_i) / (hi_c - lo_c) * (c - lo_c) + lo_i, 9))
+        value = np.where(c > bp[-1], np.nan if item in TRUNCATED else levels[-1], value)
+        return np.where(np.isnan(c) | (c < 0), np.nan, value)
+
+
+class AQI(NamedTuple):
+    """AQI and what drives it, one entry per sample."""
+
+    aqi: np.ndarray            # max IAQI (NaN when nothing computable)
+    primary: list[str]         # items with the max IAQI, when AQI > 50 ("" otherwise), comma-joined
+    exceeding: list[str]       # items with IAQI > 100, comma-joined
+    category: np.ndarray       # 1..6 (0 when no AQI)
+
+
+def aqi(iaqis: dict[str, np.ndarray]) -> AQI:
+    """AQI = max IAQI; primary pollutant(s) when AQI > 50; exceeding pollutants (IAQI > 100); category."""
+    names = list(iaqis)
+    table = np.vstack([np.asarray(iaqis[n], dtype=float) for n in names])
+    with np.errstate(all="ignore"):
+        top = np.where(np.isnan(table).all(axis=0), np.nan, np.nanmax(np.where(np.isnan(table), -1, table), axis=0))
+    pollutant = [n.split("_")[0] for n in names]
+    primary, exceeding = [], []
+    for j in range(table.shape[1]):
+        col = table[:, j]
+        primary.append(",".join(dict.fromkeys(p for p, v in zip(pollutant, col) if v == top[j] and top[j] > 50)))
+        exceeding.append(",".join(dict.fromkeys(p for p, v in zip(pollutant, col) if v > 100)))
+    edges = np.array([50, 100, 150, 200, 300])
+    category = np.where(np.isnan(top), 0, np.searchsorted(edges, np.nan_to_num(top), side="left") + 1)
+    return AQI(top, primary, exceeding, category)
+
+
+def hourly_aqi(means: dict[str, np.ndarray], *, plan: PlanThresholds | None = None, at: int | None = None) -> AQI:
+    """Real-time hourly AQI from hourly means (µg/m³; co mg/m³) with the 1-h items where HJ 633 has
+    them; SO2 above the 1-h table falls back to its 24-h breakpoints (note a)."""
+    so2_1h = iaqi("SO2_1H", means["so2"], plan=plan, at=at)
+    so2 = np.where(np.isnan(so2_1h) & (means["so2"] > 800), iaqi("SO2_24H", means["so2"], plan=plan, at=at), so2_1h)
+    return aqi({
+        "PM25_24H": iaqi("PM25_24H", means["pm25"], plan=plan, at=at),
+        "PM10_24H": iaqi("PM10_24H", means["pm10"], plan=plan, at=at),
+        "SO2_1H": so2,
+        "NO2_1H": iaqi("NO2_1H", means["no2"], plan=plan, at=at),
+        "CO_1H": iaqi("CO_1H", means["co"], plan=plan, at=at),
+        "O3_1H": iaqi("O3_1H", means["o3"], plan=plan, at=at),
+    })
+
+
+def group_means(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unique keys, NaN-aware means [k, fields], counts [k, fields]) of `values` rows grouped by key."""
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    present = ~np.isnan(values)
+    sums = np.zeros((len(uniq), values.shape[1]))
+    counts = np.zeros((len(uniq), values.shape[1]))
+    np.add.at(sums, inverse, np.where(present, values, 0.0))
+    np.add.at(counts, inverse, present)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return uniq, np.where(counts > 0, sums / counts, np.nan), counts
+
+
+def daily_mean(hourly: np.ndarray, min_hours: int = 20) -> np.ndarray:
+    """Daily means from hourly means [days, 24]: NaN unless at least `min_hours` hours are valid
+    (GB 3095-2012 Table 4)."""
+    a = np.asarray(hourly, dtype=float)
+    count = (~np.isnan(a)).sum(axis=1)
+    total = np.nansum(a, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count >= min_hours, total / np.maximum(count, 1), np.nan)
+
+
+def rolling_8h(hourly: np.ndarray, min_hours: int = 6) -> np.ndarray:
+    """8-hour running means ending at each hour of a contiguous hourly series (NaN: too few hours)."""
+    a = np.asarray(hourly, dtype=float)
+    valid = ~np.isnan(a)
+    csum = np.concatenate([[0.0], np.cumsum(np.where(valid, a, 0.0))])
+    ccnt = np.concatenate([[0], np.cumsum(valid)])
+    idx = np.arange(len(a))
+    start = np.maximum(idx - 7, 0)
+    total, count = csum[idx + 1] - csum[start], ccnt[idx + 1] - ccnt[start]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count >= min_hours, total / np.maximum(count, 1), np.nan)
+
+
+class YearToDate(NamedTuple):
+    """PM2.5 year to date against the plan, for one station or the district."""
+
+    mean: float              # mean of the valid daily means so far
+    valid_days: int
+    projection: float        # the year-end annual mean if the rest of the year averages the same
+    required_rest: float     # what the remaining days must average for the binding target
+    target: float            # 35 (binding)
+    stretch: float           # 33.5
+
+
+def year_to_date(daily_means: np.ndarray, days_in_year: int, elapsed_days: int, *,
+                 plan: PlanThresholds | None = None, at: int | None = None) -> YearToDate:
+    """Year-to-date PM2.5 mean of valid daily means, its run-rate projection and the mean the rest of
+    the year needs for the plan's binding 35 µg/m³."""
+    plan = plan or load_plan()
+    target = plan.value("plan.air.pm25_annual", at)
+    stretch = plan.value("plan.air.pm25_annual_stretch", at)
+    valid = np.asarray(daily_means, float)
+    valid = valid[~np.isnan(valid)]
+    mean = float(valid.mean()) if len(valid) else float("nan")
+    remaining = max(days_in_year - elapsed_days, 0)
+    required = (target * days_in_year - mean * elapsed_days) / remaining if remaining and len(valid) else float("nan")
+    return YearToDate(mean, len(valid), mean, required, target, stretch)
