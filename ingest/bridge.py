@@ -186,9 +186,10 @@ class Bridge:
         while pending:
             sent, unsent = [], []
             for record in pending:
-                topic, key, value, headers = record
+                topic, key, value, headers, ts_ms = record
                 try:
-                    sent.append((record, self.producer.send(topic, key=key, value=value, headers=headers)))
+                    sent.append((record, self.producer.send(topic, key=key, value=value, headers=headers,
+                                                            timestamp_ms=ts_ms)))
                 except KafkaError:  # no metadata / buffer full while Kafka is away
                     unsent.append(record)
             while not all(f.is_done for _, f in sent):
@@ -212,8 +213,8 @@ class Bridge:
             self.window.release()
         self._totals["acked"] += len(batch)
 
-    def encode(self, batch: list[mqtt.MQTTMessage]) -> list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]]:
-        """Kafka records (topic, key, value, headers) for a batch: readings and dead letters."""
+    def encode(self, batch: list[mqtt.MQTTMessage]) -> list[tuple]:
+        """Kafka records (topic, key, value, headers, timestamp ms) for a batch: readings and dead letters."""
         kafka = self.settings.kafka
         origin = self.config.client_id.encode()
         out = []
@@ -234,8 +235,9 @@ class Bridge:
                 continue
             if result.batch is not None:
                 target = kafka.telemetry_topic(result.batch.domain)
-                for key, value in result.batch.records():
-                    out.append((target, key, value, headers))
+                # Record timestamp = event time (ms): processors seek back to open windows with it.
+                for (key, value), ts_ms in zip(result.batch.records(), (result.batch.ts // 10**6).tolist()):
+                    out.append((target, key, value, headers, ts_ms))
                 self.metrics.forwarded.labels(result.batch.domain).inc(len(result.batch))
                 self._totals["forwarded"] += len(result.batch)
             if result.errors:
@@ -244,11 +246,11 @@ class Bridge:
         return out
 
     def _dead_letter(self, topic: str, raw: bytes, reason: str, fmt: str | None, received_at: int,
-                     headers: list[tuple[str, bytes]]) -> tuple[str, bytes, bytes, list[tuple[str, bytes]]]:
+                     headers: list[tuple[str, bytes]]) -> tuple:
         self.metrics.deadlettered.inc()
         self._totals["deadlettered"] += 1
         record = DeadLetter.of(topic, raw, reason, fmt, received_at)  # type: ignore[arg-type]
-        return self.settings.kafka.deadletter_topic, topic.encode(), record.model_dump_json().encode(), headers
+        return self.settings.kafka.deadletter_topic, topic.encode(), record.model_dump_json().encode(), headers, None
 
     def _shutdown(self) -> None:
         self.producer.flush(timeout=30)

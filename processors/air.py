@@ -139,3 +139,106 @@ def year_to_date(daily_means: np.ndarray, days_in_year: int, elapsed_days: int, 
     remaining = max(days_in_year - elapsed_days, 0)
     required = (target * days_in_year - mean * elapsed_days) / remaining if remaining and len(valid) else float("nan")
     return YearToDate(mean, len(valid), mean, required, target, stretch)
+
+
+# -- plug-in: hourly and daily means, AQI, year-to-date PM2.5 ------------------------------------------
+
+from processors.plugin import (DAY_NS, DomainProcessor, Observation, Output, Point, day_start,  # noqa: E402
+                               hour_start, indicator, local_day, split_key)
+
+_gm = group_means
+
+POLLUTANTS = ("pm25", "pm10", "so2", "no2", "co", "o3")
+
+
+class AirProcessor(DomainProcessor):
+    """Per station: hourly means and AQI, daily means (GB 3095 validity), daily max 8-h O3; per station
+    and district: year-to-date PM2.5 mean against the plan's 35 / 33.5."""
+
+    domain = "air"
+
+    def compute(self, buffer, days: np.ndarray) -> Output:  # noqa: ANN001
+        out = Output()
+        wanted = np.isin(local_day(buffer.ts), np.concatenate([days, days - 1]))
+        b = buffer.take(wanted)
+        if not len(b):
+            return out
+        cols = [b.fields.index(p) for p in POLLUTANTS]
+        hours = hour_start(b.ts)
+        keys = np.char.add(b.site.astype(str), np.char.add("|", hours.astype(str)))
+        uniq, means, counts = _gm(keys, b.values[:, cols])
+        sites_hours = [split_key(k) for k in uniq]
+        hour_ts = np.array([h for _, h in sites_hours], np.int64)
+        result = hourly_aqi({p: means[:, j] for j, p in enumerate(POLLUTANTS)}, plan=self.plan)
+        limit = self.plan.value("alert.air.aqi_hourly")
+        in_days = np.isin(local_day(hour_ts), days)
+        for i in np.flatnonzero(in_days):
+            site, hour = sites_hours[i]
+            fields = {p: round(float(means[i, j]), 3) for j, p in enumerate(POLLUTANTS)}
+            fields.update(aqi=result.aqi[i], category=int(result.category[i]), primary=result.primary[i],
+                          exceeding=result.exceeding[i], n=int(counts[i].max()))
+            out.points.append(Point("air_hourly", {"site": site}, fields, hour))
+            if not np.isnan(result.aqi[i]):
+                out.observations.append(Observation(
+                    "air.aqi_hourly", site, "air", site, "major", float(result.aqi[i]), limit,
+                    bool(result.aqi[i] > limit), hour, f"Hourly AQI at {site}", f"{site} 小时AQI",
+                    "HJ 633-2012: AQI above 150 is 中度污染"))
+        self._daily(out, sites_hours, means, days)
+        return out
+
+    def _daily(self, out: Output, sites_hours: list[tuple[str, int]], means: np.ndarray, days: np.ndarray) -> None:
+        by_site: dict[str, dict[int, np.ndarray]] = {}
+        for (site, hour), row in zip(sites_hours, means):
+            by_site.setdefault(site, {})[hour] = row
+        min_hours = int(self.plan.value("gb3095.valid_hours_per_day"))
+        min_o3 = int(self.plan.value("gb3095.valid_hours_o3_8h"))
+        fresh: dict[tuple[str, int], float] = {}
+        for site, rows in by_site.items():
+            for day in days:
+                start = int(day_start(day))
+                grid = np.array([rows.get(start + h * 3600 * 10**9, np.full(len(POLLUTANTS), np.nan))
+                                 for h in range(-7, 24)])  # 7 hours of the day before, for 8-h O3
+                day_means = {p: float(daily_mean(grid[7:, j][None, :], min_hours)[0]) for j, p in enumerate(POLLUTANTS)}
+                o3_8h = rolling_8h(grid[:, POLLUTANTS.index("o3")], min_o3)[7:]
+                o3_8h_max = float(np.nanmax(o3_8h)) if (~np.isnan(o3_8h)).any() else float("nan")
+                valid_hours = int((~np.isnan(grid[7:, 0])).sum())
+                limit = self.plan.value("gb3095.pm25_24h", start)
+                daily = {f"{p}": round(v, 3) for p, v in day_means.items() if p != "o3"}
+                daily.update(o3_8h_max=round(o3_8h_max, 3), valid_hours=valid_hours,
+                             valid=int(not np.isnan(day_means["pm25"])), pm25_limit=limit)
+                if valid_hours == 0:
+                    continue
+                out.points.append(Point("air_daily", {"site": site}, daily, start))
+                if not np.isnan(day_means["pm25"]):
+                    fresh[(site, start)] = day_means["pm25"]
+                    out.observations.append(Observation(
+                        "air.pm25_daily", site, "air", site, "major", day_means["pm25"], limit,
+                        day_means["pm25"] > limit, start, f"Daily PM2.5 at {site}", f"{site} PM2.5日均值",
+                        f"GB 3095-2012 24-h limit {limit:g} µg/m³; plan annual target 35 (33.5)"))
+        self._year_to_date(out, fresh, days)
+
+    def _year_to_date(self, out: Output, fresh: dict[tuple[str, int], float], days: np.ndarray) -> None:
+        last = int(day_start(days.max()))
+        year = int(np.datetime64(last + 8 * 3600 * 10**9, "ns").astype("datetime64[Y]").astype(int)) + 1970
+        year_start = int(np.datetime64(f"{year}-01-01T00:00:00", "ns").astype(np.int64)) - 8 * 3600 * 10**9
+        rows = self.history(
+            f'from(bucket: "{self.bucket}") |> range(start: time(v: {year_start}), stop: time(v: {last + DAY_NS})) '
+            '|> filter(fn: (r) => r._measurement == "air_daily" and r._field == "pm25")')
+        daily = {(r["site"], int(r["_time"])): r["_value"] for r in rows}
+        daily.update(fresh)
+        days_in_year = 366 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 365
+        elapsed = int((last - year_start) // DAY_NS) + 1
+        sites = sorted({s for s, _ in daily})
+        per_day: dict[int, list[float]] = {}
+        for (site, t), v in daily.items():
+            per_day.setdefault(t, []).append(v)
+        scopes = {s: np.array([v for (site, _), v in daily.items() if site == s]) for s in sites}
+        scopes["district"] = np.array([np.mean(v) for v in per_day.values()])
+        for scope, values in scopes.items():
+            ytd = year_to_date(values, days_in_year, elapsed, plan=self.plan, at=last)
+            out.points.append(indicator("air", "pm25_ytd", scope, ytd.mean, last, target=ytd.target,
+                                        source="plan l.267", stretch=ytd.stretch, projection=ytd.projection,
+                                        required_rest=ytd.required_rest, valid_days=ytd.valid_days))
+
+
+PROCESSOR = AirProcessor

@@ -129,3 +129,97 @@ def danger_level(fwi_: np.ndarray, plan: PlanThresholds | None = None, at: int |
     """QX/T 77-2007 danger level 1..5 from FWI with the operator's cut points (plan file)."""
     cuts = (plan or load_plan()).get("fire.fwi_level_cuts", at).array()
     return np.searchsorted(cuts, np.asarray(fwi_, float), side="right") + 1
+
+
+# -- plug-in: daily FWI per zone from the noon observation, danger levels, detections -------------------
+
+from processors.plugin import (DAY_NS, DomainProcessor, Observation, Output, Point, day_start,  # noqa: E402
+                               indicator, local_day)
+
+NOON_WINDOW_NS = 3 * 3600 * 10**9
+
+
+class FireProcessor(DomainProcessor):
+    """Per forest zone and day: the observation nearest local noon (within 3 h) drives the FWI codes,
+    carried from the previous day (from InfluxDB when not in the buffer); danger level 1-5; smoke and
+    flame detections are immediate critical events."""
+
+    domain = "fire"
+    horizon_days = 3
+
+    def compute(self, buffer, days: np.ndarray) -> Output:  # noqa: ANN001
+        out = Output()
+        col = buffer.fields.index
+        day_of = local_day(buffer.ts)
+        first, last = int(days.min()), int(day_of.max())
+        sites = sorted(set(buffer.site.astype(str)))
+        noon = day_start(day_of) + 12 * 3600 * 10**9
+        distance = np.abs(buffer.ts - noon)
+        carried = self._carried(sites, first)
+        for day in range(first, last + 1):  # later days depend on earlier ones: recompute forward
+            start = int(day_start(day))
+            for site in sites:
+                rows = np.flatnonzero((day_of == day) & (buffer.site == site) & (distance <= NOON_WINDOW_NS)
+                                      & ~np.isnan(buffer.values[:, col("humidity")]))
+                if not len(rows):
+                    continue
+                r = rows[np.argmin(distance[rows])]
+                obs = {k: buffer.values[r, col(k)] for k in ("temperature", "humidity", "wind_speed", "rain_24h")}
+                if any(np.isnan(v) for v in obs.values()):
+                    continue
+                f0, d0, c0 = carried.get(site, (85.0, 6.0, 15.0))
+                month = int(np.datetime64(start + 8 * 3600 * 10**9, "ns").astype("datetime64[M]").astype(int) % 12 + 1)
+                codes = fwi_daily(np.array([obs["temperature"]]), np.array([obs["humidity"]]), np.array([obs["wind_speed"]]),
+                                  np.array([obs["rain_24h"]]), np.array([month]), ffmc0=f0, dmc0=d0, dc0=c0)
+                carried[site] = (float(codes.ffmc[0]), float(codes.dmc[0]), float(codes.dc[0]))
+                level = int(danger_level(codes.fwi, self.plan, start)[0])
+                out.points.append(Point("fire_daily", {"site": site}, {
+                    **{k: round(float(getattr(codes, k)[0]), 3) for k in codes._fields}, "level": level,
+                    "noon_temperature": obs["temperature"], "noon_humidity": obs["humidity"],
+                    "noon_wind": obs["wind_speed"], "rain_24h": obs["rain_24h"]}, start))
+                threshold = self.plan.value("alert.fire.level")
+                name_zh, name_en, _ = LEVEL_NAMES[level]
+                out.observations.append(Observation(
+                    "fire.danger", site, "fire", site, "critical" if level == 5 else "major", level, threshold,
+                    level >= threshold, start, f"Fire danger {name_en} ({level}) at {site}",
+                    f"{site} 森林火险等级 {level} ({name_zh})", "plan l.202: 森林防火监控"))
+        self._detections(out, buffer, np.isin(day_of, days))
+        self._district(out, days)
+        return out
+
+    def _carried(self, sites: list[str], first_day: int) -> dict[str, tuple[float, float, float]]:
+        """FFMC, DMC, DC of the day before `first_day` from earlier results (start-up values if none)."""
+        start = int(day_start(first_day))
+        rows = self.history(
+            f'from(bucket: "{self.bucket}") |> range(start: time(v: {start - 7 * DAY_NS}), stop: time(v: {start})) '
+            '|> filter(fn: (r) => r._measurement == "fire_daily" and (r._field == "ffmc" or r._field == "dmc" or r._field == "dc")) '
+            '|> last()')
+        got: dict[str, dict[str, float]] = {}
+        for r in rows:
+            got.setdefault(r["site"], {})[r["_field"]] = r["_value"]
+        return {s: (v["ffmc"], v["dmc"], v["dc"]) for s, v in got.items() if len(v) == 3}
+
+    def _detections(self, out: Output, buffer, mask: np.ndarray) -> None:  # noqa: ANN001
+        col = buffer.fields.index
+        hit = mask & ((buffer.values[:, col("smoke")] == 1) | (buffer.values[:, col("flame")] == 1))
+        for i in np.flatnonzero(hit):
+            flame = buffer.values[i, col("flame")] == 1
+            conf = float(buffer.values[i, col("confidence")])
+            what_en, what_zh = ("flame", "明火") if flame else ("smoke", "烟雾")
+            out.points.append(Point("fire_detection", {"site": buffer.site[i], "sensor": buffer.sensor_id[i]},
+                                    {"flame": int(flame), "confidence": conf}, int(buffer.ts[i])))
+            out.observations.append(Observation(
+                "fire.detection", str(buffer.sensor_id[i]), "fire", str(buffer.site[i]), "critical", conf, 0.0, True,
+                int(buffer.ts[i]), f"Camera {what_en} detection at {buffer.site[i]}", f"{buffer.site[i]} 监控发现{what_zh}",
+                "plan l.202: 森林防火监控信息化"))
+
+    def _district(self, out: Output, days: np.ndarray) -> None:
+        for day in days:
+            start = int(day_start(day))
+            levels = [p.fields["level"] for p in out.points if p.measurement == "fire_daily" and p.ts == start]
+            if levels:
+                out.points.append(indicator("fire", "max_level", "district", float(max(levels)), start,
+                                            target=3.0, source="QX/T 77-2007", zones=len(levels)))
+
+
+PROCESSOR = FireProcessor

@@ -36,3 +36,68 @@ def networked_rate(last_seen_ns: np.ndarray, now_ns: int, heartbeat_s: float) ->
 def spaces_added(current_capacity: np.ndarray, baseline_spaces: float) -> float:
     """Public spaces now networked minus the baseline: progress towards the plan's +20,000."""
     return float(np.nansum(current_capacity) - baseline_spaces)
+
+
+# -- plug-in: hourly occupancy per lot, district occupancy, networked rate, spaces added ----------------
+
+from processors.plugin import (DAY_NS, DomainProcessor, Observation, Output, Point, hour_start,  # noqa: E402
+                               indicator, local_day, split_key)
+
+
+class ParkingProcessor(DomainProcessor):
+    """Per lot and hour: mean and peak occupancy, saturation; district per hour: occupancy, share of
+    registered lots reporting (networked management) and public spaces added."""
+
+    domain = "parking"
+
+    def compute(self, buffer, days: np.ndarray) -> Output:  # noqa: ANN001
+        out = Output()
+        col = buffer.fields.index
+        share = occupancy(buffer.values[:, col("capacity")], buffer.values[:, col("occupied")],
+                          buffer.values[:, col("free")])
+        capacity = buffer.values[:, col("capacity")]
+        # registered lots: every lot known to the buffer or to the last 30 days of results
+        known = {r["site"] for r in self.history(
+            f'from(bucket: "{self.bucket}") |> range(start: -30d) '
+            '|> filter(fn: (r) => r._measurement == "parking_hourly" and r._field == "capacity") '
+            '|> keep(columns: ["site", "_value", "_time"]) |> last()')}
+        registered = sorted(known | set(buffer.site.astype(str)))
+        hours = hour_start(buffer.ts)
+        sel = np.isin(local_day(buffer.ts), days)
+        keys = np.char.add(buffer.site.astype(str), np.char.add("|", hours.astype(str)))[sel]
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        s, cap = share[sel], capacity[sel]
+        n = np.bincount(inverse, minlength=len(uniq))
+        ok = ~np.isnan(s)
+        mean = np.bincount(inverse, np.where(ok, s, 0), len(uniq)) / np.maximum(np.bincount(inverse, ok, len(uniq)), 1)
+        peak = np.full(len(uniq), -np.inf)
+        np.maximum.at(peak, inverse, np.where(ok, s, -np.inf))
+        lot_cap = np.zeros(len(uniq))
+        np.maximum.at(lot_cap, inverse, np.nan_to_num(cap))
+        level = self.plan.value("parking.saturated")
+        per_hour: dict[int, list[tuple[str, float, float]]] = {}
+        for i, key in enumerate(uniq):
+            site, hour = split_key(key)
+            sat = bool(peak[i] > level)
+            out.points.append(Point("parking_hourly", {"site": site}, {
+                "occupancy": round(float(mean[i]), 4), "occupancy_max": round(float(peak[i]), 4),
+                "saturated": int(sat), "capacity": float(lot_cap[i]), "reports": int(n[i])}, hour))
+            out.observations.append(Observation(
+                "parking.saturated", site, "parking", site, "minor", float(peak[i]), level, sat, hour,
+                f"Parking lot {site} saturated", f"{site} 停车场饱和", "practice: above 90% a lot is saturated"))
+            per_hour.setdefault(hour, []).append((site, float(mean[i]), float(lot_cap[i])))
+        baseline = self.plan.value("parking.baseline_public_spaces")
+        for hour, lots in per_hour.items():
+            total_cap = sum(c for _, _, c in lots)
+            occupied = sum(m * c for _, m, c in lots)
+            out.points.append(indicator("parking", "occupancy", "district", occupied / total_cap if total_cap else float("nan"),
+                                        hour, source="SFpark/Shoup bands", lots=len(lots)))
+            out.points.append(indicator("parking", "networked_rate", "district", len(lots) / len(registered), hour,
+                                        target=self.plan.value("plan.parking.networked_share"), source="plan l.192",
+                                        online=len(lots), registered=len(registered)))
+            out.points.append(indicator("parking", "spaces_added", "district", spaces_added(np.array([c for _, _, c in lots]), baseline),
+                                        hour, target=self.plan.value("plan.parking.new_public_spaces"), source="plan l.163"))
+        return out
+
+
+PROCESSOR = ParkingProcessor

@@ -73,6 +73,14 @@ class ReadingBatch:
                 "source": self.source[i], "received_at": int(self.received_at[i]),
             }
 
+    @classmethod
+    def concat(cls, batches: list["ReadingBatch"]) -> "ReadingBatch":
+        """One batch from several of the same domain."""
+        first = batches[0]
+        return cls(first.domain, *(np.concatenate([getattr(b, name) for b in batches])
+                                   for name in ("sensor_id", "site", "ts", "values", "seq", "lat", "lon",
+                                                "source", "received_at")))
+
     def records(self) -> Iterator[tuple[bytes, bytes]]:
         """(Kafka key, JSON value) per reading: the telemetry.<domain> record format."""
         for d in self.dicts():

@@ -40,13 +40,11 @@ class GarbageModel(Model):
         bins = ~self.plant
         self.fill[bins] = np.minimum(1.0, self.fill[bins] + self.rate[bins] * busy * dt_s / DAY
                                      * (1 + 0.1 * self.rng.standard_normal(bins.sum())))
-        new_day = self.last_day is not None and day != self.last_day
+        next_day = int((t_ns / 1e9 + dt_s + 8 * 3600) // DAY)
         collect = np.zeros(self.n, bool)
         if self.last_day is None or day != self.last_day or c.hour >= COLLECT_HOUR:
             due = np.array([(day % EMPTY_EVERY_DAYS.get(cat, 1) == 0) if cat else False for cat in self.category])
             collect = bins & due & ~self.never_emptied & (c.hour >= COLLECT_HOUR) & ~self._emptied_today(day)
-        if new_day and self.plant.any():
-            self._plant_report(out)
         if collect.any():
             kg = self.fill[collect] * np.array([FULL_KG[cat] for cat in self.category[collect]])
             for cat, mass in zip(self.category[collect], kg):
@@ -57,6 +55,8 @@ class GarbageModel(Model):
             self.put_rows(out, collect, "collected", 1.0)
             self.fill[collect] = self.rng.uniform(0.0, 0.05, collect.sum())
             self.emptied_on[collect] = day
+        if next_day != day and self.plant.any():
+            self._plant_report(out)  # the day's last step: report what the trucks brought in today
         self.put_rows(out, bins, "fill_level", np.round(self.fill[bins], 3))
         self.put_rows(out, bins, "contamination", np.round(self.contamination[bins], 3))
         self.last_day = day
@@ -75,7 +75,7 @@ class GarbageModel(Model):
         out[rows, self.fields.index(name)] = values
 
     def _plant_report(self, out: np.ndarray) -> None:
-        """Yesterday's treatment at the plant, from what the trucks brought in."""
+        """Today's treatment at the plant, from what the trucks brought in."""
         col = self.collected_today
         rows = self.plant
         self.put_rows(out, rows, "recovered_kg", round(col["recyclable"] * 0.92, 2))

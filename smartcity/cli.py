@@ -109,6 +109,38 @@ def bridge(
     runner.run()
 
 
+@app.command()
+def process(
+    domains: str = typer.Option("all", help="comma-separated domains, or 'all'"),
+    group: str = typer.Option("processors", help="Kafka consumer group: instances in one group share the partitions"),
+    stale_after: float = typer.Option(120.0, min=1, help="seconds of silence (at least) before a sensor is stale"),
+    log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING"),
+) -> None:
+    """Compute the plan's indicators from Kafka into InfluxDB and send rule observations to alerts.events.
+
+    Raw readings go to the `telemetry` bucket, hourly/daily windows and indicators to `compliance`.
+    Offsets are committed only after InfluxDB accepted the writes; run several instances with the
+    same --group to share the load. SIGTERM stops cleanly.
+    """
+    import signal
+
+    from processors.registry import processors
+    from processors.service import ProcessorService
+    from smartcity import logs
+    from smartcity.settings import get_settings
+
+    logs.setup(log_level)
+    names = list(processors()) if domains == "all" else [d.strip() for d in domains.split(",") if d.strip()]
+    try:
+        service = ProcessorService(get_settings(), names, group=group, stale_after=stale_after)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: service.stop())
+    service.run()
+
+
 def _duration(text: str) -> float:
     """'30s', '5m', '2h', '1d' or plain seconds -> seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -4,6 +4,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+from contextlib import contextmanager
+
 import pytest
 from influxdb_client import BucketRetentionRules
 
@@ -18,20 +20,21 @@ def stack() -> str:
     return ensure_stack_up()
 
 
-@pytest.fixture
-def settings(stack: str) -> Iterator[Settings]:
-    """Settings isolated for one test: its own Kafka topics (prefixed) and InfluxDB buckets."""
+@contextmanager
+def isolated_settings(base: Settings | None = None, *, topics: bool = True) -> Iterator[Settings]:
+    """Settings with their own Kafka topics (prefixed; with topics=False, those of `base`) and InfluxDB
+    buckets, removed afterwards."""
     tag = uuid.uuid4().hex[:10]
-    base = Settings()
+    base = base or Settings()
     isolated = base.model_copy(
         update={
-            "kafka": base.kafka.model_copy(update={"topic_prefix": f"t{tag}."}),
+            "kafka": base.kafka.model_copy(update={"topic_prefix": f"t{tag}."}) if topics else base.kafka,
             "influx": base.influx.model_copy(
                 update={"bucket_raw": f"telemetry-{tag}", "bucket_compliance": f"compliance-{tag}"}
             ),
         }
     )
-    topics = create_topics(isolated)
+    created = create_topics(isolated) if topics else []
     with influx_client(isolated) as client:
         api = client.buckets_api()
         buckets = [
@@ -39,8 +42,22 @@ def settings(stack: str) -> Iterator[Settings]:
                               retention_rules=BucketRetentionRules(type="expire", every_seconds=0))
             for name in (isolated.influx.bucket_raw, isolated.influx.bucket_compliance)
         ]
-    yield isolated
-    delete_topics(isolated, topics)
+    try:
+        yield isolated
+    finally:
+        _cleanup(isolated, created, buckets)
+
+
+def _cleanup(isolated: Settings, created: list[str], buckets: list) -> None:
+    if created:
+        delete_topics(isolated, created)
     with influx_client(isolated) as client:
         for bucket in buckets:
             client.buckets_api().delete_bucket(bucket)
+
+
+@pytest.fixture
+def settings(stack: str) -> Iterator[Settings]:
+    """Settings isolated for one test: its own Kafka topics (prefixed) and InfluxDB buckets."""
+    with isolated_settings() as isolated:
+        yield isolated

@@ -1,0 +1,142 @@
+"""The processor plug-in contract: a domain turns buffered readings into compliance points and alert
+observations. Plug-ins compute; the service (processors/service.py) moves data. Event-time windows
+are local (UTC+8) hours and days, recomputed whole whenever a reading lands in them, so late and
+out-of-order readings land in the right window and writing the result again is harmless."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from schemas.batch import ReadingBatch
+from schemas.thresholds import PlanThresholds
+
+LOCAL_OFFSET_NS = 8 * 3600 * 10**9
+DAY_NS = 86400 * 10**9
+HOUR_NS = 3600 * 10**9
+
+
+def local_day(ts: np.ndarray) -> np.ndarray:
+    """Local (UTC+8) day number of UTC ns timestamps."""
+    return (np.asarray(ts, np.int64) + LOCAL_OFFSET_NS) // DAY_NS
+
+
+def day_start(day: np.ndarray | int) -> np.ndarray:
+    """UTC ns of the local midnight that starts `day`."""
+    return np.asarray(day, np.int64) * DAY_NS - LOCAL_OFFSET_NS
+
+
+def hour_start(ts: np.ndarray) -> np.ndarray:
+    return (np.asarray(ts, np.int64) // HOUR_NS) * HOUR_NS
+
+
+@dataclass
+class Point:
+    """One InfluxDB point; identity = measurement + tags + time, so rewriting it overwrites."""
+
+    measurement: str
+    tags: dict[str, str]
+    fields: dict[str, Any]
+    ts: int
+
+    def line(self) -> str:
+        tags = "".join(f",{k}={_escape(str(v))}" for k, v in sorted(self.tags.items()) if v != "")
+        fields = ",".join(f"{_escape(k)}={_field(v)}" for k, v in self.fields.items() if _keep(v))
+        return f"{self.measurement}{tags} {fields} {int(self.ts)}" if fields else ""
+
+
+def _keep(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and np.isnan(v))
+
+
+def _escape(s: str) -> str:
+    return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _field(v: Any) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v)}i"
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass
+class Observation:
+    """One rule evaluated for one entity and window: the alert router turns these into alerts."""
+
+    rule: str
+    entity: str
+    domain: str
+    site: str
+    severity: str
+    value: float
+    threshold: float
+    breach: bool
+    ts: int
+    title_en: str
+    title_zh: str
+    target: str = ""
+
+    def key(self) -> bytes:
+        return f"{self.rule}/{self.entity}".encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Output:
+    """What a plug-in computed for one batch."""
+
+    points: list[Point] = field(default_factory=list)
+    observations: list[Observation] = field(default_factory=list)
+
+
+# The service gives plug-ins read access to earlier results (long-horizon indicators are recomputed
+# from the aggregates already in InfluxDB): history(flux_query) -> list of row dicts.
+History = Callable[[str], list[dict[str, Any]]]
+
+
+class DomainProcessor(ABC):
+    """A domain's indicators. `horizon_days`: how many local days back windows stay open (the
+    service keeps that much in its buffer and replays it from Kafka on restart)."""
+
+    domain: str
+    horizon_days: int = 2
+
+    def __init__(self, plan: PlanThresholds, history: History, compliance_bucket: str) -> None:
+        self.plan = plan
+        self.history = history
+        self.bucket = compliance_bucket
+
+    @abstractmethod
+    def compute(self, buffer: ReadingBatch, days: np.ndarray) -> Output:
+        """Indicators for the local `days` touched by the latest batch, from every buffered reading."""
+
+
+def site_groups(batch: ReadingBatch, bucket_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unique keys 'site|bucket', inverse) for grouping readings by site and time bucket."""
+    keys = np.char.add(batch.site.astype(str), np.char.add("|", bucket_ns.astype(str)))
+    return np.unique(keys, return_inverse=True)
+
+
+def split_key(key: str) -> tuple[str, int]:
+    site, _, ts = key.rpartition("|")
+    return site, int(ts)
+
+
+def indicator(domain: str, name: str, scope: str, value: float, ts: int, *, target: float | None = None,
+              source: str = "", **extra: Any) -> Point:
+    """A plan indicator point: value against target, tagged with where the target comes from."""
+    return Point("indicator", {"domain": domain, "indicator": name, "scope": scope, "source": source},
+                 {"value": value, "target": target, **extra}, ts)
+
+
+def rows_by(history_rows: list[dict[str, Any]], *keys: str) -> dict[tuple, float]:
+    """{(row[k] for k in keys): row['_value']} from history rows."""
+    return {tuple(r[k] for k in keys): r["_value"] for r in history_rows}
