@@ -184,7 +184,7 @@ class FireProcessor(DomainProcessor):
                     level >= threshold, start, f"Fire danger {name_en} ({level}) at {site}",
                     f"{site} 森林火险等级 {level} ({name_zh})", "plan l.202: 森林防火监控"))
         self._detections(out, buffer, np.isin(day_of, days))
-        self._district(out, days)
+        self._district(out, days, sites)
         return out
 
     def _carried(self, sites: list[str], first_day: int) -> dict[str, tuple[float, float, float]]:
@@ -213,13 +213,17 @@ class FireProcessor(DomainProcessor):
                 int(buffer.ts[i]), f"Camera {what_en} detection at {buffer.site[i]}", f"{buffer.site[i]} 监控发现{what_zh}",
                 "plan l.202: 森林防火监控信息化"))
 
-    def _district(self, out: Output, days: np.ndarray) -> None:
+    def _district(self, out: Output, days: np.ndarray, zones: list[str]) -> None:
+        """Highest level of the day, and the share of zones whose level is known (the plan's target)."""
         for day in days:
             start = int(day_start(day))
             levels = [p.fields["level"] for p in out.points if p.measurement == "fire_daily" and p.ts == start]
             if levels:
                 out.points.append(indicator("fire", "max_level", "district", float(max(levels)), start,
-                                            target=3.0, source="QX/T 77-2007", zones=len(levels)))
+                                            source="QX/T 77-2007", zones=len(levels)))
+                out.points.append(indicator("fire", "zones_covered", "district", len(levels) / len(zones), start,
+                                            target=1.0, source="plan l.202: fire danger known for every zone daily",
+                                            zones=len(levels), registered=len(zones)))
 
 
 PROCESSOR = FireProcessor

@@ -1,0 +1,140 @@
+"""The city demo: a simulated day of Laoshan through the real pipeline, then what arrived where.
+
+Starts a bridge and a processor (logs in .stack/logs/), publishes yesterday (local time) for all five
+domains, waits until InfluxDB holds every reading, prints per domain what was sent, what Kafka and
+InfluxDB hold, and the plan indicators against their targets; then stops the two processes.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from simulators.engine import MODELS, SimOptions, Simulation
+from simulators.publisher import Publisher
+from smartcity.clients import influx_client
+from smartcity.settings import REPO_ROOT, Settings, stack_dir
+
+LOCAL = 8 * 3600
+
+
+def _end_offsets(settings: Settings, topics: list[str], per_partition: bool = False) -> dict:
+    """End offset per topic (summed over partitions), or per partition."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap)
+    try:
+        out: dict = {}
+        for topic in topics:
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+            ends = consumer.end_offsets(parts) if parts else {}
+            if per_partition:
+                out.update(ends)
+            else:
+                out[topic] = sum(ends.values())
+        return out
+    finally:
+        consumer.close()
+
+
+def _lag(settings: Settings, group: str, topics: list[str]) -> int:
+    """Records in `topics` that consumer group `group` has not committed yet."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    try:
+        committed = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    ends = _end_offsets(settings, topics, per_partition=True)
+    return sum(end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items())
+
+
+def _raw_counts(settings: Settings, start: int, stop: int) -> dict[str, int]:
+    flux = (f'from(bucket: "{settings.influx.bucket_raw}") |> range(start: time(v: {start * 10**9}), '
+            f'stop: time(v: {stop * 10**9})) |> group(columns: ["_measurement", "sensor"]) '
+            '|> distinct(column: "_time") |> map(fn: (r) => ({_measurement: r._measurement, _value: 1})) '
+            '|> group(columns: ["_measurement"]) |> sum()')
+    with influx_client(settings) as client:
+        return {r.values["_measurement"]: int(r.get_value()) for t in client.query_api().query(flux) for r in t.records}
+
+
+def _indicators(settings: Settings, start: int, stop: int) -> list[tuple[str, str, str, float, float | None]]:
+    flux = (f'from(bucket: "{settings.influx.bucket_compliance}") |> range(start: time(v: {start * 10**9}), '
+            f'stop: time(v: {stop * 10**9})) |> filter(fn: (r) => r._measurement == "indicator" and r.scope == "district") '
+            '|> filter(fn: (r) => r._field == "value" or r._field == "target") |> last() '
+            '|> pivot(rowKey: ["domain", "indicator", "scope"], columnKey: ["_field"], valueColumn: "_value")')
+    with influx_client(settings) as client:
+        rows = [r.values for t in client.query_api().query(flux) for r in t.records]
+    return sorted((r["domain"], r["indicator"], r.get("source", ""), r.get("value"), r.get("target")) for r in rows)
+
+
+def run_demo(settings: Settings, sensors: int = 10, interval: int = 300, console: Console | None = None) -> int:
+    """Run the demo; returns 0 when every reading sent reached InfluxDB."""
+    console = console or Console()
+    logs = stack_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    day = (int(time.time()) + LOCAL) // 86400 - 1
+    start, stop = day * 86400 - LOCAL, (day + 1) * 86400 - LOCAL
+    domains = list(MODELS)
+    topics = [settings.kafka.telemetry_topic(d) for d in domains] + [settings.kafka.deadletter_topic,
+                                                                      settings.kafka.alerts_topic]
+    before = _end_offsets(settings, topics)
+    procs = [subprocess.Popen([sys.executable, "-m", "smartcity.cli", *args], cwd=REPO_ROOT,
+                              stdout=open(logs / f"{name}.log", "ab"), stderr=subprocess.STDOUT)
+             for name, args in (("demo-bridge", ["bridge", "--client-id", "demo-bridge", "--metrics-port", "0"]),
+                                ("demo-processor", ["process", "--group", "demo-processors"]))]
+    try:
+        time.sleep(3)
+        options = SimOptions(domains=domains, sensors=sensors, ticks=86400 // interval, interval=interval, rate=0,
+                             seed=2026, start_ns=start * 10**9, faults={"spike": 0.002, "malformed": 0.002})
+        console.print(f"[bold]simulating[/bold] {time.strftime('%Y-%m-%d', time.gmtime(start + LOCAL))} (local) for "
+                      f"{', '.join(domains)}: {sensors} sensors each, a reading every {interval // 60} min")
+        publisher = Publisher(settings, client_prefix="demo")
+        stats = Simulation(options).run(publisher)
+        publisher.wait()
+        publisher.close()
+        sent = stats.summary()
+        console.print(f"published {sent['messages']:,} MQTT messages in {sent['elapsed_s']} s "
+                      f"({sent['messages_per_s']:,} msg/s); faults injected: "
+                      f"{ {k: v for k, v in sent['faults'].items() if v} }")
+        valid = sent["readings"] - sent["faults"]["spike"] - sent["faults"]["malformed"]
+        deadline = time.monotonic() + 600
+        telemetry = [settings.kafka.telemetry_topic(d) for d in domains]
+        with console.status("waiting until the processors have committed every record") as status:
+            while time.monotonic() < deadline:
+                lag = _lag(settings, "demo-processors", telemetry)
+                if lag == 0:
+                    break
+                status.update(f"waiting until the processors have committed every record ({lag:,} to go)")
+                time.sleep(2)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(60)
+    after = _end_offsets(settings, topics)
+    stored = _raw_counts(settings, start, stop)
+    table = Table(title="what arrived where")
+    for col in ("domain", "readings sent", "Kafka telemetry.<domain>", "InfluxDB telemetry"):
+        table.add_column(col, justify="right")
+    for d in domains:
+        t = settings.kafka.telemetry_topic(d)
+        table.add_row(d, f"{sent['by_domain'].get(d, 0):,}", f"{after[t] - before[t]:,}", f"{stored.get(d, 0):,}")
+    console.print(table)
+    dead = after[settings.kafka.deadletter_topic] - before[settings.kafka.deadletter_topic]
+    events = after[settings.kafka.alerts_topic] - before[settings.kafka.alerts_topic]
+    console.print(f"dead letters (malformed + out-of-range, kept with reasons): {dead:,}; "
+                  f"rule observations to alerts.events: {events:,}")
+    plan = Table(title="plan indicators (district, the simulated day)")
+    for col in ("domain", "indicator", "value", "target", "source"):
+        plan.add_column(col)
+    for domain, name, source, value, target in _indicators(settings, start, stop):
+        plan.add_row(domain, name, "-" if value is None else f"{value:.3f}", "-" if target is None else f"{target:g}", source)
+    console.print(plan)
+    complete = sum(stored.values()) >= valid
+    console.print("[green]every valid reading reached InfluxDB[/green]" if complete else
+                  f"[red]only {sum(stored.values()):,} of {valid:,} readings reached InfluxDB; see {logs}[/red]")
+    console.print(f"logs: {logs}  |  stack: smartcity stack status  |  stop: make stop")
+    return 0 if complete else 1
