@@ -17,6 +17,9 @@ app = typer.Typer(
 stack_app = typer.Typer(help="The local service stack (Mosquitto, Kafka, InfluxDB) started by deploy/native.",
                         no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+alerts_app = typer.Typer(help="The alert router and the operators' side of it: acknowledge, list, silence.",
+                         no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 
 
 class Format(str, Enum):
@@ -275,6 +278,110 @@ def demo(
     from smartcity.settings import get_settings
 
     raise typer.Exit(run_demo(get_settings(), sensors=sensors, interval=interval))
+
+
+DEFAULT_ALERTS = Path(__file__).resolve().parents[1] / "deploy" / "config" / "alerts.toml"
+
+
+@alerts_app.command("serve")
+def alerts_serve(
+    config: Path = typer.Option(DEFAULT_ALERTS, help="rule policies and subscribers (TOML)"),
+    group: str = typer.Option("alert-router", help="Kafka consumer group"),
+    log_level: str = typer.Option("INFO"),
+) -> None:
+    """Turn rule observations into alerts and notify subscribers (MQTT, webhook, e-mail).
+
+    State (alerts, acknowledgements, silences) lives in the compacted Kafka topic alerts.state and
+    survives restarts. SIGTERM stops cleanly.
+    """
+    import signal
+
+    from processors.router import AlertConfig, AlertRouter
+    from smartcity import logs
+    from smartcity.settings import get_settings
+
+    logs.setup(log_level)
+    try:
+        router = AlertRouter(get_settings(), AlertConfig.load(config), group=group)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: router.stop())
+    router.run()
+
+
+def _command(key: str, body: dict) -> None:
+    from smartcity.clients import kafka_producer
+    from smartcity.settings import get_settings
+
+    settings = get_settings()
+    producer = kafka_producer(settings)
+    producer.send(settings.kafka.alerts_topic, key=key.encode(), value=json.dumps(body, ensure_ascii=False).encode()).get(30)
+    producer.close()
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: str = typer.Argument(..., help="the alert id shown in notifications and `alerts list`"),
+    by: str = typer.Option(..., "--by", help="who acknowledges"),
+    comment: str = typer.Option("", "--comment", help="what is being done, or how it was resolved"),
+) -> None:
+    """Acknowledge an alert (no more reminders) or add a resolution note to a resolved one."""
+    _command(f"ack/{alert_id}", {"type": "ack", "id": alert_id, "by": by, "comment": comment})
+    typer.echo(f"acknowledgement of {alert_id} by {by} sent")
+
+
+@alerts_app.command("silence")
+def alerts_silence(
+    match: list[str] = typer.Option(..., "--match", help="label=glob, e.g. site=shazikou or rule=air.*; repeatable"),
+    duration: str = typer.Option("2h", help="how long, e.g. 30m, 2h"),
+    by: str = typer.Option(..., "--by"),
+    comment: str = typer.Option("", "--comment"),
+) -> None:
+    """Mute notifications of matching alerts for a while (their state is still tracked)."""
+    import time as _time
+    import uuid as _uuid
+
+    matchers = {}
+    for m in match:
+        label, sep, pattern = m.partition("=")
+        if not sep or label not in ("rule", "entity", "domain", "site", "severity"):
+            typer.echo(f"error: --match {m!r}: use rule|entity|domain|site|severity=glob", err=True)
+            raise typer.Exit(2)
+        matchers[label] = pattern
+    now = _time.time()
+    sid = _uuid.uuid4().hex[:8]
+    _command(f"silence/{sid}", {"type": "silence", "id": sid, "matchers": matchers, "start": now,
+                                "end": now + _duration(duration), "by": by, "comment": comment})
+    typer.echo(f"silence {sid} sent: {matchers} for {duration}")
+
+
+@alerts_app.command("list")
+def alerts_list(
+    state: Optional[str] = typer.Option(None, help="pending, firing or resolved"),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table"),
+) -> None:
+    """Alerts as the router last saved them (from the compacted alerts.state topic)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from processors.router import read_state
+    from smartcity.settings import get_settings
+
+    alerts = [a for k, a in read_state(get_settings()).items()
+              if "/" in k and not k.startswith("silence/") and (state is None or a["state"] == state)]
+    if as_json:
+        for a in alerts:
+            typer.echo(json.dumps(a, ensure_ascii=False))
+        return
+    table = Table(title=f"alerts{f' ({state})' if state else ''}")
+    for col in ("id", "state", "severity", "rule", "entity", "value", "threshold", "acked by"):
+        table.add_column(col)
+    for a in sorted(alerts, key=lambda a: (a["state"], a["rule"], a["entity"])):
+        table.add_row(a["id"], a["state"], a["severity"], a["rule"], a["entity"], f"{a['value']:g}",
+                      f"{a['threshold']:g}", a.get("acked_by") or "")
+    Console().print(table)
 
 
 @stack_app.command("status")
