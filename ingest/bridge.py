@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
+from influxdb_client.client.write_api import SYNCHRONOUS
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from paho.mqtt.packettypes import PacketTypes
@@ -93,6 +94,7 @@ class Bridge:
         self.connected = threading.Event()
         self._connections = 0
         self._totals = {"received": 0, "forwarded": 0, "deadlettered": 0, "acked": 0}
+        self._influx = None
         self.client = mqtt_client(settings, self.config.client_id, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -153,8 +155,7 @@ class Bridge:
                     self.forward(batch)
                 if time.monotonic() - last_log >= self.config.log_interval:
                     last_log = time.monotonic()
-                    event(log, "bridge_progress", client_id=self.config.client_id, **self._totals,
-                          inflight=int(self.metrics.inflight._value.get()))
+                    self._report()
         finally:
             self._shutdown()
 
@@ -252,7 +253,24 @@ class Bridge:
         record = DeadLetter.of(topic, raw, reason, fmt, received_at)  # type: ignore[arg-type]
         return self.settings.kafka.deadletter_topic, topic.encode(), record.model_dump_json().encode(), headers, None
 
+    def _report(self) -> None:
+        """A progress log line, and the same counters into InfluxDB for the pipeline-health wall
+        (best effort: the bridge's job does not depend on InfluxDB)."""
+        inflight = int(self.metrics.inflight._value.get())
+        event(log, "bridge_progress", client_id=self.config.client_id, **self._totals, inflight=inflight)
+        fields = ",".join(f"{k}={v}i" for k, v in {**self._totals, "inflight": inflight}.items())
+        line = f"pipeline,service=bridge,instance={self.config.client_id} {fields} {time.time_ns()}"
+        try:
+            if self._influx is None:
+                from smartcity.clients import influx_client
+
+                self._influx = influx_client(self.settings, timeout_ms=5000).write_api(write_options=SYNCHRONOUS)
+            self._influx.write(self.settings.influx.bucket_compliance, record=line)
+        except Exception as exc:  # noqa: BLE001 - metrics are optional
+            event(log, "metrics_write_failed", logging.DEBUG, error=str(exc)[:200])
+
     def _shutdown(self) -> None:
+        self._report()
         self.producer.flush(timeout=30)
         self.client.disconnect()
         self.client.loop_stop()

@@ -197,8 +197,12 @@ class ProcessorService:
         """One poll's records: raw write, windows, results, observations (then the caller commits)."""
         started = time.monotonic()
         by_domain: dict[str, list[bytes]] = defaultdict(list)
+        lag: dict[str, int] = defaultdict(int)
         for tp, records in polled.items():
             by_domain[self.topics[tp.topic]].extend(r.value for r in records)
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None and records:
+                lag[self.topics[tp.topic]] += max(highwater - records[-1].offset - 1, 0)
         observations: list[Observation] = []
         points: list[str] = []
         for domain, values in by_domain.items():
@@ -231,7 +235,7 @@ class ProcessorService:
         elapsed = time.monotonic() - started
         self.totals["points"] += len(points)
         self._write(self.settings.influx.bucket_compliance, [
-            f"pipeline,service=processor,domain={d} records={len(v)}i,batch_seconds={elapsed!r} {time.time_ns()}"
+            f"pipeline,service=processor,domain={d} records={len(v)}i,lag={lag[d]}i,batch_seconds={elapsed!r} {time.time_ns()}"
             for d, v in by_domain.items()])
 
     def _load_day(self, domain: str, day: int) -> ReadingBatch | None:

@@ -1,6 +1,10 @@
 """Fixtures: the real services (started if down, never skipped) and per-test topics and buckets."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -12,6 +16,10 @@ from influxdb_client import BucketRetentionRules
 from smartcity.clients import influx_client
 from smartcity.settings import Settings
 from smartcity.stack import create_topics, delete_topics, ensure_stack_up
+from tests.helpers import REPO, flux_rows, settings_env, start, stop, wait_for_raw
+
+DAY_START = (int(time.time()) // 86400 - 3) * 86400 - 8 * 3600   # a local (UTC+8) midnight three days ago
+SENSORS, TICKS, INTERVAL = 5, 144, 600                              # 5 sensors per domain, every 10 min for a day
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +62,46 @@ def _cleanup(isolated: Settings, created: list[str], buckets: list) -> None:
     with influx_client(isolated) as client:
         for bucket in buckets:
             client.buckets_api().delete_bucket(bucket)
+
+
+@pytest.fixture(scope="session")
+def pipeline_day(stack: str, tmp_path_factory: pytest.TempPathFactory):
+    """One simulated day through the bridge, two processor groups (A undisturbed, B SIGKILLed
+    mid-stream and restarted) and the alert router; after the day the sensors fall silent, so the
+    processors' stale timers raise real `offline` alerts. Yields (settings A, settings B, truth)."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    with isolated_settings() as a, isolated_settings(a, topics=False) as b:
+        bridge = start(a, "bridge", "--client-id", f"bridge-{a.kafka.topic_prefix}", "--group",
+                       a.kafka.topic_prefix.strip("."), "--session-expiry", "120", "--metrics-port", "0",
+                       log=tmp / "bridge.log")
+        proc_a = start(a, "process", "--group", "proc-a", "--stale-after", "10", log=tmp / "proc-a.log")
+        proc_b = start(b, "process", "--group", "proc-b", "--stale-after", "10", log=tmp / "proc-b.log")
+        (tmp / "alerts.toml").write_text('group_window = 0\n[[subscriber]]\nname = "wall"\nchannel = "mqtt"\n')
+        router = start(a, "alerts", "serve", "--config", str(tmp / "alerts.toml"), "--group", "router-day",
+                       log=tmp / "router.log")
+        time.sleep(4)
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "smartcity.cli", "simulate", "--domains", "all", "--sensors", str(SENSORS),
+             "--count", str(TICKS), "--interval", str(INTERVAL), "--rate", "12", "--seed", "11",
+             "--start", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(DAY_START)), "--manifest", str(tmp / "sim")],
+            cwd=REPO, env=settings_env(a), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(5)
+        proc_b.kill()  # SIGKILL mid-stream
+        proc_b.wait()
+        time.sleep(2)
+        proc_b = start(b, "process", "--group", "proc-b", "--stale-after", "10", log=tmp / "proc-b.log")
+        assert sim.wait(120) == 0, sim.stderr.read().decode()
+        truth = [json.loads(line) for line in (tmp / "sim" / "truth.jsonl").read_text().splitlines()]
+        expected = len({(t["domain"], t["sensor_id"], t["ts"]) for t in truth})
+        assert wait_for_raw(a, expected) == expected
+        assert wait_for_raw(b, expected) == expected
+        deadline = time.monotonic() + 90  # silent sensors: offline alerts reach the router's history
+        while not flux_rows(a, a.influx.bucket_compliance, 'r._measurement == "alerts" and r._field == "state"'):
+            assert time.monotonic() < deadline, "no offline alert reached InfluxDB"
+            time.sleep(2)
+        for p in (proc_a, proc_b, bridge, router):
+            assert stop(p) == 0
+        yield a, b, truth
 
 
 @pytest.fixture

@@ -66,3 +66,26 @@ def read_topic(settings: Settings, topic: str, *, expect: int, timeout: float = 
 
 def values(records: list) -> list[dict]:
     return [json.loads(r.value) for r in records]
+
+
+def flux_rows(settings: Settings, bucket: str, flux_filter: str) -> list[dict]:
+    """Rows of `bucket` (all time) matching a Flux filter expression."""
+    from smartcity.clients import influx_client
+
+    with influx_client(settings) as client:
+        tables = client.query_api().query(f'from(bucket: "{bucket}") |> range(start: 0) |> filter(fn: (r) => {flux_filter})')
+    return [dict(r.values) for t in tables for r in t.records]
+
+
+def wait_for_raw(settings: Settings, expected: int, timeout: float = 240) -> int:
+    """Distinct readings in the raw bucket, waiting until `expected` arrived (or the timeout)."""
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        rows = flux_rows(settings, settings.influx.bucket_raw, 'r._field == "fill_level" or r._field == "pm25" or '
+                         'r._field == "ph" or r._field == "capacity" or r._field == "humidity" or r._field == "harmless_kg"')
+        count = len({(r["_measurement"], r["sensor"], r["_time"]) for r in rows})
+        if count >= expected:
+            return count
+        time.sleep(2)
+    return count

@@ -2,86 +2,27 @@
 the simulator's ground truth; and a processor killed mid-stream ends with the same compliance bucket."""
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from processors.fire import fwi_daily
-from smartcity.clients import influx_client
 from smartcity.settings import Settings
-from tests.conftest import isolated_settings
-from tests.helpers import REPO, settings_env, start, stop
+from tests.conftest import DAY_START
+from tests.helpers import flux_rows
 
 pytestmark = pytest.mark.integration
 
-DAY_START = (int(time.time()) // 86400 - 3) * 86400 - 8 * 3600   # a local (UTC+8) midnight three days ago
-SENSORS, TICKS, INTERVAL = 5, 144, 600                              # 5 sensors per domain, every 10 min for a day
-
-
-def flux_rows(settings: Settings, bucket: str, flux_filter: str) -> list[dict]:
-    with influx_client(settings) as client:
-        tables = client.query_api().query(f'from(bucket: "{bucket}") |> range(start: 0) |> filter(fn: (r) => {flux_filter})')
-    return [dict(r.values) for t in tables for r in t.records]
-
-
-def wait_for_raw(settings: Settings, expected: int, timeout: float = 240) -> int:
-    deadline = time.monotonic() + timeout
-    count = 0
-    while time.monotonic() < deadline:
-        rows = flux_rows(settings, settings.influx.bucket_raw, 'r._field == "fill_level" or r._field == "pm25" or '
-                         'r._field == "ph" or r._field == "capacity" or r._field == "humidity" or r._field == "harmless_kg"')
-        count = len({(r["_measurement"], r["sensor"], r["_time"]) for r in rows})
-        if count >= expected:
-            return count
-        time.sleep(2)
-    return count
-
-
 def compliance_snapshot(settings: Settings) -> list[tuple]:
+    """Every computed point (not the wall-clock ones: pipeline metrics, sensor status, alert history)."""
     rows = flux_rows(settings, settings.influx.bucket_compliance,
-                     'r._measurement != "pipeline" and r._measurement != "sensor_status"')
+                     'r._measurement != "pipeline" and r._measurement != "sensor_status" and r._measurement != "alerts"')
     return sorted((r["_measurement"], tuple(sorted((k, v) for k, v in r.items() if not k.startswith("_")
                    and k not in ("result", "table"))), r["_field"], str(r["_time"]),
                    round(r["_value"], 9) if isinstance(r["_value"], float) else r["_value"]) for r in rows)
-
-
-@pytest.fixture(scope="module")
-def pipeline_day(stack: str, tmp_path_factory: pytest.TempPathFactory):
-    """One simulated day through bridge and two processor groups: A undisturbed, B SIGKILLed mid-stream."""
-    tmp = tmp_path_factory.mktemp("pipeline")
-    with isolated_settings() as a, isolated_settings(a, topics=False) as b:
-        bridge = start(a, "bridge", "--client-id", f"bridge-{a.kafka.topic_prefix}", "--group",
-                       a.kafka.topic_prefix.strip("."), "--session-expiry", "120", "--metrics-port", "0",
-                       log=tmp / "bridge.log")
-        proc_a = start(a, "process", "--group", "proc-a", log=tmp / "proc-a.log")
-        proc_b = start(b, "process", "--group", "proc-b", log=tmp / "proc-b.log")
-        time.sleep(4)
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "smartcity.cli", "simulate", "--domains", "all", "--sensors", str(SENSORS),
-             "--count", str(TICKS), "--interval", str(INTERVAL), "--rate", "12", "--seed", "11",
-             "--start", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(DAY_START)), "--manifest", str(tmp / "sim")],
-            cwd=REPO, env=settings_env(a), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(5)
-        proc_b.kill()  # SIGKILL mid-stream
-        proc_b.wait()
-        time.sleep(2)
-        proc_b = start(b, "process", "--group", "proc-b", log=tmp / "proc-b.log")
-        assert sim.wait(120) == 0, sim.stderr.read().decode()
-        truth = [json.loads(line) for line in (tmp / "sim" / "truth.jsonl").read_text().splitlines()]
-        expected = len({(t["domain"], t["sensor_id"], t["ts"]) for t in truth})
-        assert wait_for_raw(a, expected) == expected
-        assert wait_for_raw(b, expected) == expected
-        time.sleep(8)  # let both finish the windows of the last poll
-        for p in (proc_a, proc_b, bridge):
-            assert stop(p) == 0
-        yield a, b, truth
 
 
 # -- ground truth, computed here from what the simulator sent, without the processors' code paths ----
