@@ -20,6 +20,9 @@ app.add_typer(stack_app, name="stack")
 alerts_app = typer.Typer(help="The alert router and the operators' side of it: acknowledge, list, silence.",
                          no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
+dashboards_app = typer.Typer(help="Grafana dashboards as code: generate the JSON, push it to a Grafana.",
+                             no_args_is_help=True)
+app.add_typer(dashboards_app, name="dashboards")
 
 
 class Format(str, Enum):
@@ -382,6 +385,49 @@ def alerts_list(
         table.add_row(a["id"], a["state"], a["severity"], a["rule"], a["entity"], f"{a['value']:g}",
                       f"{a['threshold']:g}", a.get("acked_by") or "")
     Console().print(table)
+
+
+@dashboards_app.command("generate")
+def dashboards_generate(check: bool = typer.Option(False, "--check", help="only report whether the JSON is stale")) -> None:
+    """Write dashboards/json/*.json from the Python definitions (commit the result)."""
+    from dashboards.generate import main
+
+    raise typer.Exit(main(["--check"] if check else []))
+
+
+@dashboards_app.command("push")
+def dashboards_push() -> None:
+    """Create/update the InfluxDB datasource, the Laoshan folder and every dashboard in Grafana.
+
+    URL and token from settings: SMARTCITY_GRAFANA__URL (default http://127.0.0.1:3000) and
+    SMARTCITY_GRAFANA__TOKEN (a service-account token); SMARTCITY_GRAFANA__INFLUX_URL is InfluxDB as
+    Grafana sees it (e.g. http://influxdb:8086 in the compose stack).
+    """
+    from dashboards.push import push
+    from smartcity.settings import get_settings
+
+    try:
+        for url in push(get_settings()):
+            typer.echo(url)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def wall(png: Path = typer.Option(Path("wall.png"), "--png", help="where to write the picture")) -> None:
+    """Render the city wall (plan target vs today's value per domain) from InfluxDB to a PNG."""
+    from dashboards.preview import render
+    from smartcity.settings import get_settings
+
+    tiles, firing, chinese = render(png, get_settings())
+    for t in tiles:
+        status = {True: "meets", False: "misses", None: "no data"}[t.meets]
+        typer.echo(f"{t.domain:9} {t.title_en:34} {t.text(t.value):>12}  target {t.text(t.target):>10}  {status}")
+    typer.echo(f"firing alerts: {firing}")
+    if not chinese:
+        typer.echo("note: no CJK font found, labels are English only (apt-get install fonts-wqy-zenhei)", err=True)
+    typer.echo(f"wrote {png}")
 
 
 @stack_app.command("status")

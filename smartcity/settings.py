@@ -87,6 +87,16 @@ class InfluxSettings(BaseModel):
         return token.get_secret_value()
 
 
+class GrafanaSettings(BaseModel):
+    """Where `smartcity dashboards push` uploads, and how Grafana reaches InfluxDB."""
+
+    url: str = "http://127.0.0.1:3000"
+    token: SecretStr | None = Field(None, description="a Grafana service-account token (SMARTCITY_GRAFANA__TOKEN)")
+    influx_url: str | None = Field(None, description="InfluxDB as Grafana sees it (default: influx.url)")
+    folder_uid: str = "laoshan"
+    folder_title: str = "Laoshan 崂山"
+
+
 class Settings(BaseSettings):
     """Everything the pipeline's processes need to find the services."""
 
@@ -95,6 +105,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     kafka: KafkaSettings = KafkaSettings()
     influx: InfluxSettings = InfluxSettings()
+    grafana: GrafanaSettings = GrafanaSettings()
 
     @classmethod
     def settings_customise_sources(

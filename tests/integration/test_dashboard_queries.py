@@ -44,3 +44,25 @@ def test_panel_query_returns_what_the_panel_expects(pipeline_day, dash, panel) -
     values = [r["_value"] for r in rows if r.get("_value") is not None]
     if "_value" in panel.expect:
         assert values, "every _value is empty"
+
+
+def test_wall_png_shows_the_five_domain_tiles_with_target_and_actual(pipeline_day, tmp_path) -> None:  # noqa: ANN001
+    import struct
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, settings_env
+
+    a, _, _ = pipeline_day
+    out = tmp_path / "wall.png"
+    result = subprocess.run([sys.executable, "-m", "smartcity.cli", "wall", "--png", str(out)], cwd=REPO,
+                            env=settings_env(a), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    header = out.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", header[16:24]) == (1600, 900)
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line and not line.startswith(("firing", "wrote"))}
+    assert set(lines) == {"air", "seawater", "parking", "fire", "garbage"}
+    for domain, line in lines.items():
+        assert "no data" not in line and "target" in line and ("meets" in line or "misses" in line), line
+    firing = int(next(l for l in result.stdout.splitlines() if l.startswith("firing alerts:")).split(":")[1])
+    assert firing > 0  # the sensors fell silent after the simulated day: offline alerts are firing
