@@ -25,6 +25,15 @@ dashboards_app = typer.Typer(help="Grafana dashboards as code: generate the JSON
 app.add_typer(dashboards_app, name="dashboards")
 
 
+def _run_until_signalled(service: object) -> None:
+    """Run a long-lived service; SIGTERM or Ctrl-C asks it to stop cleanly (it finishes its batch)."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: service.stop())  # type: ignore[attr-defined]
+    service.run()  # type: ignore[attr-defined]
+
+
 class Format(str, Enum):
     native = "native"
     senml = "senml"
@@ -97,8 +106,6 @@ def bridge(
     A message is acknowledged only after Kafka accepted every record made from it. SIGTERM or Ctrl-C
     stops cleanly: stop subscribing, forward and acknowledge what arrived, flush, exit 0.
     """
-    import signal
-
     from ingest.bridge import Bridge, BridgeConfig
     from smartcity import logs
     from smartcity.settings import get_settings
@@ -110,9 +117,7 @@ def bridge(
     config = BridgeConfig(client_id=client_id, group=group, window=window, batch_max=batch,
                           session_expiry=session_expiry, metrics_port=metrics_port or None)
     runner = Bridge(settings, config)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: runner.stop())
-    runner.run()
+    _run_until_signalled(runner)
 
 
 @app.command()
@@ -128,8 +133,6 @@ def process(
     Offsets are committed only after InfluxDB accepted the writes; run several instances with the
     same --group to share the load. SIGTERM stops cleanly.
     """
-    import signal
-
     from processors.registry import processors
     from processors.service import ProcessorService
     from smartcity import logs
@@ -142,9 +145,7 @@ def process(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: service.stop())
-    service.run()
+    _run_until_signalled(service)
 
 
 def _duration(text: str) -> float:
@@ -297,8 +298,6 @@ def alerts_serve(
     State (alerts, acknowledgements, silences) lives in the compacted Kafka topic alerts.state and
     survives restarts. SIGTERM stops cleanly.
     """
-    import signal
-
     from processors.router import AlertConfig, AlertRouter
     from smartcity import logs
     from smartcity.settings import get_settings
@@ -309,9 +308,7 @@ def alerts_serve(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: router.stop())
-    router.run()
+    _run_until_signalled(router)
 
 
 def _command(key: str, body: dict) -> None:

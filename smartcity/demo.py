@@ -1,8 +1,9 @@
 """The city demo: a simulated day of Laoshan through the real pipeline, then what arrived where.
 
-Starts a bridge and a processor (logs in .stack/logs/), publishes yesterday (local time) for all five
-domains, waits until InfluxDB holds every reading, prints per domain what was sent, what Kafka and
-InfluxDB hold, and the plan indicators against their targets; then stops the two processes.
+Starts a bridge, a processor and the alert router (logs in .stack/logs/), publishes yesterday (local
+time) for all five domains, waits until the processors have committed every record, prints per domain
+what was sent, what Kafka and InfluxDB hold, and the plan indicators against their targets, renders
+the city wall to .stack/wall.png; then stops the three processes.
 """
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ def run_demo(settings: Settings, sensors: int = 10, interval: int = 300, console
     procs = [subprocess.Popen([sys.executable, "-m", "smartcity.cli", *args], cwd=REPO_ROOT,
                               stdout=open(logs / f"{name}.log", "ab"), stderr=subprocess.STDOUT)
              for name, args in (("demo-bridge", ["bridge", "--client-id", "demo-bridge", "--metrics-port", "0"]),
-                                ("demo-processor", ["process", "--group", "demo-processors"]))]
+                                ("demo-processor", ["process", "--group", "demo-processors"]),
+                                ("demo-alerts", ["alerts", "serve", "--group", "demo-alerts"]))]
     try:
         time.sleep(3)
         options = SimOptions(domains=domains, sensors=sensors, ticks=86400 // interval, interval=interval, rate=0,
@@ -133,6 +135,11 @@ def run_demo(settings: Settings, sensors: int = 10, interval: int = 300, console
     for domain, name, source, value, target in _indicators(settings, start, stop):
         plan.add_row(domain, name, "-" if value is None else f"{value:.3f}", "-" if target is None else f"{target:g}", source)
     console.print(plan)
+    from dashboards.preview import render
+
+    picture = stack_dir() / "wall.png"
+    render(picture, settings)
+    console.print(f"city wall picture: {picture}  (Grafana users: docker compose -f deploy/docker-compose.yml up)")
     complete = sum(stored.values()) >= valid
     console.print("[green]every valid reading reached InfluxDB[/green]" if complete else
                   f"[red]only {sum(stored.values()):,} of {valid:,} readings reached InfluxDB; see {logs}[/red]")

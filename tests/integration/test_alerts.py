@@ -302,3 +302,19 @@ def test_a_silence_mutes_matching_notifications_and_nothing_else(
     assert kinds_by_site(hooks.delivered("/ok")) == Counter({("st2", "firing"): 1})
     states = {a["entity"]: a["state"] for a in map(json.loads, listed.splitlines())}
     assert states == {"st1": "firing", "st2": "firing"}  # muted, not forgotten
+
+
+def test_grouping_sends_one_notification_for_many_entities_of_one_rule(
+        settings: Settings, receivers, tmp_path: Path, webhook_env) -> None:  # noqa: ANN001
+    hooks, mailbox, smtp_port, mqtt_got = receivers
+    config = write_config(tmp_path / "alerts.toml", hooks, smtp_port, repeat=600)
+    config.write_text(config.read_text().replace("group_window = 0", "group_window = 2"))
+    proc = router(settings, config, tmp_path)
+    for site in ("st1", "st2", "st3"):
+        observe(settings, site, 90.0, DAY)
+    wait_until(lambda: len(mqtt_got) >= 1)
+    time.sleep(3)
+    assert stop(proc) == 0
+    assert len(mqtt_got) == 1
+    assert sorted(a["entity"] for a in mqtt_got[0][1]["alerts"]) == ["st1", "st2", "st3"]
+    assert mqtt_got[0][1]["text_en"].count("[FIRING]") == 3
