@@ -9,6 +9,19 @@ from typing import NamedTuple
 
 import numpy as np
 
+from processors.plugin import (
+    DAY_NS,
+    DomainProcessor,
+    Observation,
+    Output,
+    Point,
+    day_start,
+    group_means,
+    hour_start,
+    indicator,
+    local_day,
+    split_key,
+)
 from schemas.thresholds import PlanThresholds, load_plan
 
 ITEMS = ("PM25_24H", "PM10_24H", "SO2_24H", "SO2_1H", "NO2_24H", "NO2_1H", "CO_24H", "CO_1H", "O3_1H", "O3_8H")
@@ -80,18 +93,6 @@ def hourly_aqi(means: dict[str, np.ndarray], *, plan: PlanThresholds | None = No
     })
 
 
-def group_means(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(unique keys, NaN-aware means [k, fields], counts [k, fields]) of `values` rows grouped by key."""
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    present = ~np.isnan(values)
-    sums = np.zeros((len(uniq), values.shape[1]))
-    counts = np.zeros((len(uniq), values.shape[1]))
-    np.add.at(sums, inverse, np.where(present, values, 0.0))
-    np.add.at(counts, inverse, present)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return uniq, np.where(counts > 0, sums / counts, np.nan), counts
-
-
 def daily_mean(hourly: np.ndarray, min_hours: int = 20) -> np.ndarray:
     """Daily means from hourly means [days, 24]: NaN unless at least `min_hours` hours are valid
     (GB 3095-2012 Table 4)."""
@@ -143,11 +144,6 @@ def year_to_date(daily_means: np.ndarray, days_in_year: int, elapsed_days: int, 
 
 # -- plug-in: hourly and daily means, AQI, year-to-date PM2.5 ------------------------------------------
 
-from processors.plugin import (DAY_NS, DomainProcessor, Observation, Output, Point, day_start,  # noqa: E402
-                               hour_start, indicator, local_day, split_key)
-
-_gm = group_means
-
 POLLUTANTS = ("pm25", "pm10", "so2", "no2", "co", "o3")
 
 
@@ -166,7 +162,7 @@ class AirProcessor(DomainProcessor):
         cols = [b.fields.index(p) for p in POLLUTANTS]
         hours = hour_start(b.ts)
         keys = np.char.add(b.site.astype(str), np.char.add("|", hours.astype(str)))
-        uniq, means, counts = _gm(keys, b.values[:, cols])
+        uniq, means, counts = group_means(keys, b.values[:, cols])
         sites_hours = [split_key(k) for k in uniq]
         hour_ts = np.array([h for _, h in sites_hours], np.int64)
         result = hourly_aqi({p: means[:, j] for j, p in enumerate(POLLUTANTS)}, plan=self.plan)

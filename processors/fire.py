@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from processors.plugin import DAY_NS, DomainProcessor, Observation, Output, Point, day_start, indicator, local_day
 from schemas.thresholds import PlanThresholds, load_plan
 
 DMC_DAY_LENGTH = np.array([6.5, 7.5, 9.0, 12.8, 13.9, 13.9, 12.4, 10.9, 9.4, 8.0, 7.0, 6.0])
@@ -132,9 +133,6 @@ def danger_level(fwi_: np.ndarray, plan: PlanThresholds | None = None, at: int |
 
 
 # -- plug-in: daily FWI per zone from the noon observation, danger levels, detections -------------------
-
-from processors.plugin import (DAY_NS, DomainProcessor, Observation, Output, Point, day_start,  # noqa: E402
-                               indicator, local_day)
 
 NOON_WINDOW_NS = 3 * 3600 * 10**9
 

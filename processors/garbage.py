@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from processors.plugin import DAY_NS, DomainProcessor, Observation, Output, Point, day_start, indicator, local_day
 from schemas.thresholds import PlanThresholds, load_plan
 
 
@@ -53,7 +54,6 @@ def full_since(ts: np.ndarray, fill: np.ndarray, *, level: float) -> float:
 
 # -- plug-in: daily rates from the plant's report, overdue bins -----------------------------------------
 
-from processors.plugin import DAY_NS, DomainProcessor, Observation, Output, Point, day_start, indicator, local_day  # noqa: E402
 
 CATEGORY_FIELDS = ("recyclable_kg", "hazardous_kg", "kitchen_kg", "residual_kg")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from processors.plugin import DomainProcessor, Observation, Output, Point, hour_start, indicator, local_day, split_key
 from schemas.thresholds import PlanThresholds, load_plan
 
 
@@ -39,10 +40,6 @@ def spaces_added(current_capacity: np.ndarray, baseline_spaces: float) -> float:
 
 
 # -- plug-in: hourly occupancy per lot, district occupancy, networked rate, spaces added ----------------
-
-from processors.plugin import (DAY_NS, DomainProcessor, Observation, Output, Point, hour_start,  # noqa: E402
-                               indicator, local_day, split_key)
-
 
 class ParkingProcessor(DomainProcessor):
     """Per lot and hour: mean and peak occupancy, saturation; district per hour: occupancy, share of

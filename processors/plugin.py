@@ -119,10 +119,16 @@ class DomainProcessor(ABC):
         """Indicators for the local `days` touched by the latest batch, from every buffered reading."""
 
 
-def site_groups(batch: ReadingBatch, bucket_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(unique keys 'site|bucket', inverse) for grouping readings by site and time bucket."""
-    keys = np.char.add(batch.site.astype(str), np.char.add("|", bucket_ns.astype(str)))
-    return np.unique(keys, return_inverse=True)
+def group_means(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unique keys, NaN-aware means [k, fields], counts [k, fields]) of `values` rows grouped by key."""
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    present = ~np.isnan(values)
+    sums = np.zeros((len(uniq), values.shape[1]))
+    counts = np.zeros((len(uniq), values.shape[1]))
+    np.add.at(sums, inverse, np.where(present, values, 0.0))
+    np.add.at(counts, inverse, present)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return uniq, np.where(counts > 0, sums / counts, np.nan), counts
 
 
 def split_key(key: str) -> tuple[str, int]:
@@ -136,7 +142,3 @@ def indicator(domain: str, name: str, scope: str, value: float, ts: int, *, targ
     return Point("indicator", {"domain": domain, "indicator": name, "scope": scope, "source": source},
                  {"value": value, "target": target, **extra}, ts)
 
-
-def rows_by(history_rows: list[dict[str, Any]], *keys: str) -> dict[tuple, float]:
-    """{(row[k] for k in keys): row['_value']} from history rows."""
-    return {tuple(r[k] for k in keys): r["_value"] for r in history_rows}

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from processors.plugin import (
+    DomainProcessor,
+    Observation,
+    Output,
+    Point,
+    day_start,
+    group_means,
+    indicator,
+    local_day,
+    split_key,
+)
 from schemas.thresholds import PlanThresholds, load_plan
 
 FACTORS = ("ph", "dissolved_oxygen", "cod", "inorganic_nitrogen", "phosphate", "petroleum")
@@ -59,10 +70,6 @@ def green_tide_level(chl: np.ndarray, turbidity: np.ndarray, chl_before: np.ndar
 
 
 # -- plug-in: daily class per site, the district's class I-II share, green tide ------------------------
-
-from processors.plugin import (DomainProcessor, Observation, Output, Point, day_start, indicator,  # noqa: E402
-                               local_day, split_key)
-from processors.air import group_means  # noqa: E402
 
 SEVERITY = {3: "minor", 4: "major", 5: "critical"}
 

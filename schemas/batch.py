@@ -17,8 +17,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from schemas.adapters import RawReading
-from schemas.plugin import Domain
 from schemas.envelope import IDENT, Reading, Source
+from schemas.plugin import Domain
 from schemas.registry import domain as get_domain
 from schemas.registry import domains
 from schemas.timeparse import format_ts

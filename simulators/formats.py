@@ -6,8 +6,8 @@ schemas/devices.toml is inverted, so only the fields the profile maps are sent.
 from __future__ import annotations
 
 import base64
-import hashlib
 import datetime as dt
+import hashlib
 import json
 from functools import lru_cache
 

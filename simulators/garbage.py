@@ -29,6 +29,7 @@ class GarbageModel(Model):
         self.contamination = rng.uniform(0.03, 0.18, self.n)
         self.never_emptied = np.zeros(self.n, bool)
         self.never_emptied[bins[:overdue_bins]] = True                 # the bin the truck skips
+        self.emptied_on = np.full(self.n, -1)                         # local day each bin was last emptied
         self.last_day: int | None = None
         self.collected_today = {c: 0.0 for c in CATEGORIES}
 
@@ -61,12 +62,6 @@ class GarbageModel(Model):
         self.put_rows(out, bins, "contamination", np.round(self.contamination[bins], 3))
         self.last_day = day
         return out
-
-    @property
-    def emptied_on(self) -> np.ndarray:
-        if not hasattr(self, "_emptied_on"):
-            self._emptied_on = np.full(self.n, -1)
-        return self._emptied_on
 
     def _emptied_today(self, day: int) -> np.ndarray:
         return self.emptied_on == day

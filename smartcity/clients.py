@@ -6,9 +6,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from influxdb_client import InfluxDBClient
+from kafka import KafkaConsumer, KafkaProducer
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from kafka import KafkaConsumer, KafkaProducer
 
 from smartcity.settings import Settings
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from rich.console import Console

@@ -7,7 +7,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-
 from contextlib import contextmanager
 
 import pytest

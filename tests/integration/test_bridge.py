@@ -5,8 +5,8 @@ import json
 import re
 import threading
 import time
-import uuid
 import urllib.request
+import uuid
 from collections import Counter
 from pathlib import Path
 

@@ -1,12 +1,12 @@
 """`smartcity simulate` against the real Mosquitto: it publishes, summarises, and replays bit-exactly."""
 from __future__ import annotations
 
-from collections import Counter
 import json
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest

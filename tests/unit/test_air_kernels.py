@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.air import ITEMS, aqi, daily_mean, group_means, hourly_aqi, iaqi, rolling_8h, year_to_date
+from processors.air import ITEMS, aqi, daily_mean, hourly_aqi, iaqi, rolling_8h, year_to_date
+from processors.plugin import group_means
 
 
 @pytest.mark.parametrize("item, c, expected", [
