@@ -27,7 +27,7 @@ from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from schemas.adapters import PayloadError, parse, route
-from schemas.batch import validate
+from schemas.batch import MessageReadings, validate_many
 from schemas.envelope import DeadLetter
 from smartcity.clients import kafka_producer, mqtt_client
 from smartcity.logs import event
@@ -123,6 +123,8 @@ class Bridge:
             event(log, "mqtt_disconnected", logging.WARNING, reason=reason.getName())
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if self.stopping.is_set():
+            return  # not acknowledged: the broker delivers it again when the bridge is back
         # Wait for a free slot in the window: while we wait, paho reads nothing more from the socket.
         while not self.window.acquire(timeout=1.0):
             if self.stopping.is_set():
@@ -160,11 +162,12 @@ class Bridge:
             self._shutdown()
 
     def stop(self) -> None:
-        """Ask run() to finish: stop subscribing, forward and ack what was received, then return."""
-        if not self.stopping.is_set():
-            self.stopping.set()
-            if self.connected.is_set():
-                self.client.unsubscribe([f"$share/{self.config.group}/{f}" for f in self.config.filters])
+        """Ask run() to finish: take no more messages, forward and ack what was received, then return.
+
+        The subscription stays in the broker's persistent session (no UNSUBSCRIBE): what is published
+        while the bridge is down is queued for it, not dropped. Messages that arrive after stop() are
+        left unacknowledged, so the broker delivers them again."""
+        self.stopping.set()
 
     def _next_batch(self) -> list[mqtt.MQTTMessage]:
         try:
@@ -215,34 +218,43 @@ class Bridge:
         self._totals["acked"] += len(batch)
 
     def encode(self, batch: list[mqtt.MQTTMessage]) -> list[tuple]:
-        """Kafka records (topic, key, value, headers, timestamp ms) for a batch: readings and dead letters."""
+        """Kafka records (topic, key, value, headers, timestamp ms) for a batch: readings and dead letters.
+
+        Each message is parsed on its own; the readings of all of them are validated together, one
+        vectorised pass per domain, and every rejection is dead-lettered with its own message's bytes."""
         kafka = self.settings.kafka
         origin = self.config.client_id.encode()
-        out = []
+        out: list[tuple] = []
+        parsed: list[MessageReadings] = []
+        owners: list[tuple[mqtt.MQTTMessage, list[tuple[str, bytes]]]] = []
         for msg in batch:
             received_at = time.time_ns()
-            topic = msg.topic
-            headers = [("mqtt_topic", topic.encode()), ("bridge", origin)]
+            headers = [("mqtt_topic", msg.topic.encode()), ("bridge", origin)]
             fmt = None
             try:
-                info = route(topic)
+                info = route(msg.topic)
                 fmt = info.format if info.format != "status" else None
                 if fmt is None:
                     raise PayloadError("status messages are not readings")
                 self.metrics.received.labels(fmt).inc()
-                result = validate(parse(fmt, msg.payload, info), fmt, received_at=received_at)
+                raws = parse(fmt, msg.payload, info)
             except PayloadError as exc:
-                out.append(self._dead_letter(topic, msg.payload, exc.reason, fmt, received_at, headers))
+                out.append(self._dead_letter(msg.topic, msg.payload, exc.reason, fmt, received_at, headers))
                 continue
-            if result.batch is not None:
-                target = kafka.telemetry_topic(result.batch.domain)
-                # Record timestamp = event time (ms): processors seek back to open windows with it.
-                for (key, value), ts_ms in zip(result.batch.records(), (result.batch.ts // 10**6).tolist()):
-                    out.append((target, key, value, headers, ts_ms))
-                self.metrics.forwarded.labels(result.batch.domain).inc(len(result.batch))
-                self._totals["forwarded"] += len(result.batch)
-            if result.errors:
-                out.append(self._dead_letter(topic, msg.payload, "; ".join(result.errors), fmt, received_at, headers))
+            parsed.append(MessageReadings(raws, fmt, None, received_at))
+            owners.append((msg, headers))
+        result = validate_many(parsed)
+        for domain, (readings, message_of) in result.batches.items():
+            target = kafka.telemetry_topic(domain)
+            # Record timestamp = event time (ms): processors seek back to open windows with it.
+            for (key, value), ts_ms, m in zip(readings.records(), (readings.ts // 10**6).tolist(), message_of.tolist()):
+                out.append((target, key, value, owners[m][1], ts_ms))
+            self.metrics.forwarded.labels(domain).inc(len(readings))
+            self._totals["forwarded"] += len(readings)
+        for m, reasons in result.errors.items():
+            msg, headers = owners[m]
+            out.append(self._dead_letter(msg.topic, msg.payload, "; ".join(reasons), parsed[m].source,
+                                         parsed[m].received_at or time.time_ns(), headers))
         self._totals["received"] += len(batch)
         return out
 

@@ -132,43 +132,79 @@ class Decoded:
     errors: list[str]
 
 
-def validate(raws: list[RawReading], source: Source, *, domain: str | None = None,
-             received_at: int | None = None, now_ns: int | None = None) -> Decoded:
-    """Validate raw readings against their domain; every rejection comes back with a reason."""
-    received_at = received_at or time.time_ns()
-    now_ns = now_ns or received_at
-    errors: list[str] = []
-    kept: list[tuple[int, RawReading]] = []
-    dom_name: str | None = None
-    for i, raw in enumerate(raws):
-        reason = _identity_problem(raw, domain)
-        name = raw.domain or domain
-        if reason is None and dom_name is not None and name != dom_name:
-            reason = f"domain {name!r} differs from the message's {dom_name!r}"
-        if reason:
-            errors.append(f"reading {i}: {reason}")
-            continue
-        dom_name = name
-        kept.append((i, raw))
-    if not kept:
-        return Decoded(None, errors)
-    dom = get_domain(dom_name)  # type: ignore[arg-type]
+@dataclass
+class MessageReadings:
+    """One message's parsed readings, waiting for validation."""
+
+    raws: list[RawReading]
+    source: Source
+    domain: str | None = None          # the domain to validate against when the readings do not say
+    received_at: int | None = None
+
+
+@dataclass
+class Validated:
+    """The valid readings of many messages, one batch per domain with each row's message index, and
+    the reasons for every rejected reading, by message index."""
+
+    batches: dict[str, tuple[ReadingBatch, np.ndarray]]
+    errors: dict[int, list[str]]
+
+
+def validate_many(messages: list[MessageReadings], *, now_ns: int | None = None) -> Validated:
+    """Validate the readings of many messages in one vectorised pass per domain (the bridge's hot
+    path); a reason names the reading by its position in its own message."""
+    now = time.time_ns()
+    now_ns = now_ns or now
+    errors: dict[int, list[str]] = {}
+    by_domain: dict[str, list[tuple[int, int, RawReading]]] = {}
+    for m, msg in enumerate(messages):
+        message_domain: str | None = None
+        for i, raw in enumerate(msg.raws):
+            reason = _identity_problem(raw, msg.domain)
+            name = raw.domain or msg.domain
+            if reason is None and message_domain is not None and name != message_domain:
+                reason = f"domain {name!r} differs from the message's {message_domain!r}"
+            if reason:
+                errors.setdefault(m, []).append(f"reading {i}: {reason}")
+                continue
+            message_domain = name
+            by_domain.setdefault(name, []).append((m, i, raw))  # type: ignore[arg-type]
+    batches = {}
+    for name, kept in by_domain.items():
+        batch, message_of, rejected = _validate_domain(get_domain(name), kept, messages, now_ns, now)
+        for m, reason in rejected:
+            errors.setdefault(m, []).append(reason)
+        if batch is not None:
+            batches[name] = (batch, message_of)
+    return Validated(batches, {m: sorted(r, key=_reading_number) for m, r in errors.items()})
+
+
+def _reading_number(reason: str) -> int:
+    return int(reason.split(":", 1)[0].split()[-1])
+
+
+def _validate_domain(dom: Domain, kept: list[tuple[int, int, RawReading]], messages: list[MessageReadings],
+                     now_ns: int, now: int) -> tuple[ReadingBatch | None, np.ndarray, list[tuple[int, str]]]:
+    """Range, cross-field, future and duplicate checks on the whole matrix of one domain's readings."""
     index = {n: j for j, n in enumerate(dom.fields)}
     n = len(kept)
     matrix = np.full((n, len(index)), np.nan)
-    bad_reason: list[str | None] = [None] * n
-    for row, (i, raw) in enumerate(kept):
-        bad_reason[row] = _fill_row(matrix[row], raw, dom, index)
-    ts = np.fromiter((raw.ts for _, raw in kept), np.int64, n)
+    bad_reason: list[str | None] = [_fill_row(matrix[row], raw, dom, index) for row, (_, _, raw) in enumerate(kept)]
+    ts = np.fromiter((raw.ts for _, _, raw in kept), np.int64, n)
+    message_of = np.fromiter((m for m, _, _ in kept), np.int64, n)
     lo, hi = dom.bounds()
     with np.errstate(invalid="ignore"):
         out_of_range = ((matrix < lo) | (matrix > hi)).any(axis=1)
     out_of_range |= dom.values.check_columns(dict(zip(dom.fields, matrix.T)))
     future = ts > now_ns + FUTURE_TOLERANCE_NS
-    sensors = np.array([raw.sensor_id for _, raw in kept], dtype=object)
-    duplicate = _duplicates(sensors, ts)
+    sensors = np.array([raw.sensor_id for _, _, raw in kept], dtype=object)
+    duplicate = _duplicates(message_of, sensors, ts)
+    suspect = np.flatnonzero(out_of_range | future | duplicate | np.array([r is not None for r in bad_reason]))
     ok = np.ones(n, bool)
-    for row, (i, raw) in enumerate(kept):
+    rejected: list[tuple[int, str]] = []
+    for row in suspect:  # only rejected rows pay for a worded reason
+        m, i, raw = kept[row]
         reason = bad_reason[row]
         if reason is None and out_of_range[row]:
             reason = _model_reason(dom, matrix[row])
@@ -178,25 +214,33 @@ def validate(raws: list[RawReading], source: Source, *, domain: str | None = Non
         if reason is None and duplicate[row]:
             reason = f"duplicate reading for sensor {raw.sensor_id!r} at {format_ts(int(ts[row]))}"
         if reason:
-            errors.append(f"reading {i}: {reason}")
+            rejected.append((m, f"reading {i}: {reason}"))
             ok[row] = False
     if not ok.any():
-        return Decoded(None, errors)
-    kept_raws = [raw for (_, raw), good in zip(kept, ok) if good]
-    m = len(kept_raws)
+        return None, message_of[:0], rejected
+    good = [kept[row] for row in np.flatnonzero(ok)]
+    k = len(good)
     batch = ReadingBatch(
         domain=dom.name,
         sensor_id=sensors[ok],
-        site=np.array([r.site for r in kept_raws], dtype=object),
+        site=np.array([r.site for _, _, r in good], dtype=object),
         ts=ts[ok],
         values=matrix[ok],
-        seq=np.fromiter((-1 if r.seq is None else r.seq for r in kept_raws), np.int64, m),
-        lat=np.fromiter((np.nan if r.lat is None else r.lat for r in kept_raws), float, m),
-        lon=np.fromiter((np.nan if r.lon is None else r.lon for r in kept_raws), float, m),
-        source=np.full(m, source, dtype=object),
-        received_at=np.full(m, received_at, np.int64),
+        seq=np.fromiter((-1 if r.seq is None else r.seq for _, _, r in good), np.int64, k),
+        lat=np.fromiter((np.nan if r.lat is None else r.lat for _, _, r in good), float, k),
+        lon=np.fromiter((np.nan if r.lon is None else r.lon for _, _, r in good), float, k),
+        source=np.array([messages[m].source for m, _, _ in good], dtype=object),
+        received_at=np.fromiter((messages[m].received_at or now for m, _, _ in good), np.int64, k),
     )
-    return Decoded(batch, errors)
+    return batch, message_of[ok], rejected
+
+
+def validate(raws: list[RawReading], source: Source, *, domain: str | None = None,
+             received_at: int | None = None, now_ns: int | None = None) -> Decoded:
+    """Validate one message's readings against their domain; every rejection comes back with a reason."""
+    result = validate_many([MessageReadings(raws, source, domain, received_at or time.time_ns())], now_ns=now_ns)
+    batch = next(iter(result.batches.values()))[0] if result.batches else None
+    return Decoded(batch, result.errors.get(0, []))
 
 
 def _identity_problem(raw: RawReading, domain: str | None) -> str | None:
@@ -258,11 +302,12 @@ def _model_reason(dom: Domain, row: np.ndarray) -> str:
     return "values outside the domain's physical ranges"
 
 
-def _duplicates(sensors: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """True for every reading whose (sensor, ts) already appeared earlier in the message."""
+def _duplicates(message: np.ndarray, sensors: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """True for every reading whose (sensor, ts) already appeared earlier in the same message."""
     if len(ts) < 2:
         return np.zeros(len(ts), bool)
-    keys = np.char.add(sensors.astype(str), np.char.add("|", ts.astype(str)))
+    keys = np.char.add(np.char.add(message.astype(str), "|"),
+                       np.char.add(sensors.astype(str), np.char.add("|", ts.astype(str))))
     _, first = np.unique(keys, return_index=True)
     dup = np.ones(len(ts), bool)
     dup[first] = False

@@ -104,7 +104,8 @@ def bridge(
     Subscribes (QoS 1, persistent session) to city/+/+/+/up, city/+/+/+/senml, v3/+/devices/+/up and
     application/+/device/+/event/up through a shared subscription, so several bridges split the load.
     A message is acknowledged only after Kafka accepted every record made from it. SIGTERM or Ctrl-C
-    stops cleanly: stop subscribing, forward and acknowledge what arrived, flush, exit 0.
+    stops cleanly: take no more messages, forward and acknowledge what arrived, flush, exit 0; the
+    subscription stays in the broker's session, so what is published meanwhile waits for the restart.
     """
     from ingest.bridge import Bridge, BridgeConfig
     from smartcity import logs

@@ -282,3 +282,22 @@ def test_device_publishing_outside_its_domain_is_refused_and_never_delivered(set
         c.loop_stop()
     assert reasons[0].getName() == "Not authorized"
     assert not [t for t in got if tag in t]
+
+
+def test_messages_published_while_the_bridge_is_stopped_are_forwarded_after_restart(settings: Settings, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:6]
+    proc = bridge(settings, tmp_path, f"b-{tag}", f"g{tag}")
+    time.sleep(2)
+    assert stop(proc) == 0  # SIGTERM: a planned restart
+    pub = Publisher(settings)
+    expected = set()
+    for i in range(2_000):
+        topic, payload, key = message(i, tag)
+        pub.publish(topic, payload)
+        expected.add(key)
+    pub.wait()
+    pub.close()
+    proc = bridge(settings, tmp_path, f"b-{tag}", f"g{tag}")
+    seen = wait_for_count(settings, expected, timeout=120)
+    assert stop(proc) == 0
+    assert expected <= set(seen), f"{len(expected - set(seen))} messages published during the restart were lost"
