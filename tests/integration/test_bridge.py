@@ -65,6 +65,22 @@ def malformed(i: int, tag: str) -> tuple[str, bytes]:
     return f"city/air/{tag}-bad/b{i}/up", kinds[i % len(kinds)]
 
 
+def publish(settings: Settings, tag: str, n: int, *, malformed_too: int = 0) -> set[tuple[str, int]]:
+    """Publish messages 0..n-1 of the mixed stream (and some malformed ones); returns the readings
+    (sensor, ts) that must reach Kafka."""
+    pub = Publisher(settings)
+    expected = set()
+    for i in range(n):
+        topic, payload, key = message(i, tag)
+        pub.publish(topic, payload)
+        expected.add(key)
+    for i in range(malformed_too):
+        pub.publish(*malformed(i, tag))
+    pub.wait()
+    pub.close()
+    return expected
+
+
 def telemetry_records(settings: Settings, expect: int, domains=("air", "seawater", "fire")) -> list[dict]:
     per = {d: values(read_topic(settings, settings.kafka.telemetry_topic(d), expect=0, idle=2)) for d in domains}
     return [v for d in domains for v in per[d]]
@@ -92,16 +108,7 @@ def test_valid_messages_all_reach_kafka_and_malformed_ones_the_deadletter_topic(
     tag = uuid.uuid4().hex[:6]
     proc = bridge(settings, tmp_path, f"b-{tag}", f"g{tag}")
     time.sleep(2)
-    pub = Publisher(settings)
-    expected = set()
-    for i in range(10_000):
-        topic, payload, key = message(i, tag)
-        pub.publish(topic, payload)
-        expected.add(key)
-    for i in range(1_000):
-        pub.publish(*malformed(i, tag))
-    pub.wait()
-    pub.close()
+    expected = publish(settings, tag, 10_000, malformed_too=1_000)
     seen = wait_for_count(settings, expected)
     dead = values(read_topic(settings, settings.kafka.deadletter_topic, expect=1000, idle=3))
     assert stop(proc) == 0
@@ -208,14 +215,7 @@ def test_two_bridges_on_one_shared_subscription_split_the_stream_without_overlap
     tag = uuid.uuid4().hex[:6]
     procs = [bridge(settings, tmp_path, f"b{n}-{tag}", f"g{tag}") for n in (1, 2)]
     time.sleep(3)
-    pub = Publisher(settings)
-    expected = set()
-    for i in range(8_000):
-        topic, payload, key = message(i, tag)
-        pub.publish(topic, payload)
-        expected.add(key)
-    pub.wait()
-    pub.close()
+    expected = publish(settings, tag, 8_000)
     wait_for_count(settings, expected)
     by_bridge: dict[str, Counter] = {}
     for d in ("air", "seawater", "fire"):
@@ -289,14 +289,7 @@ def test_messages_published_while_the_bridge_is_stopped_are_forwarded_after_rest
     proc = bridge(settings, tmp_path, f"b-{tag}", f"g{tag}")
     time.sleep(2)
     assert stop(proc) == 0  # SIGTERM: a planned restart
-    pub = Publisher(settings)
-    expected = set()
-    for i in range(2_000):
-        topic, payload, key = message(i, tag)
-        pub.publish(topic, payload)
-        expected.add(key)
-    pub.wait()
-    pub.close()
+    expected = publish(settings, tag, 2_000)
     proc = bridge(settings, tmp_path, f"b-{tag}", f"g{tag}")
     seen = wait_for_count(settings, expected, timeout=120)
     assert stop(proc) == 0
