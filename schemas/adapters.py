@@ -264,15 +264,10 @@ def parse_ttn(payload: bytes, topic: TopicInfo | None = None, *,
     """The Things Stack v3 uplink: device ids, `uplink_message.decoded_payload`, gateway/NS times."""
     doc = _obj(load_json(payload), "a TTN uplink")
     ids = _obj(doc.get("end_device_ids"), "end_device_ids")
-    device = ids.get("device_id")
-    if not isinstance(device, str) or not device:
-        raise PayloadError("end_device_ids.device_id is missing")
+    device = _device_id(ids, "device_id", "end_device_ids")
     app = _obj(ids.get("application_ids"), "end_device_ids.application_ids").get("application_id")
     up = _obj(doc.get("uplink_message"), "uplink_message")
-    decoded = up.get("decoded_payload")
-    if not decoded:
-        raise PayloadError("no decoded payload")
-    decoded = _obj(decoded, "uplink_message.decoded_payload")
+    decoded = _decoded(up, "decoded_payload", "uplink_message.decoded_payload")
     # Event time: a gateway's GPS time when present, else the network server's, else the message's.
     gw_times = [m.get("time") for m in up.get("rx_metadata") or [] if isinstance(m, dict) and m.get("time")]
     stamp = gw_times[0] if gw_times else up.get("received_at") or doc.get("received_at")
@@ -292,13 +287,8 @@ def parse_chirpstack(payload: bytes, topic: TopicInfo | None = None, *,
     """ChirpStack v4 `up` event: `deviceInfo`, `object` (codec output), `time`, `fCnt`."""
     doc = _obj(load_json(payload), "a ChirpStack up event")
     info = _obj(doc.get("deviceInfo"), "deviceInfo")
-    dev_eui = info.get("devEui")
-    if not isinstance(dev_eui, str) or not dev_eui:
-        raise PayloadError("deviceInfo.devEui is missing")
-    decoded = doc.get("object")
-    if not decoded:
-        raise PayloadError("no decoded payload")
-    decoded = _obj(decoded, "object")
+    dev_eui = _device_id(info, "devEui", "deviceInfo")
+    decoded = _decoded(doc, "object", "object")
     stamp = doc.get("time")
     if stamp is None:
         rx = [m.get("gwTime") for m in doc.get("rxInfo") or [] if isinstance(m, dict) and m.get("gwTime")]
@@ -309,6 +299,21 @@ def parse_chirpstack(payload: bytes, topic: TopicInfo | None = None, *,
     profile_name = info.get("deviceProfileName") if isinstance(info.get("deviceProfileName"), str) else ""
     return [_lorawan_reading(profiles, profile_name, dev_eui.lower(), tags.get("site"),
                              _time(stamp, "time"), decoded, _opt_seq(doc, "fCnt", "event"), {})]
+
+
+def _device_id(obj: dict[str, Any], key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise PayloadError(f"{where}.{key} is missing")
+    return value
+
+
+def _decoded(obj: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    """The network server's decoded values; without them the message is dead-lettered, never dropped."""
+    decoded = obj.get(key)
+    if not decoded:
+        raise PayloadError("no decoded payload")
+    return _obj(decoded, where)
 
 
 def _lorawan_reading(profiles: DeviceProfiles | None, profile_name: str, device: str, site: Any,
