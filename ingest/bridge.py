@@ -22,14 +22,13 @@ import paho.mqtt.client as mqtt
 from influxdb_client.client.write_api import SYNCHRONOUS
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from schemas.adapters import PayloadError, parse, route
 from schemas.batch import MessageReadings, validate_many
 from schemas.envelope import DeadLetter
-from smartcity.clients import kafka_producer, mqtt_client
+from smartcity.clients import kafka_producer, mqtt_client, mqtt_connect
 from smartcity.logs import event
 from smartcity.settings import Settings
 
@@ -136,12 +135,8 @@ class Bridge:
 
     def connect(self) -> None:
         """Connect with a persistent session and the in-flight window as Receive Maximum."""
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.config.session_expiry
-        props.ReceiveMaximum = self.config.window
-        cfg = self.settings.mqtt
-        self.client.connect(cfg.host, cfg.tls_port if cfg.tls else cfg.port, keepalive=cfg.keepalive,
-                            clean_start=False, properties=props)
+        mqtt_connect(self.client, self.settings, session_expiry=self.config.session_expiry,
+                     receive_maximum=self.config.window)
         self.client.loop_start()
 
     def run(self) -> None:

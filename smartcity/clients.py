@@ -36,11 +36,15 @@ def mqtt_client(
     return client
 
 
-def mqtt_connect(client: mqtt.Client, settings: Settings, *, session_expiry: int = 0) -> None:
-    """Connect; `session_expiry` > 0 asks for a persistent session (kept that many seconds offline)."""
+def mqtt_connect(client: mqtt.Client, settings: Settings, *, session_expiry: int = 0,
+                 receive_maximum: int | None = None) -> None:
+    """Connect; `session_expiry` > 0 asks for a persistent session (kept that many seconds offline),
+    `receive_maximum` limits the unacknowledged QoS 1 messages the broker may send us."""
     props = Properties(PacketTypes.CONNECT)
     if session_expiry:
         props.SessionExpiryInterval = session_expiry
+    if receive_maximum:
+        props.ReceiveMaximum = receive_maximum
     port = settings.mqtt.tls_port if settings.mqtt.tls else settings.mqtt.port
     client.connect(
         settings.mqtt.host,
