@@ -42,8 +42,8 @@ class Point:
     ts: int
 
     def line(self) -> str:
-        tags = "".join(f",{k}={_escape(str(v))}" for k, v in sorted(self.tags.items()) if v != "")
-        fields = ",".join(f"{_escape(k)}={_field(v)}" for k, v in self.fields.items() if _keep(v))
+        tags = "".join(f",{k}={escape(str(v))}" for k, v in sorted(self.tags.items()) if v != "")
+        fields = ",".join(f"{escape(k)}={_field(v)}" for k, v in self.fields.items() if _keep(v))
         return f"{self.measurement}{tags} {fields} {int(self.ts)}" if fields else ""
 
 
@@ -51,7 +51,8 @@ def _keep(v: Any) -> bool:
     return v is not None and not (isinstance(v, float) and np.isnan(v))
 
 
-def _escape(s: str) -> str:
+def escape(s: str) -> str:
+    """Line-protocol escaping for tag keys, tag values and field keys."""
     return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 

@@ -27,7 +27,7 @@ from influxdb_client.rest import ApiException
 from kafka import ConsumerRebalanceListener, TopicPartition
 
 from processors.buffer import WindowBuffer
-from processors.plugin import DAY_NS, DomainProcessor, Observation, day_start, local_day
+from processors.plugin import DAY_NS, DomainProcessor, Observation, day_start, escape, local_day
 from processors.registry import processors
 from schemas.batch import ReadingBatch
 from schemas.envelope import DeadLetter
@@ -48,13 +48,9 @@ def raw_lines(batch: ReadingBatch) -> list[str]:
     rows = batch.values.tolist()  # Python floats: their repr is line protocol's number syntax
     for i in range(len(batch)):
         fields = ",".join(f"{names[j]}={rows[i][j]!r}" for j in np.flatnonzero(present[i]))
-        lines.append(f"{batch.domain},sensor={_tag(batch.sensor_id[i])},site={_tag(batch.site[i])},"
+        lines.append(f"{batch.domain},sensor={escape(batch.sensor_id[i])},site={escape(batch.site[i])},"
                      f"source={batch.source[i]} {fields} {int(batch.ts[i])}")
     return lines
-
-
-def _tag(value: str) -> str:
-    return str(value).replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
 
 
 class StaleDetector:
@@ -299,7 +295,7 @@ class ProcessorService:
             return
         self._observe([self._stale_observation(d, s, site, silent, True) for d, s, site, silent in new])
         self._write(self.settings.influx.bucket_compliance, [
-            f"sensor_status,domain={d},sensor={_tag(s)},site={_tag(site)} stale=1i,silent_s={silent!r} {time.time_ns()}"
+            f"sensor_status,domain={d},sensor={escape(s)},site={escape(site)} stale=1i,silent_s={silent!r} {time.time_ns()}"
             for d, s, site, silent in new])
         for d, s, site, silent in new:
             event(log, "sensor_stale", domain=d, sensor=s, site=site, silent_s=silent)
