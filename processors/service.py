@@ -147,10 +147,13 @@ class ProcessorService:
 
     def rewind(self, assigned: list[TopicPartition]) -> None:
         """Seek each new partition back to the start of its domain's oldest open window."""
+        watermarks: dict[str, int | None] = {}  # one InfluxDB scan per domain, not per partition
         for tp in assigned:
             domain = self.topics[tp.topic]
             committed = self.consumer.committed(tp)
-            watermark = self._watermark(domain)
+            if domain not in watermarks:
+                watermarks[domain] = self._watermark(domain)
+            watermark = watermarks[domain]
             if watermark is None or committed is None:
                 continue  # nothing processed yet: the committed offset (or earliest) is right
             open_from = int(day_start(local_day(np.array([watermark]))[0] - self.plugins[domain].horizon_days + 1))
