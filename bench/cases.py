@@ -79,8 +79,8 @@ def generate() -> dict:
 
 def publish() -> dict:
     """Achieved publish rate to the real Mosquitto (QoS 1, acknowledged), single and batched messages."""
+    from infra.settings import get_settings
     from simulators.publisher import Publisher
-    from smartcity.settings import get_settings
 
     out = {}
     for batch in (1, 50):
@@ -139,9 +139,9 @@ def bridge() -> dict:
     import sys
     import urllib.request
 
+    from infra.settings import REPO_ROOT, get_settings
+    from infra.stack import create_topics, delete_topics
     from simulators.publisher import Publisher
-    from smartcity.settings import REPO_ROOT, get_settings
-    from smartcity.stack import create_topics, delete_topics
 
     base = get_settings()
     tag = uuid.uuid4().hex[:6]

@@ -16,8 +16,8 @@ logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # CJK font
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
-from smartcity.clients import influx_client  # noqa: E402
-from smartcity.settings import Settings  # noqa: E402
+from infra.clients import influx_client  # noqa: E402
+from infra.settings import Settings  # noqa: E402
 
 
 @dataclass

@@ -8,7 +8,7 @@ from grafana_client.client import GrafanaClientError
 
 from dashboards.builder import DATASOURCE
 from dashboards.generate import all_dashboards
-from smartcity.settings import Settings
+from infra.settings import Settings
 
 
 def datasource(settings: Settings) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import importlib
 import pkgutil
 
 from dashboards.builder import RANGE, Dashboard, Panel, geomap, table
-from simulators.sites import load_sites
+from schemas.sites import load_sites
 
 
 def domain_modules() -> list:

@@ -25,12 +25,12 @@ from kafka.errors import KafkaError
 from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from infra.clients import kafka_producer, mqtt_client, mqtt_connect
+from infra.logs import event
+from infra.settings import Settings
 from schemas.adapters import PayloadError, parse, route
 from schemas.batch import MessageReadings, validate_many
 from schemas.envelope import DeadLetter
-from smartcity.clients import kafka_producer, mqtt_client, mqtt_connect
-from smartcity.logs import event
-from smartcity.settings import Settings
 
 log = logging.getLogger("smartcity.bridge")
 
@@ -269,7 +269,7 @@ class Bridge:
         line = f"pipeline,service=bridge,instance={self.config.client_id} {fields} {time.time_ns()}"
         try:
             if self._influx is None:
-                from smartcity.clients import influx_client
+                from infra.clients import influx_client
 
                 self._influx = influx_client(self.settings, timeout_ms=5000).write_api(write_options=SYNCHRONOUS)
             self._influx.write(self.settings.influx.bucket_compliance, record=line)

@@ -26,6 +26,9 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 from kafka import ConsumerRebalanceListener, TopicPartition
 
+from infra.clients import influx_client, kafka_consumer, kafka_producer
+from infra.logs import event
+from infra.settings import Settings
 from processors.buffer import WindowBuffer
 from processors.plugin import DAY_NS, DomainProcessor, Observation, day_start, escape, local_day
 from processors.registry import processors
@@ -33,9 +36,6 @@ from schemas.batch import ReadingBatch
 from schemas.envelope import DeadLetter
 from schemas.registry import domain as get_domain
 from schemas.thresholds import load_plan
-from smartcity.clients import influx_client, kafka_consumer, kafka_producer
-from smartcity.logs import event
-from smartcity.settings import Settings
 
 log = logging.getLogger("smartcity.processor")
 

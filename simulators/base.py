@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas import domain as get_domain
-from simulators.sites import sites_for
+from schemas.sites import sites_for
 
 LOCAL_OFFSET_H = 8  # China Standard Time, UTC+8
 DAY = 86400.0

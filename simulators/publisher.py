@@ -10,8 +10,8 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from smartcity.clients import mqtt_client, mqtt_connect
-from smartcity.settings import Settings
+from infra.clients import mqtt_client, mqtt_connect
+from infra.settings import Settings
 
 
 def account_for(topic: str) -> str:

@@ -107,9 +107,9 @@ def bridge(
     stops cleanly: take no more messages, forward and acknowledge what arrived, flush, exit 0; the
     subscription stays in the broker's session, so what is published meanwhile waits for the restart.
     """
+    from infra import logs
+    from infra.settings import get_settings
     from ingest.bridge import Bridge, BridgeConfig
-    from smartcity import logs
-    from smartcity.settings import get_settings
 
     logs.setup(log_level)
     settings = get_settings()
@@ -134,10 +134,10 @@ def process(
     Offsets are committed only after InfluxDB accepted the writes; run several instances with the
     same --group to share the load. SIGTERM stops cleanly.
     """
+    from infra import logs
+    from infra.settings import get_settings
     from processors.registry import processors
     from processors.service import ProcessorService
-    from smartcity import logs
-    from smartcity.settings import get_settings
 
     logs.setup(log_level)
     names = list(processors()) if domains == "all" else [d.strip() for d in domains.split(",") if d.strip()]
@@ -191,11 +191,11 @@ def simulate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from infra.settings import get_settings
     from schemas.timeparse import parse_ts
     from simulators.engine import MODELS, NullSink, SimOptions, Simulation, ticks_for, write_manifest
     from simulators.faults import parse_faults
     from simulators.publisher import Publisher
-    from smartcity.settings import get_settings
 
     console = Console(stderr=True)
     names = list(MODELS) if domains == "all" else [d.strip() for d in domains.split(",") if d.strip()]
@@ -279,8 +279,8 @@ def demo(
     five domains (with a few malformed and out-of-range messages), waits until InfluxDB holds every
     valid reading, prints counts per stage and the plan indicators against their targets.
     """
+    from infra.settings import get_settings
     from smartcity.demo import run_demo
-    from smartcity.settings import get_settings
 
     raise typer.Exit(run_demo(get_settings(), sensors=sensors, interval=interval))
 
@@ -299,9 +299,9 @@ def alerts_serve(
     State (alerts, acknowledgements, silences) lives in the compacted Kafka topic alerts.state and
     survives restarts. SIGTERM stops cleanly.
     """
-    from processors.router import AlertConfig, AlertRouter
-    from smartcity import logs
-    from smartcity.settings import get_settings
+    from alerts.router import AlertConfig, AlertRouter
+    from infra import logs
+    from infra.settings import get_settings
 
     logs.setup(log_level)
     try:
@@ -313,8 +313,8 @@ def alerts_serve(
 
 
 def _command(key: str, body: dict) -> None:
-    from smartcity.clients import kafka_producer
-    from smartcity.settings import get_settings
+    from infra.clients import kafka_producer
+    from infra.settings import get_settings
 
     settings = get_settings()
     producer = kafka_producer(settings)
@@ -367,8 +367,8 @@ def alerts_list(
     from rich.console import Console
     from rich.table import Table
 
-    from processors.router import read_state
-    from smartcity.settings import get_settings
+    from alerts.router import read_state
+    from infra.settings import get_settings
 
     alerts = [a for k, a in read_state(get_settings()).items()
               if "/" in k and not k.startswith("silence/") and (state is None or a["state"] == state)]
@@ -402,7 +402,7 @@ def dashboards_push() -> None:
     Grafana sees it (e.g. http://influxdb:8086 in the compose stack).
     """
     from dashboards.push import push
-    from smartcity.settings import get_settings
+    from infra.settings import get_settings
 
     try:
         for url in push(get_settings()):
@@ -416,7 +416,7 @@ def dashboards_push() -> None:
 def wall(png: Path = typer.Option(Path("wall.png"), "--png", help="where to write the picture")) -> None:
     """Render the city wall (plan target vs today's value per domain) from InfluxDB to a PNG."""
     from dashboards.preview import render
-    from smartcity.settings import get_settings
+    from infra.settings import get_settings
 
     tiles, firing, chinese = render(png, get_settings())
     for t in tiles:
@@ -431,7 +431,7 @@ def wall(png: Path = typer.Option(Path("wall.png"), "--png", help="where to writ
 @stack_app.command("status")
 def stack_status() -> None:
     """Show each service: up/down, address, version, data folder (exit 1 when any is down)."""
-    from smartcity.stack import stack_status as status
+    from infra.stack import stack_status as status
 
     up, table = status()
     typer.echo(table, nl=False)
@@ -441,7 +441,7 @@ def stack_status() -> None:
 @stack_app.command("up")
 def stack_up() -> None:
     """Install (cached) and start every service; idempotent."""
-    from smartcity.stack import ensure_stack_up
+    from infra.stack import ensure_stack_up
 
     typer.echo(ensure_stack_up(), nl=False)
 

@@ -15,10 +15,10 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from infra.clients import influx_client
+from infra.settings import REPO_ROOT, Settings, stack_dir
 from simulators.engine import MODELS, SimOptions, Simulation
 from simulators.publisher import Publisher
-from smartcity.clients import influx_client
-from smartcity.settings import REPO_ROOT, Settings, stack_dir
 
 LOCAL = 8 * 3600
 

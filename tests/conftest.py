@@ -12,9 +12,9 @@ from contextlib import contextmanager
 import pytest
 from influxdb_client import BucketRetentionRules
 
-from smartcity.clients import influx_client
-from smartcity.settings import Settings
-from smartcity.stack import create_topics, delete_topics, ensure_stack_up
+from infra.clients import influx_client
+from infra.settings import Settings
+from infra.stack import create_topics, delete_topics, ensure_stack_up
 from tests.helpers import REPO, flux_rows, settings_env, start, stop, wait_for_raw
 
 DAY_START = (int(time.time()) // 86400 - 3) * 86400 - 8 * 3600   # a local (UTC+8) midnight three days ago

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from kafka import TopicPartition
 
-from smartcity.clients import kafka_consumer
-from smartcity.settings import Settings
+from infra.clients import kafka_consumer
+from infra.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def values(records: list) -> list[dict]:
 
 def flux_rows(settings: Settings, bucket: str, flux_filter: str) -> list[dict]:
     """Rows of `bucket` (all time) matching a Flux filter expression."""
-    from smartcity.clients import influx_client
+    from infra.clients import influx_client
 
     with influx_client(settings) as client:
         tables = client.query_api().query(f'from(bucket: "{bucket}") |> range(start: 0) |> filter(fn: (r) => {flux_filter})')

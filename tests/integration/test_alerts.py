@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from smartcity.clients import kafka_producer, mqtt_client, mqtt_connect
-from smartcity.settings import Settings
+from infra.clients import kafka_producer, mqtt_client, mqtt_connect
+from infra.settings import Settings
 from tests.helpers import REPO, read_topic, settings_env, start, stop, values
 
 pytestmark = pytest.mark.integration

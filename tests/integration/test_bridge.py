@@ -13,10 +13,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from infra.clients import mqtt_client, mqtt_connect
+from infra.settings import Settings
+from infra.stack import NATIVE
 from simulators.publisher import Publisher
-from smartcity.clients import mqtt_client, mqtt_connect
-from smartcity.settings import Settings
-from smartcity.stack import NATIVE
 from tests.helpers import read_topic, start, stop, values
 
 pytestmark = pytest.mark.integration

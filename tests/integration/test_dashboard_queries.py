@@ -7,8 +7,8 @@ import re
 import pytest
 
 from dashboards.generate import all_dashboards
-from smartcity.clients import influx_client
-from smartcity.settings import Settings
+from infra.clients import influx_client
+from infra.settings import Settings
 from tests.conftest import DAY_START
 
 pytestmark = pytest.mark.integration

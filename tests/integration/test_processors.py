@@ -9,8 +9,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
+from infra.settings import Settings
 from processors.fire import fwi_daily
-from smartcity.settings import Settings
 from tests.conftest import DAY_START
 from tests.helpers import flux_rows
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from infra.clients import mqtt_client, mqtt_connect
+from infra.settings import Settings
 from simulators.engine import MODELS, SimOptions, Simulation
-from smartcity.clients import mqtt_client, mqtt_connect
-from smartcity.settings import Settings
 from tests.helpers import REPO, settings_env
 
 pytestmark = pytest.mark.integration

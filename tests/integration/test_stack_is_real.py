@@ -10,8 +10,8 @@ import pytest
 from influxdb_client import Point
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from smartcity.clients import influx_client, kafka_consumer, kafka_producer, mqtt_client, mqtt_connect
-from smartcity.settings import Settings
+from infra.clients import influx_client, kafka_consumer, kafka_producer, mqtt_client, mqtt_connect
+from infra.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """The alert state machine: one alert per (rule, entity), with for, hysteresis, reminders, ack, silences."""
 from __future__ import annotations
 
-from processors.alerts import AlertBook, RulePolicy, Silence
+from alerts.state import AlertBook, RulePolicy, Silence
 
 S = 10**9
 

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from dashboards.generate import all_dashboards
 from dashboards.push import push
-from smartcity.settings import GrafanaSettings, InfluxSettings, Settings
+from infra.settings import GrafanaSettings, InfluxSettings, Settings
 
 TOKEN = "glsa_contract_token"
 

@@ -25,8 +25,8 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
-from processors.alerts import SEVERITIES, Notification
-from smartcity.logs import event
+from alerts.state import SEVERITIES, Notification
+from infra.logs import event
 
 log = logging.getLogger("smartcity.alerts")
 LOCAL = dt.timezone(dt.timedelta(hours=8))

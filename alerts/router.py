@@ -25,13 +25,13 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from kafka import ConsumerRebalanceListener, TopicPartition
 from pydantic import BaseModel, Field
 
-from processors.alerts import AlertBook, Notification, RulePolicy, Silence
-from processors.channels import Channel, Subscriber, email_delivery, mqtt_delivery, webhook_delivery
-from processors.plugin import Point
+from alerts.channels import Channel, Subscriber, email_delivery, mqtt_delivery, webhook_delivery
+from alerts.state import AlertBook, Notification, RulePolicy, Silence
+from infra.clients import influx_client, kafka_consumer, kafka_producer, mqtt_client, mqtt_connect
+from infra.lineprotocol import Point
+from infra.logs import event
+from infra.settings import Settings
 from schemas.envelope import DeadLetter
-from smartcity.clients import influx_client, kafka_consumer, kafka_producer, mqtt_client, mqtt_connect
-from smartcity.logs import event
-from smartcity.settings import Settings
 
 log = logging.getLogger("smartcity.alerts")
 
@@ -135,7 +135,7 @@ class AlertRouter:
 
     def restore(self) -> None:
         """Rebuild the book from alerts.state and deliver what the outbox still held."""
-        from processors.alerts import Alert
+        from alerts.state import Alert
 
         latest = read_state(self.settings)
         for key, value in latest.items():

@@ -7,7 +7,7 @@ from pathlib import Path
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from smartcity.settings import REPO_ROOT, Settings
+from infra.settings import REPO_ROOT, Settings
 
 NATIVE = REPO_ROOT / "deploy" / "native"
 TOPICS_FILE = REPO_ROOT / "deploy" / "config" / "topics.txt"

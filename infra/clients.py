@@ -10,7 +10,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from smartcity.settings import Settings
+from infra.settings import Settings
 
 
 def mqtt_client(

@@ -1,0 +1,1 @@
+"""The alerting service: alert state machine, router, channels, acknowledgement."""
