@@ -28,7 +28,11 @@ from typing import Any, Callable, Literal
 from schemas.bounds import counter_problem, number_problem, show
 from schemas.devices import DeviceProfile, DeviceProfiles, load_profiles
 from schemas.envelope import Source
+from schemas.plugin import Domain
+from schemas.registry import domain as get_domain
+from schemas.registry import domains
 from schemas.timeparse import TimeWindow, parse_gps_duration, parse_ts
+from schemas.units import conversion
 
 FORMATS: tuple[Source, ...] = ("native", "senml", "ttn", "chirpstack")
 MAX_PAYLOAD = 16 * 1024 * 1024
@@ -294,6 +298,8 @@ def _senml_record(rec: dict[str, Any], base: dict[str, Any], topic: TopicInfo | 
     if not fieldname:
         raise PayloadError(f"name {show(name)} has no field part (<sensor>/<field>)")
     unit = _str(rec, "u", "") if "u" in rec else base["bu"]
+    if topic and topic.domain in domains():  # each record stands alone: a field it cannot feed rejects it only
+        _senml_field_problem(get_domain(topic.domain), fieldname, unit)
     key = (sensor or "", ts)
     reading = groups.get(key)
     if reading is None:
@@ -306,6 +312,16 @@ def _senml_record(rec: dict[str, Any], base: dict[str, Any], topic: TopicInfo | 
     reading.values[fieldname] = value
     if unit is not None:
         reading.units[fieldname] = unit
+
+
+def _senml_field_problem(dom: Domain, fieldname: str, unit: str | None) -> None:
+    if fieldname not in dom.fields:
+        raise PayloadError(f"unknown field {show(fieldname)} for domain {dom.name} (known: {', '.join(dom.fields)})")
+    if unit is not None:
+        try:
+            conversion(unit, dom.unit(fieldname))
+        except ValueError as exc:
+            raise PayloadError(f"field {fieldname!r}: {exc}") from None
 
 
 def _split_name(name: str, topic: TopicInfo | None) -> tuple[str | None, str]:

@@ -14,7 +14,8 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 def show(value: object) -> str:
     """A value for a reason, at most 40 characters (an integer of thousands of digits included)."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**36:
-        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+        digits = len(str(abs(value))) if value.bit_length() < 14_000 else "thousands of"
+        return f"an integer of {digits} digits"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
