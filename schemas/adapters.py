@@ -23,12 +23,12 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable, Literal
 
 from schemas.bounds import counter_problem, number_problem, show
 from schemas.devices import DeviceProfile, DeviceProfiles, load_profiles
 from schemas.envelope import Source
-from schemas.plugin import Domain
 from schemas.registry import domain as get_domain
 from schemas.registry import domains
 from schemas.timeparse import TimeWindow, parse_gps_duration, parse_ts
@@ -39,6 +39,7 @@ MAX_PAYLOAD = 16 * 1024 * 1024
 SENML_RELATIVE_LIMIT = 2**28   # RFC 8428 §4.5.3: smaller times are relative to now
 SENML_VERSION = 10             # the SenML version understood here (RFC 8428 §4.4: reject only newer ones)
 _SENML_BASE = {"bn", "bt", "bu", "bv", "bs", "bver"}
+_SENML_LABELS = _SENML_BASE | {"n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"}
 
 
 class PayloadError(ValueError):
@@ -111,7 +112,7 @@ def load_json(payload: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise PayloadError(f"payload is not UTF-8: byte {exc.start} is 0x{payload[exc.start]:02x}") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
@@ -124,6 +125,9 @@ def load_json(payload: bytes) -> Any:
 
 def _reject_constant(name: str) -> Any:
     raise PayloadError(f"malformed JSON: {name} is not a number JSON allows")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder: json.loads(...) builds one per call
 
 
 def _obj(value: Any, what: str) -> dict[str, Any]:
@@ -237,7 +241,7 @@ def parse_senml(payload: bytes, topic: TopicInfo | None = None, *, window: TimeW
     now_s = (window.now_ns if window.now_ns is not None else time.time_ns()) / 1e9
     base: dict[str, Any] = {"bn": "", "bt": 0.0, "bu": None, "bv": 0.0}
     out: list[RawReading] = []
-    groups: dict[tuple[str, int], RawReading] = {}
+    groups: dict[tuple[str, float], RawReading] = {}
     for k, rec in enumerate(doc):
         where = f"record {k}"
         rec = _obj(rec, where)
@@ -255,7 +259,7 @@ def parse_senml(payload: bytes, topic: TopicInfo | None = None, *, window: TimeW
 
 def _senml_pack_rules(rec: dict[str, Any], where: str, base: dict[str, Any]) -> None:
     """RFC 8428 §4.4 version and must-understand labels, then the base fields this record sets."""
-    for label in rec:
+    for label in rec.keys() - _SENML_LABELS:  # only labels RFC 8428 does not define can be must-understand
         if label.endswith("_"):
             raise PayloadError(f"{where}: label {show(label)} ends in '_', so it must be understood "
                                "(RFC 8428 §4.4), and it is not: the pack is rejected")
@@ -272,7 +276,7 @@ def _senml_pack_rules(rec: dict[str, Any], where: str, base: dict[str, Any]) -> 
 
 
 def _senml_record(rec: dict[str, Any], base: dict[str, Any], topic: TopicInfo | None, bounds: tuple[int, int],
-                  now_s: float, groups: dict[tuple[str, int], RawReading], out: list[RawReading]) -> None:
+                  now_s: float, groups: dict[tuple[str, float], RawReading], out: list[RawReading]) -> None:
     """Add one record's value to the reading of its (sensor, time); PayloadError rejects this record."""
     name = base["bn"] + (_str(rec, "n", "") if "n" in rec else "")
     if not name:
@@ -293,16 +297,16 @@ def _senml_record(rec: dict[str, Any], base: dict[str, Any], topic: TopicInfo | 
     t = base["bt"] + (_num(rec, "t", "") if "t" in rec else 0.0)
     if t < SENML_RELATIVE_LIMIT:
         t += now_s
-    ts = _time(t, "time (bt + t)", bounds)
     sensor, fieldname = _split_name(name, topic)
     if not fieldname:
         raise PayloadError(f"name {show(name)} has no field part (<sensor>/<field>)")
     unit = _str(rec, "u", "") if "u" in rec else base["bu"]
-    if topic and topic.domain in domains():  # each record stands alone: a field it cannot feed rejects it only
-        _senml_field_problem(get_domain(topic.domain), fieldname, unit)
-    key = (sensor or "", ts)
+    if topic and topic.domain and (problem := _senml_field_problem(topic.domain, fieldname, unit)):
+        raise PayloadError(problem)  # each record stands alone: a field it cannot feed rejects it only
+    key = (sensor or "", t)
     reading = groups.get(key)
     if reading is None:
+        ts = _time(t, "time (bt + t)", bounds)
         reading = groups[key] = RawReading(
             sensor_id=sensor, ts=ts, values={},
             domain=topic.domain if topic else None, site=topic.site if topic else None)
@@ -314,14 +318,21 @@ def _senml_record(rec: dict[str, Any], base: dict[str, Any], topic: TopicInfo | 
         reading.units[fieldname] = unit
 
 
-def _senml_field_problem(dom: Domain, fieldname: str, unit: str | None) -> None:
-    if fieldname not in dom.fields:
-        raise PayloadError(f"unknown field {show(fieldname)} for domain {dom.name} (known: {', '.join(dom.fields)})")
+@lru_cache(maxsize=1024)
+def _senml_field_problem(domain: str, fieldname: str, unit: str | None) -> str | None:
+    """Why a record's field (and unit) cannot feed the topic's domain; None when it can (or the domain
+    is unknown, which validation reports)."""
+    if domain not in domains():
+        return None
+    dom = get_domain(domain)
+    if fieldname not in dom.values.model_fields:
+        return f"unknown field {show(fieldname)} for domain {domain} (known: {', '.join(dom.fields)})"
     if unit is not None:
         try:
             conversion(unit, dom.unit(fieldname))
         except ValueError as exc:
-            raise PayloadError(f"field {fieldname!r}: {exc}") from None
+            return f"field {fieldname!r}: {exc}"
+    return None
 
 
 def _split_name(name: str, topic: TopicInfo | None) -> tuple[str | None, str]:

@@ -288,6 +288,8 @@ def _identity_problem(raw: RawReading, domain: str | None) -> str | None:
         return f"timestamp {show(raw.ts)} is not a time in int64 nanoseconds since 1970"
     if raw.seq is not None and (problem := counter_problem(raw.seq)):
         return f"seq {problem}"
+    if raw.lat is None and raw.lon is None:
+        return None
     for what, limit in (("lat", 90), ("lon", 180)):
         value = getattr(raw, what)
         if value is None:

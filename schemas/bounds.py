@@ -23,6 +23,9 @@ def show(value: object) -> str:
 def number_problem(value: object) -> str | None:
     """Why `value` is not a usable reading number (None when it is): a bool, an int inside int64 or a
     finite float."""
+    kind = type(value)
+    if kind is float and value - value == 0.0 or kind is int and INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
+        return None  # the hot path: inf - inf and nan - nan are nan
     if isinstance(value, bool):
         return None
     if isinstance(value, int):

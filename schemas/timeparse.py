@@ -50,8 +50,10 @@ def parse_ts(value: object, bounds: tuple[int, int] | None = None) -> int:
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"timestamp is not a finite number: {value!r}")
-        # the shortest decimal that reads back as this float: 1.276020076001e9 is ...076.001 s, not ...0759999
-        ns = value * 1e9 if abs(value) > 1e12 else int(Decimal(repr(value)).scaleb(9).to_integral_value())
+        if value.is_integer() or abs(value) > 1e12:
+            ns = int(value) * 10**9 if abs(value) < 1e300 else value * 1e9
+        else:  # the shortest decimal that reads back as this float: 1.276020076001e9 is ...076.001 s, not ...0759999
+            ns = int(Decimal(repr(value)).scaleb(9).to_integral_value())
     elif isinstance(value, str):
         ns = _rfc3339_ns(value)
     else:
