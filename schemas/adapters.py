@@ -268,7 +268,7 @@ def _senml_pack_rules(rec: dict[str, Any], where: str, base: dict[str, Any]) -> 
         if isinstance(bver, bool) or not isinstance(bver, int) or bver < 1:
             raise PayloadError(f"{where}: bver must be a positive integer, got {show(bver)}")
         if bver > SENML_VERSION:
-            raise PayloadError(f"{where}: SenML version bver={bver} is newer than version {SENML_VERSION} "
+            raise PayloadError(f"{where}: SenML version bver={show(bver)} is newer than version {SENML_VERSION} "
                                "understood here (RFC 8428 §4.4)")
     for key, kind in (("bn", str), ("bu", str), ("bt", float), ("bv", float)):
         if key in rec:

@@ -7,8 +7,11 @@ Kafka never meet a value they cannot hold.
 from __future__ import annotations
 
 import math
+import reprlib
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 2, 3, 3, 40, 40, 40
 
 
 def show(value: object) -> str:
@@ -16,7 +19,7 @@ def show(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**36:
         digits = len(str(abs(value))) if value.bit_length() < 14_000 else "thousands of"
         return f"an integer of {digits} digits"
-    text = repr(value)
+    text = _SHORT.repr(value)  # bounded work too: a 16 MB nested array is not rendered to cut 40 characters
     return text if len(text) <= 40 else text[:37] + "..."
 
 
