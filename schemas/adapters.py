@@ -259,7 +259,7 @@ def parse_senml(payload: bytes, topic: TopicInfo | None = None, *, window: TimeW
 
 def _senml_pack_rules(rec: dict[str, Any], where: str, base: dict[str, Any]) -> None:
     """RFC 8428 §4.4 version and must-understand labels, then the base fields this record sets."""
-    for label in rec.keys() - _SENML_LABELS:  # only labels RFC 8428 does not define can be must-understand
+    for label in () if _SENML_LABELS.issuperset(rec) else rec.keys() - _SENML_LABELS:  # RFC 8428's own never end in _
         if label.endswith("_"):
             raise PayloadError(f"{where}: label {show(label)} ends in '_', so it must be understood "
                                "(RFC 8428 §4.4), and it is not: the pack is rejected")
