@@ -393,7 +393,8 @@ def parse_chirpstack(payload: bytes, topic: TopicInfo | None = None, *, window: 
     """ChirpStack v4 `up` event: `deviceInfo`, `object` (codec output), time, `fCnt`.
 
     Event time, first inside the window of: a gateway's GPS time (`rxInfo[].timeSinceGpsEpoch`), the
-    event's `time`, the network server's `rxInfo[].nsTime`, and only then a gateway's own clock
+    network server's `rxInfo[].nsTime`, the event's `time` (ChirpStack fills it from the first gateway
+    clock it finds, else its own: so it comes after nsTime), and only then a gateway's own clock
     (`rxInfo[].gwTime`). The up event carries no device location: it comes from the decoded object's
     fields named by the profile (`latitude`, `longitude` by default)."""
     doc = _obj(load_json(payload), "a ChirpStack up event")
@@ -404,8 +405,8 @@ def parse_chirpstack(payload: bytes, topic: TopicInfo | None = None, *, window: 
     gateways = _dicts(doc.get("rxInfo"))
     ts = _first_time(bounds, [(f"rxInfo[{i}].timeSinceGpsEpoch", m.get("timeSinceGpsEpoch"), parse_gps_duration)
                               for i, m in enumerate(gateways)]
-                     + [("time", doc.get("time"), parse_ts)]
                      + [(f"rxInfo[{i}].nsTime", m.get("nsTime"), parse_ts) for i, m in enumerate(gateways)]
+                     + [("time", doc.get("time"), parse_ts)]
                      + [(f"rxInfo[{i}].gwTime", m.get("gwTime"), parse_ts) for i, m in enumerate(gateways)])
     tags = info.get("tags") if isinstance(info.get("tags"), dict) else {}
     profile = _profile(profiles, info.get("deviceProfileName"))
