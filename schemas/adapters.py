@@ -188,12 +188,13 @@ def parse_native(payload: bytes, topic: TopicInfo | None = None, *, window: Time
     if not items:
         raise PayloadError("empty array: no readings")
     _, bounds = _window(window)
+    where = None if isinstance(doc, list) else "reading"  # an array names its readings by position
     out = []
     for item in items:
         try:
             out.append(_native_reading(item, topic, bounds))
         except PayloadError as exc:
-            out.append(RawReading.refused(exc.reason))
+            out.append(RawReading.refused(exc.reason, where))
     return out
 
 

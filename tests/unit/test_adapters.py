@@ -117,11 +117,11 @@ def test_malformed_native_messages_raise_payload_error_with_reason(payload: byte
 
 
 @pytest.mark.parametrize("payload, reason", [
-    (b'{"values": {"pm25": 1}}', "reading 0: missing ts"),
+    (b'{"values": {"pm25": 1}}', "reading: missing ts"),
     (b'{"ts": "yesterday", "values": {"pm25": 1}}', "is not RFC 3339"),
     (b'{"ts": "2026-05-01T08:00:00", "values": {"pm25": 1}}', "has no UTC offset"),
     (b'{"ts": 1777593600, "values": [1, 2]}', "values must be a JSON object"),
-    (b'"hello"', "reading 0: a reading must be a JSON object, got a string"),
+    (b'"hello"', "reading: a reading must be a JSON object, got a string"),
     (b'{"ts": 1777593600, "site": "elsewhere", "values": {"pm25": 1}}', "contradicts the topic"),
 ])
 def test_malformed_native_readings_are_rejected_with_reason(payload: bytes, reason: str) -> None:
