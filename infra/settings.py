@@ -7,11 +7,14 @@ never appear in logs or reprs.
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from schemas.timeparse import TimeWindow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,6 +90,22 @@ class InfluxSettings(BaseModel):
         return token.get_secret_value()
 
 
+class IngestSettings(BaseModel):
+    """What the bridge accepts at the boundary and how much of a rejected message it keeps."""
+
+    earliest_ts: datetime = Field(datetime(2000, 1, 1, tzinfo=timezone.utc),
+                                  description="event times before this are a device clock never set")
+    future_skew_s: float = Field(300.0, ge=0, le=86_400, description="event times may lead the bridge's clock by this much")
+    deadletter_raw_max: int = Field(64 * 1024, ge=0, le=512 * 1024,
+                                    description="bytes of a rejected message kept in its dead letter (size and SHA-256 always)")
+    deadletter_reason_max: int = Field(4096, ge=200, le=64 * 1024, description="characters of a rejection reason kept")
+
+    def time_window(self) -> TimeWindow:
+        """The event-time window the adapters enforce."""
+        earliest = self.earliest_ts if self.earliest_ts.tzinfo else self.earliest_ts.replace(tzinfo=timezone.utc)
+        return TimeWindow(earliest_ns=int(earliest.timestamp()) * 10**9, future_skew_ns=int(self.future_skew_s * 1e9))
+
+
 class GrafanaSettings(BaseModel):
     """Where `smartcity dashboards push` uploads, and how Grafana reaches InfluxDB."""
 
@@ -106,6 +125,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     influx: InfluxSettings = InfluxSettings()
     grafana: GrafanaSettings = GrafanaSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import paho.mqtt.client as mqtt
 from influxdb_client.client.write_api import SYNCHRONOUS
 from kafka import KafkaProducer
@@ -29,7 +30,7 @@ from infra.clients import kafka_producer, mqtt_client, mqtt_connect
 from infra.logs import event
 from infra.settings import Settings
 from schemas.adapters import PayloadError, parse, route
-from schemas.batch import MessageReadings, validate_many
+from schemas.batch import MessageReadings, ReadingBatch, Validated, validate_many
 from schemas.envelope import DeadLetter
 
 log = logging.getLogger("smartcity.bridge")
@@ -215,50 +216,115 @@ class Bridge:
     def encode(self, batch: list[mqtt.MQTTMessage]) -> list[tuple]:
         """Kafka records (topic, key, value, headers, timestamp ms) for a batch: readings and dead letters.
 
-        Each message is parsed on its own; the readings of all of them are validated together, one
-        vectorised pass per domain, and every rejection is dead-lettered with its own message's bytes."""
+        One message is the unit of failure. Each message is parsed on its own; the readings of all of
+        them are validated together, one vectorised pass per domain, and every rejection is
+        dead-lettered with its own message's bytes. Whatever else goes wrong with one message (a bug,
+        a value nobody foresaw) dead-letters that message as an internal error, logged with its
+        traceback, and never touches the other messages of the batch or stops the bridge."""
         kafka = self.settings.kafka
-        origin = self.config.client_id.encode()
         out: list[tuple] = []
         parsed: list[MessageReadings] = []
         owners: list[tuple[mqtt.MQTTMessage, list[tuple[str, bytes]]]] = []
+        window = self.settings.ingest.time_window()
         for msg in batch:
             received_at = time.time_ns()
-            headers = [("mqtt_topic", msg.topic.encode()), ("bridge", origin)]
             fmt = None
             try:
-                info = route(msg.topic)
+                topic = msg.topic
+                headers = [("mqtt_topic", topic.encode()), ("bridge", self.config.client_id.encode())]
+                info = route(topic)
                 fmt = info.format if info.format != "status" else None
                 if fmt is None:
                     raise PayloadError("status messages are not readings")
                 self.metrics.received.labels(fmt).inc()
-                raws = parse(fmt, msg.payload, info)
+                raws = parse(fmt, msg.payload, info, window=window)
             except PayloadError as exc:
-                out.append(self._dead_letter(msg.topic, msg.payload, exc.reason, fmt, received_at, headers))
+                out.append(self._dead_letter(msg, exc.reason, fmt, received_at))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a bug with this message must stay with this message
+                out.append(self._internal_error(msg, exc, fmt, received_at))
                 continue
             parsed.append(MessageReadings(raws, fmt, None, received_at))
             owners.append((msg, headers))
-        result = validate_many(parsed)
+        result, failed = self._validate(parsed)
         for domain, (readings, message_of) in result.batches.items():
             target = kafka.telemetry_topic(domain)
+            records = self._encoded(readings, message_of, failed)
             # Record timestamp = event time (ms): processors seek back to open windows with it.
-            for (key, value), ts_ms, m in zip(readings.records(), (readings.ts // 10**6).tolist(), message_of.tolist()):
-                out.append((target, key, value, owners[m][1], ts_ms))
-            self.metrics.forwarded.labels(domain).inc(len(readings))
-            self._totals["forwarded"] += len(readings)
+            before = len(out)
+            out.extend((target, key, value, owners[m][1], ts // 10**6)
+                       for (key, value), ts, m in zip(records, readings.ts.tolist(), message_of.tolist()) if key is not None)
+            self.metrics.forwarded.labels(domain).inc(len(out) - before)
+            self._totals["forwarded"] += len(out) - before
+        for m, exc in failed.items():
+            out.append(self._internal_error(owners[m][0], exc, parsed[m].source, parsed[m].received_at,
+                                            result.errors.get(m, [])))
         for m, reasons in result.errors.items():
-            msg, headers = owners[m]
-            out.append(self._dead_letter(msg.topic, msg.payload, "; ".join(reasons), parsed[m].source,
-                                         parsed[m].received_at or time.time_ns(), headers))
+            if m not in failed:
+                out.append(self._dead_letter(owners[m][0], "; ".join(reasons), parsed[m].source,
+                                             parsed[m].received_at))
         self._totals["received"] += len(batch)
         return out
 
-    def _dead_letter(self, topic: str, raw: bytes, reason: str, fmt: str | None, received_at: int,
-                     headers: list[tuple[str, bytes]]) -> tuple:
+    def _validate(self, parsed: list[MessageReadings]) -> tuple[Validated, dict[int, Exception]]:
+        """All messages validated in one vectorised pass; if that raises, message by message, so that
+        only the message that breaks validation is set aside (returned with its exception)."""
+        try:
+            return validate_many(parsed), {}
+        except Exception as exc:  # noqa: BLE001 - fall back to isolating the message that caused it
+            _error_with_traceback("validate_batch_failed", exc, messages=len(parsed))
+        failed: dict[int, Exception] = {}
+        parts: dict[str, list[tuple[ReadingBatch, np.ndarray]]] = {}
+        errors: dict[int, list[str]] = {}
+        for m, message in enumerate(parsed):
+            try:
+                one = validate_many([message])
+            except Exception as exc:  # noqa: BLE001 - this message alone goes to the dead-letter topic
+                failed[m] = exc
+                continue
+            for domain, (readings, _) in one.batches.items():
+                parts.setdefault(domain, []).append((readings, np.full(len(readings), m, np.int64)))
+            if one.errors:
+                errors[m] = one.errors[0]
+        batches = {d: (ReadingBatch.concat([b for b, _ in p]), np.concatenate([i for _, i in p])) for d, p in parts.items()}
+        return Validated(batches, errors), failed
+
+    @staticmethod
+    def _encoded(readings: ReadingBatch, message_of: np.ndarray,
+                 failed: dict[int, Exception]) -> list[tuple[bytes | None, bytes | None]]:
+        """(key, value) per reading; if encoding the batch raises, row by row, and a row that cannot be
+        encoded gives (None, None) and sets its message aside in `failed`."""
+        try:
+            return list(readings.records())
+        except Exception:  # noqa: BLE001 - find the rows responsible, one by one
+            pass
+        out: list[tuple[bytes | None, bytes | None]] = []
+        for row, m in enumerate(message_of.tolist()):
+            try:
+                out.append(next(readings.take(np.array([row])).records()))
+            except Exception as exc:  # noqa: BLE001 - this row's message becomes an internal-error dead letter
+                failed.setdefault(m, exc)
+                out.append((None, None))
+        return out
+
+    def _internal_error(self, msg: mqtt.MQTTMessage, exc: Exception, fmt: str | None, received_at: int,
+                        reasons: list[str] | None = None) -> tuple:
+        """A dead letter for a message that broke the bridge's own code (with any rejection reasons of its
+        readings), and an ERROR log with the traceback."""
+        _error_with_traceback("message_internal_error", exc, topic=_topic_of(msg)[:200])
+        reason = "; ".join([f"internal error: {type(exc).__name__}: {exc}", *(reasons or [])])
+        return self._dead_letter(msg, reason, fmt, received_at)
+
+    def _dead_letter(self, msg: mqtt.MQTTMessage, reason: str, fmt: str | None, received_at: int) -> tuple:
+        """A dead-letter record for one message, bounded in size (raw bytes and reason cut to the settings)."""
         self.metrics.deadlettered.inc()
         self._totals["deadlettered"] += 1
-        record = DeadLetter.of(topic, raw, reason, fmt, received_at)  # type: ignore[arg-type]
-        return self.settings.kafka.deadletter_topic, topic.encode(), record.model_dump_json().encode(), headers, None
+        limits = self.settings.ingest
+        topic = _topic_of(msg)
+        record = DeadLetter.of(topic, bytes(msg.payload), reason, fmt, received_at,  # type: ignore[arg-type]
+                               raw_max=limits.deadletter_raw_max, reason_max=limits.deadletter_reason_max)
+        headers = [("mqtt_topic", record.topic.encode()), ("bridge", self.config.client_id.encode())]
+        return self.settings.kafka.deadletter_topic, record.topic.encode(), record.model_dump_json().encode(), headers, None
 
     def _report(self) -> None:
         """A progress log line, and the same counters into InfluxDB for the pipeline-health wall
@@ -283,3 +349,17 @@ class Bridge:
         self.client.loop_stop()
         self.producer.close(timeout=10)
         event(log, "bridge_stopped", client_id=self.config.client_id, **self._totals)
+
+
+def _topic_of(msg: mqtt.MQTTMessage) -> str:
+    """The message's topic as text, even when its bytes are not UTF-8 (paho would raise)."""
+    try:
+        return msg.topic
+    except UnicodeDecodeError:
+        return msg._topic.decode("utf-8", "replace")
+
+
+def _error_with_traceback(name: str, exc: Exception, **fields: object) -> None:
+    """An ERROR event line, then the traceback that explains it (a bug to fix, not bad input)."""
+    event(log, name, logging.ERROR, **fields, error=f"{type(exc).__name__}: {exc}"[:500])
+    log.error("event=%s_traceback", name, exc_info=exc)

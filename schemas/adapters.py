@@ -1,29 +1,50 @@
 """Payload adapters: raw MQTT bytes in one of four formats -> format-neutral `RawReading`s.
 
-Native JSON, SenML (RFC 8428), The Things Stack v3 uplinks and ChirpStack v4 `up` events. Parsing
-never lets an exception escape: a message-level problem raises `PayloadError` with a precise reason.
-Domain validation happens afterwards, for all formats alike, in `schemas.batch`.
+Native JSON, SenML (RFC 8428), The Things Stack v3 uplinks and ChirpStack v4 `up` events. A problem
+with the whole message raises `PayloadError` with a precise reason; a problem with one reading (or one
+SenML record) becomes a rejected `RawReading` carrying its reason, so the other readings of the message
+still go through. Any other exception is a bug and is left to the caller's per-message guard (the
+bridge dead-letters it as an internal error); it is never disguised as a rejection. Every timestamp
+is bounded by a `TimeWindow` here; domain validation happens afterwards, for all formats alike, in
+`schemas.batch`.
+
+Identity rules:
+- native: `sensor_id`/`site` in a reading must agree with the `city/<domain>/<site>/<sensor>/up` topic.
+- SenML on `city/<domain>/<site>/<sensor>/senml`: domain and site always come from the topic; the
+  sensor is the part of the record's resolved name (bn + n) before its last `/` or `:`, and the
+  topic's sensor only when the name has no such part. A gateway may thus publish a pack for several
+  sensors of its site, and a pack naming another sensor is honoured, never re-attributed; it can never
+  move readings into another site or domain.
+- LoRaWAN: the device id (TTN `device_id`, ChirpStack `devEui`), domain and site from its profile.
 """
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable, Literal
 
-from schemas.devices import DeviceProfiles, load_profiles
+from schemas.bounds import counter_problem, number_problem, show
+from schemas.devices import DeviceProfile, DeviceProfiles, load_profiles
 from schemas.envelope import Source
-from schemas.timeparse import parse_ts
+from schemas.registry import domain as get_domain
+from schemas.registry import domains
+from schemas.timeparse import TimeWindow, parse_gps_duration, parse_ts
+from schemas.units import conversion
 
 FORMATS: tuple[Source, ...] = ("native", "senml", "ttn", "chirpstack")
 MAX_PAYLOAD = 16 * 1024 * 1024
-SENML_RELATIVE_LIMIT = 2**28  # RFC 8428 4.5.3: smaller times are relative to now
+SENML_RELATIVE_LIMIT = 2**28   # RFC 8428 §4.5.3: smaller times are relative to now
+SENML_VERSION = 10             # the SenML version understood here (RFC 8428 §4.4: reject only newer ones)
+_SENML_BASE = {"bn", "bt", "bu", "bv", "bs", "bver"}
+_SENML_LABELS = _SENML_BASE | {"n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"}
 
 
 class PayloadError(ValueError):
-    """A message that cannot be decoded; `reason` is what goes into the dead-letter record."""
+    """A message (or, inside a parser, one reading) that cannot be decoded; `reason` is what goes into
+    the dead-letter record."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -32,7 +53,10 @@ class PayloadError(ValueError):
 
 @dataclass
 class RawReading:
-    """What a format carried, before domain validation (`smartcity decode --raw` prints this)."""
+    """What a format carried, before domain validation (`smartcity decode --raw` prints this).
+
+    `rejected` is set for a reading (or SenML record) the parser already refused; `where` names it in
+    the reason when its position in the list would not ("record 3" of a SenML pack)."""
 
     sensor_id: str | None
     ts: int | None
@@ -43,6 +67,12 @@ class RawReading:
     seq: int | None = None
     lat: float | None = None
     lon: float | None = None
+    rejected: str | None = None
+    where: str | None = None
+
+    @classmethod
+    def refused(cls, reason: str, where: str | None = None) -> "RawReading":
+        return cls(sensor_id=None, ts=None, values={}, rejected=reason, where=where)
 
 
 @dataclass(frozen=True)
@@ -69,7 +99,7 @@ def route(topic: str) -> TopicInfo:
         return TopicInfo("ttn")
     if _CHIRPSTACK.match(topic):
         return TopicInfo("chirpstack")
-    raise PayloadError(f"topic {topic!r} matches no source (city/<domain>/<site>/<sensor>/up|senml, "
+    raise PayloadError(f"topic {show(topic)} matches no source (city/<domain>/<site>/<sensor>/up|senml, "
                        "v3/+/devices/+/up, application/+/device/+/event/up)")
 
 
@@ -82,15 +112,22 @@ def load_json(payload: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise PayloadError(f"payload is not UTF-8: byte {exc.start} is 0x{payload[exc.start]:02x}") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise PayloadError("malformed JSON: nested too deeply") from None
+    except PayloadError:
+        raise
+    except ValueError as exc:  # Python refuses integers of more than 4300 digits
+        raise PayloadError(f"malformed JSON: {show(str(exc))}: a number has thousands of digits") from None
 
 
 def _reject_constant(name: str) -> Any:
     raise PayloadError(f"malformed JSON: {name} is not a number JSON allows")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder: json.loads(...) builds one per call
 
 
 def _obj(value: Any, what: str) -> dict[str, Any]:
@@ -99,14 +136,19 @@ def _obj(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The objects of a JSON array (rx_metadata, rxInfo); anything else counts as none."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 def _kind(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
             type(None): "null"}.get(type(value), "a number")
 
 
-def _time(value: Any, where: str) -> int:
+def _time(value: Any, where: str, bounds: tuple[int, int]) -> int:
     try:
-        return parse_ts(value)
+        return parse_ts(value, bounds)
     except ValueError as exc:
         raise PayloadError(f"{where}: {exc}") from None
 
@@ -115,190 +157,277 @@ def _opt_number(obj: dict[str, Any], key: str, where: str) -> float | None:
     value = obj.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise PayloadError(f"{where}: {key} must be a number, got {value!r}")
-    return value
+    problem = number_problem(value)
+    if problem or isinstance(value, bool):
+        raise PayloadError(f"{where}{key} {problem or 'must be a number, got a boolean'}")
+    return float(value)
 
 
 def _opt_seq(obj: dict[str, Any], key: str, where: str) -> int | None:
     value = obj.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise PayloadError(f"{where}: {key} must be a non-negative integer, got {value!r}")
+    problem = counter_problem(value)
+    if problem:
+        raise PayloadError(f"{where}{key} {problem}")
     return value
+
+
+def _window(window: TimeWindow | None) -> tuple[TimeWindow, tuple[int, int]]:
+    window = window or TimeWindow()
+    return window, window.bounds()
 
 
 # -- native -------------------------------------------------------------------------------------
 
-def parse_native(payload: bytes, topic: TopicInfo | None = None) -> list[RawReading]:
+def parse_native(payload: bytes, topic: TopicInfo | None = None, *, window: TimeWindow | None = None,
+                 profiles: DeviceProfiles | None = None) -> list[RawReading]:
     """Native JSON: an object or an array of objects {ts, values{...}, [seq, lat, lon, sensor_id, site]}."""
     doc = load_json(payload)
     items = doc if isinstance(doc, list) else [doc]
     if not items:
         raise PayloadError("empty array: no readings")
+    _, bounds = _window(window)
+    where = None if isinstance(doc, list) else "reading"  # an array names its readings by position
     out = []
-    for i, item in enumerate(items):
-        where = f"reading {i}" if isinstance(doc, list) else "reading"
-        item = _obj(item, where)
-        if "ts" not in item:
-            raise PayloadError(f"{where}: missing ts (RFC 3339 string or epoch seconds)")
-        values = _obj(item.get("values"), f"{where}: values")
-        out.append(RawReading(
-            sensor_id=_ident(item, "sensor_id", topic.sensor_id if topic else None, where),
-            site=_ident(item, "site", topic.site if topic else None, where),
-            domain=topic.domain if topic else None,
-            ts=_time(item["ts"], where),
-            values=values,
-            seq=_opt_seq(item, "seq", where),
-            lat=_opt_number(item, "lat", where),
-            lon=_opt_number(item, "lon", where),
-        ))
+    for item in items:
+        try:
+            out.append(_native_reading(item, topic, bounds))
+        except PayloadError as exc:
+            out.append(RawReading.refused(exc.reason, where))
     return out
 
 
-def _ident(item: dict[str, Any], key: str, from_topic: str | None, where: str) -> str | None:
+def _native_reading(item: Any, topic: TopicInfo | None, bounds: tuple[int, int]) -> RawReading:
+    item = _obj(item, "a reading")
+    if "ts" not in item:
+        raise PayloadError("missing ts (RFC 3339 string or epoch seconds)")
+    return RawReading(
+        sensor_id=_ident(item, "sensor_id", topic.sensor_id if topic else None),
+        site=_ident(item, "site", topic.site if topic else None),
+        domain=topic.domain if topic else None,
+        ts=_time(item["ts"], "ts", bounds),
+        values=_obj(item.get("values"), "values"),
+        seq=_opt_seq(item, "seq", ""),
+        lat=_opt_number(item, "lat", ""),
+        lon=_opt_number(item, "lon", ""),
+    )
+
+
+def _ident(item: dict[str, Any], key: str, from_topic: str | None) -> str | None:
     value = item.get(key)
     if value is None:
         return from_topic
     if not isinstance(value, str):
-        raise PayloadError(f"{where}: {key} must be a string, got {value!r}")
+        raise PayloadError(f"{key} must be a string, got {show(value)}")
     if from_topic is not None and value != from_topic:
-        raise PayloadError(f"{where}: {key} {value!r} contradicts the topic's {from_topic!r}")
+        raise PayloadError(f"{key} {show(value)} contradicts the topic's {from_topic!r}")
     return value
 
 
 # -- SenML ----------------------------------------------------------------------------------------
 
-def parse_senml(payload: bytes, topic: TopicInfo | None = None, *, now_ns: int | None = None) -> list[RawReading]:
-    """SenML JSON pack (RFC 8428): base name/time/unit resolved; records grouped by (sensor, time).
+def parse_senml(payload: bytes, topic: TopicInfo | None = None, *, window: TimeWindow | None = None,
+                profiles: DeviceProfiles | None = None) -> list[RawReading]:
+    """SenML JSON pack (RFC 8428): base name/time/unit/value resolved; records grouped by (sensor, time).
 
-    The resolved name is `<sensor>/<field>` or `<sensor>:<field>` (split at the last separator); on a
-    `city/<domain>/<site>/<sensor>/senml` topic the sensor comes from the topic and the last name
-    segment is the field.
-    """
+    The resolved name is `<sensor>/<field>` or `<sensor>:<field>` (split at the last separator); see the
+    module's identity rules for city topics. A record that is not a numeric reading (vs, vd, a sum
+    alone, a bad value or time) is rejected on its own, as `record <k>`; a broken base field, an unknown
+    label ending in `_` or a newer `bver` rejects the pack."""
     doc = load_json(payload)
     if not isinstance(doc, list) or not doc:
         raise PayloadError(f"a SenML pack must be a non-empty JSON array, got {_kind(doc) if doc != [] else 'an empty array'}")
-    now = (now_ns or time.time_ns()) / 1e9
-    bn, bt, bu, bv = "", 0.0, None, 0.0
+    window, bounds = _window(window)
+    now_s = (window.now_ns if window.now_ns is not None else time.time_ns()) / 1e9
+    base: dict[str, Any] = {"bn": "", "bt": 0.0, "bu": None, "bv": 0.0}
+    out: list[RawReading] = []
     groups: dict[tuple[str, float], RawReading] = {}
-    for i, rec in enumerate(doc):
-        where = f"record {i}"
+    for k, rec in enumerate(doc):
+        where = f"record {k}"
         rec = _obj(rec, where)
-        if "bver" in rec and rec["bver"] not in (10,):
-            raise PayloadError(f"{where}: unsupported SenML version bver={rec['bver']!r}")
-        if "bn" in rec:
-            bn = _str(rec, "bn", where)
-        if "bt" in rec:
-            bt = _num(rec, "bt", where)
-        if "bu" in rec:
-            bu = _str(rec, "bu", where)
-        if "bv" in rec:
-            bv = _num(rec, "bv", where)
-        name = bn + (_str(rec, "n", where) if "n" in rec else "")
-        if not name:
-            raise PayloadError(f"{where}: no name (neither bn nor n)")
-        if "v" in rec:
-            value: Any = bv + _num(rec, "v", where)
-        elif "vb" in rec:
-            if not isinstance(rec["vb"], bool):
-                raise PayloadError(f"{where}: vb must be a boolean, got {rec['vb']!r}")
-            value = 1.0 if rec["vb"] else 0.0
-        elif "vs" in rec or "vd" in rec:
-            raise PayloadError(f"{where}: string/data values are not numeric readings ({name})")
-        elif "s" in rec:
-            continue  # a sum-only record carries no instantaneous reading
-        else:
-            if set(rec) <= {"bn", "bt", "bu", "bv", "bver"}:
-                continue  # a base-only record
-            raise PayloadError(f"{where}: no value (v, vb)")
-        t = bt + (_num(rec, "t", where) if "t" in rec else 0.0)
-        if t < SENML_RELATIVE_LIMIT:
-            t += now
-        sensor, fieldname = _split_name(name, topic)
-        if not fieldname:
-            raise PayloadError(f"{where}: name {name!r} has no field part (<sensor>/<field>)")
-        unit = rec.get("u", bu)
-        key = (sensor or "", t)
-        reading = groups.get(key)
-        if reading is None:
-            reading = groups[key] = RawReading(
-                sensor_id=sensor, ts=_time(t, where), values={},
-                domain=topic.domain if topic else None, site=topic.site if topic else None)
-        if fieldname in reading.values:
-            raise PayloadError(f"{where}: duplicate value for {fieldname!r} of {sensor!r} at the same time")
-        reading.values[fieldname] = value
-        if unit is not None:
-            reading.units[fieldname] = str(unit)
-    if not groups:
+        _senml_pack_rules(rec, where, base)
+        if set(rec) <= _SENML_BASE:
+            continue  # a base-only record
+        try:
+            _senml_record(rec, base, topic, bounds, now_s, groups, out)
+        except PayloadError as exc:
+            out.append(RawReading.refused(exc.reason, where))
+    if not out:
         raise PayloadError("the SenML pack has no value records")
-    return list(groups.values())
+    return out
+
+
+def _senml_pack_rules(rec: dict[str, Any], where: str, base: dict[str, Any]) -> None:
+    """RFC 8428 §4.4 version and must-understand labels, then the base fields this record sets."""
+    for label in () if _SENML_LABELS.issuperset(rec) else rec.keys() - _SENML_LABELS:  # RFC 8428's own never end in _
+        if label.endswith("_"):
+            raise PayloadError(f"{where}: label {show(label)} ends in '_', so it must be understood "
+                               "(RFC 8428 §4.4), and it is not: the pack is rejected")
+    if "bver" in rec:
+        bver = rec["bver"]
+        if isinstance(bver, bool) or not isinstance(bver, int) or bver < 1:
+            raise PayloadError(f"{where}: bver must be a positive integer, got {show(bver)}")
+        if bver > SENML_VERSION:
+            raise PayloadError(f"{where}: SenML version bver={show(bver)} is newer than version {SENML_VERSION} "
+                               "understood here (RFC 8428 §4.4)")
+    for key, kind in (("bn", str), ("bu", str), ("bt", float), ("bv", float)):
+        if key in rec:
+            base[key] = _str(rec, key, where) if kind is str else _num(rec, key, where)
+
+
+def _senml_record(rec: dict[str, Any], base: dict[str, Any], topic: TopicInfo | None, bounds: tuple[int, int],
+                  now_s: float, groups: dict[tuple[str, float], RawReading], out: list[RawReading]) -> None:
+    """Add one record's value to the reading of its (sensor, time); PayloadError rejects this record."""
+    name = base["bn"] + (_str(rec, "n", "") if "n" in rec else "")
+    if not name:
+        raise PayloadError("no name (neither bn nor n)")
+    if "v" in rec:
+        value: float = base["bv"] + _num(rec, "v", "")
+    elif "vb" in rec:
+        if not isinstance(rec["vb"], bool):
+            raise PayloadError(f"vb must be a boolean, got {show(rec['vb'])}")
+        value = 1.0 if rec["vb"] else 0.0
+    elif "vs" in rec or "vd" in rec:
+        kind = "string (vs)" if "vs" in rec else "data (vd)"
+        raise PayloadError(f"{name!r} carries a {kind} value; only numbers (v) and booleans (vb) are readings")
+    elif "s" in rec:
+        raise PayloadError(f"{name!r} carries only a sum (s); send the instantaneous value as v")
+    else:
+        raise PayloadError(f"{name!r} has no value (v, vb)")
+    t = base["bt"] + (_num(rec, "t", "") if "t" in rec else 0.0)
+    if t < SENML_RELATIVE_LIMIT:
+        t += now_s
+    sensor, fieldname = _split_name(name, topic)
+    if not fieldname:
+        raise PayloadError(f"name {show(name)} has no field part (<sensor>/<field>)")
+    unit = _str(rec, "u", "") if "u" in rec else base["bu"]
+    if topic and topic.domain and (problem := _senml_field_problem(topic.domain, fieldname, unit)):
+        raise PayloadError(problem)  # each record stands alone: a field it cannot feed rejects it only
+    key = (sensor or "", t)
+    reading = groups.get(key)
+    if reading is None:
+        ts = _time(t, "time (bt + t)", bounds)
+        reading = groups[key] = RawReading(
+            sensor_id=sensor, ts=ts, values={},
+            domain=topic.domain if topic else None, site=topic.site if topic else None)
+        out.append(reading)
+    if fieldname in reading.values:
+        raise PayloadError(f"duplicate value for {fieldname!r} of {sensor!r} at the same time")
+    reading.values[fieldname] = value
+    if unit is not None:
+        reading.units[fieldname] = unit
+
+
+@lru_cache(maxsize=1024)
+def _senml_field_problem(domain: str, fieldname: str, unit: str | None) -> str | None:
+    """Why a record's field (and unit) cannot feed the topic's domain; None when it can (or the domain
+    is unknown, which validation reports)."""
+    if domain not in domains():
+        return None
+    dom = get_domain(domain)
+    if fieldname not in dom.values.model_fields:
+        return f"unknown field {show(fieldname)} for domain {domain} (known: {', '.join(dom.fields)})"
+    if unit is not None:
+        try:
+            conversion(unit, dom.unit(fieldname))
+        except ValueError as exc:
+            return f"field {fieldname!r}: {exc}"
+    return None
 
 
 def _split_name(name: str, topic: TopicInfo | None) -> tuple[str | None, str]:
+    """(sensor, field) from a resolved SenML name; the topic's sensor when the name names none."""
     cut = max(name.rfind("/"), name.rfind(":"))
-    sensor, fieldname = (name[:cut], name[cut + 1:]) if cut >= 0 else (None, name)
-    if topic and topic.sensor_id:
-        sensor = topic.sensor_id
-    return sensor, fieldname
+    if cut < 0:
+        return (topic.sensor_id if topic else None), name
+    return name[:cut], name[cut + 1:]
 
 
 def _str(rec: dict[str, Any], key: str, where: str) -> str:
     if not isinstance(rec[key], str):
-        raise PayloadError(f"{where}: {key} must be a string, got {rec[key]!r}")
+        raise PayloadError(f"{where}{': ' if where else ''}{key} must be a string, got {show(rec[key])}")
     return rec[key]
 
 
 def _num(rec: dict[str, Any], key: str, where: str) -> float:
     value = rec[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise PayloadError(f"{where}: {key} must be a number, got {value!r}")
+    problem = "must be a number, got a boolean" if isinstance(value, bool) else number_problem(value)
+    if problem:
+        raise PayloadError(f"{where}{': ' if where else ''}{key} {problem}")
     return float(value)
 
 
 # -- LoRaWAN network servers ----------------------------------------------------------------------
 
-def parse_ttn(payload: bytes, topic: TopicInfo | None = None, *,
+def parse_ttn(payload: bytes, topic: TopicInfo | None = None, *, window: TimeWindow | None = None,
               profiles: DeviceProfiles | None = None) -> list[RawReading]:
-    """The Things Stack v3 uplink: device ids, `uplink_message.decoded_payload`, gateway/NS times."""
+    """The Things Stack v3 uplink: device ids, `uplink_message.decoded_payload`, time and location.
+
+    Event time, first inside the window of: a gateway's GPS time (`rx_metadata[].gps_time`), the network
+    server's `uplink_message.received_at`, the application server's `received_at`, and only then a
+    gateway's own clock (`rx_metadata[].time`), so one gateway with a wrong clock cannot get good uplinks
+    rejected. Location: `uplink_message.locations` (`user`, the registry's, first), else the decoded
+    payload's fields named by the profile."""
     doc = _obj(load_json(payload), "a TTN uplink")
     ids = _obj(doc.get("end_device_ids"), "end_device_ids")
     device = _device_id(ids, "device_id", "end_device_ids")
     app = _obj(ids.get("application_ids"), "end_device_ids.application_ids").get("application_id")
     up = _obj(doc.get("uplink_message"), "uplink_message")
     decoded = _decoded(up, "decoded_payload", "uplink_message.decoded_payload")
-    # Event time: a gateway's GPS time when present, else the network server's, else the message's.
-    gw_times = [m.get("time") for m in up.get("rx_metadata") or [] if isinstance(m, dict) and m.get("time")]
-    stamp = gw_times[0] if gw_times else up.get("received_at") or doc.get("received_at")
-    if stamp is None:
-        raise PayloadError("missing timestamp: no rx_metadata[].time, uplink_message.received_at or received_at")
-    profile_name = app if isinstance(app, str) else ""
-    location = (up.get("locations") or {}).get("user") if isinstance(up.get("locations"), dict) else None
-    return [_lorawan_reading(
-        profiles, profile_name, device, None, _time(stamp, "uplink time"), decoded,
-        _opt_seq(up, "f_cnt", "uplink_message"),
-        location if isinstance(location, dict) else {},
-    )]
+    _, bounds = _window(window)
+    gateways = _dicts(up.get("rx_metadata"))
+    ts = _first_time(bounds, [(f"rx_metadata[{i}].gps_time", m.get("gps_time"), parse_ts) for i, m in enumerate(gateways)]
+                     + [("uplink_message.received_at", up.get("received_at"), parse_ts),
+                        ("received_at", doc.get("received_at"), parse_ts)]
+                     + [(f"rx_metadata[{i}].time", m.get("time"), parse_ts) for i, m in enumerate(gateways)])
+    locations = up.get("locations") if isinstance(up.get("locations"), dict) else {}
+    located = [locations["user"]] if isinstance(locations.get("user"), dict) else []
+    located += [v for k, v in locations.items() if k != "user" and isinstance(v, dict)]
+    profile = _profile(profiles, app)
+    return [_lorawan_reading(profile, device, None, ts, decoded, _opt_seq(up, "f_cnt", "uplink_message."),
+                             located[0] if located else None)]
 
 
-def parse_chirpstack(payload: bytes, topic: TopicInfo | None = None, *,
+def parse_chirpstack(payload: bytes, topic: TopicInfo | None = None, *, window: TimeWindow | None = None,
                      profiles: DeviceProfiles | None = None) -> list[RawReading]:
-    """ChirpStack v4 `up` event: `deviceInfo`, `object` (codec output), `time`, `fCnt`."""
+    """ChirpStack v4 `up` event: `deviceInfo`, `object` (codec output), time, `fCnt`.
+
+    Event time, first inside the window of: a gateway's GPS time (`rxInfo[].timeSinceGpsEpoch`), the
+    network server's `rxInfo[].nsTime`, the event's `time` (ChirpStack fills it from the first gateway
+    clock it finds, else its own: so it comes after nsTime), and only then a gateway's own clock
+    (`rxInfo[].gwTime`). The up event carries no device location: it comes from the decoded object's
+    fields named by the profile (`latitude`, `longitude` by default)."""
     doc = _obj(load_json(payload), "a ChirpStack up event")
     info = _obj(doc.get("deviceInfo"), "deviceInfo")
     dev_eui = _device_id(info, "devEui", "deviceInfo")
     decoded = _decoded(doc, "object", "object")
-    stamp = doc.get("time")
-    if stamp is None:
-        rx = [m.get("gwTime") for m in doc.get("rxInfo") or [] if isinstance(m, dict) and m.get("gwTime")]
-        stamp = rx[0] if rx else None
-    if stamp is None:
-        raise PayloadError("missing timestamp: no time or rxInfo[].gwTime")
+    _, bounds = _window(window)
+    gateways = _dicts(doc.get("rxInfo"))
+    ts = _first_time(bounds, [(f"rxInfo[{i}].timeSinceGpsEpoch", m.get("timeSinceGpsEpoch"), parse_gps_duration)
+                              for i, m in enumerate(gateways)]
+                     + [(f"rxInfo[{i}].nsTime", m.get("nsTime"), parse_ts) for i, m in enumerate(gateways)]
+                     + [("time", doc.get("time"), parse_ts)]
+                     + [(f"rxInfo[{i}].gwTime", m.get("gwTime"), parse_ts) for i, m in enumerate(gateways)])
     tags = info.get("tags") if isinstance(info.get("tags"), dict) else {}
-    profile_name = info.get("deviceProfileName") if isinstance(info.get("deviceProfileName"), str) else ""
-    return [_lorawan_reading(profiles, profile_name, dev_eui.lower(), tags.get("site"),
-                             _time(stamp, "time"), decoded, _opt_seq(doc, "fCnt", "event"), {})]
+    profile = _profile(profiles, info.get("deviceProfileName"))
+    return [_lorawan_reading(profile, dev_eui.lower(), tags.get("site"), ts, decoded,
+                             _opt_seq(doc, "fCnt", "event "), None)]
+
+
+def _first_time(bounds: tuple[int, int], candidates: list[tuple[str, Any, Callable[..., int]]]) -> int:
+    """The first present candidate time inside the window; else the reason of the best one present."""
+    first_problem = None
+    for where, value, parser in candidates:
+        if value is None:
+            continue
+        try:
+            return parser(value, bounds)
+        except ValueError as exc:
+            first_problem = first_problem or f"{where}: {exc}"
+    if first_problem:
+        raise PayloadError(first_problem)
+    raise PayloadError("missing timestamp: none of " + ", ".join(dict.fromkeys(w for w, _, _ in candidates)))
 
 
 def _device_id(obj: dict[str, Any], key: str, where: str) -> str:
@@ -316,18 +445,22 @@ def _decoded(obj: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return _obj(decoded, where)
 
 
-def _lorawan_reading(profiles: DeviceProfiles | None, profile_name: str, device: str, site: Any,
-                     ts: int, decoded: dict[str, Any], seq: int | None,
-                     location: dict[str, Any]) -> RawReading:
-    profiles = profiles or load_profiles()
-    profile = profiles.profiles.get(profile_name)
-    if profile is None:
-        return RawReading(sensor_id=device, ts=ts, values=dict(decoded), site=site if isinstance(site, str) else None,
-                          seq=seq, domain=None)
+def _profile(profiles: DeviceProfiles | None, name: Any) -> DeviceProfile | None:
+    return (profiles or load_profiles()).profiles.get(name) if isinstance(name, str) else None
+
+
+def _lorawan_reading(profile: DeviceProfile | None, device: str, site: Any, ts: int, decoded: dict[str, Any],
+                     seq: int | None, location: dict[str, Any] | None) -> RawReading:
+    """The reading of one uplink: values through the profile (none: validation says what to add)."""
+    if location is None and profile is not None:
+        location = {"latitude": profile.number(decoded.get(profile.latitude)),
+                    "longitude": profile.number(decoded.get(profile.longitude))}
+    location = location or {}
     return RawReading(
-        sensor_id=device, ts=ts, values=profile.map_values(decoded), domain=profile.domain,
-        site=site if isinstance(site, str) else profile.site, seq=seq,
-        lat=_opt_number(location, "latitude", "location"), lon=_opt_number(location, "longitude", "location"),
+        sensor_id=device, ts=ts, values=profile.map_values(decoded) if profile else dict(decoded),
+        domain=profile.domain if profile else None,
+        site=site if isinstance(site, str) else (profile.site if profile else None), seq=seq,
+        lat=_opt_number(location, "latitude", "location "), lon=_opt_number(location, "longitude", "location "),
     )
 
 
@@ -337,11 +470,8 @@ PARSERS: dict[Source, Parser] = {
 }
 
 
-def parse(fmt: Source, payload: bytes, topic: TopicInfo | None = None, **options: Any) -> list[RawReading]:
-    """Parse `payload` as `fmt`; only PayloadError can come out, whatever the bytes."""
-    try:
-        return PARSERS[fmt](payload, topic, **options)
-    except PayloadError:
-        raise
-    except Exception as exc:  # a parser bug must still become a dead letter, never a crash
-        raise PayloadError(f"{fmt} payload could not be parsed: {type(exc).__name__}: {exc}") from exc
+def parse(fmt: Source, payload: bytes, topic: TopicInfo | None = None, *, window: TimeWindow | None = None,
+          profiles: DeviceProfiles | None = None) -> list[RawReading]:
+    """Parse `payload` as `fmt`. PayloadError is a deliberate rejection with its reason; any other
+    exception is a parser bug, which the caller isolates to this one message."""
+    return PARSERS[fmt](payload, topic, window=window, profiles=profiles)

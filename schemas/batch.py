@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from schemas.adapters import RawReading
+from schemas.bounds import INT64_MAX, counter_problem, number_problem, show
 from schemas.envelope import IDENT, Reading, Source
 from schemas.plugin import Domain
 from schemas.registry import domain as get_domain
@@ -24,8 +25,8 @@ from schemas.registry import domains
 from schemas.timeparse import format_ts
 from schemas.units import conversion
 
-FUTURE_TOLERANCE_NS = 300 * 10**9
 _IDENT = re.compile(IDENT)
+_LORAWAN = ("ttn", "chirpstack")
 
 
 @dataclass
@@ -99,10 +100,14 @@ class ReadingBatch:
         for raw in values:
             try:
                 d = json.loads(raw)
-                d["sensor_id"], d["ts"]  # noqa: B018 - presence check
+            except (ValueError, RecursionError) as exc:
+                errors.append(f"undecodable record: {show(str(exc))}")
+                continue
+            problem = _record_problem(d)
+            if problem:
+                errors.append(f"undecodable record: {problem}")
+            else:
                 docs.append(d)
-            except (ValueError, KeyError, TypeError) as exc:
-                errors.append(f"undecodable record: {exc}")
         n = len(docs)
         matrix = np.full((n, len(index)), np.nan)
         for i, d in enumerate(docs):
@@ -122,6 +127,26 @@ class ReadingBatch:
             source=np.array([d.get("source", "native") for d in docs], dtype=object),
             received_at=np.fromiter((d.get("received_at", 0) for d in docs), np.int64, n),
         ), errors
+
+
+def _record_problem(d: Any) -> str | None:
+    """Why a telemetry record cannot become a row (None when it can): the columns are int64 and float,
+    so a record that someone else produced with a string ts or a 30-digit seq must not reach them."""
+    if not isinstance(d, dict):
+        return "not a JSON object"
+    if not isinstance(d.get("sensor_id"), str):
+        return f"sensor_id {show(d.get('sensor_id'))} is not a string"
+    for key, required in (("ts", True), ("seq", False), ("received_at", False)):
+        value = d.get(key)
+        if (value is not None or required) and (counter_problem(value) or value == 0 and key == "ts"):
+            return f"{key} {show(value)} is not a positive int64"
+    for key in ("lat", "lon"):
+        if d.get(key) is not None and (number_problem(d[key]) or isinstance(d[key], bool)):
+            return f"{key} {show(d[key])} is not a finite number"
+    values = d.get("values")
+    if not isinstance(values, dict) or any(number_problem(v) for v in values.values()):
+        return f"values {show(values)} are not numbers"
+    return None
 
 
 @dataclass
@@ -153,68 +178,65 @@ class Validated:
 
 def validate_many(messages: list[MessageReadings], *, now_ns: int | None = None) -> Validated:
     """Validate the readings of many messages in one vectorised pass per domain (the bridge's hot
-    path); a reason names the reading by its position in its own message."""
-    now = time.time_ns()
-    now_ns = now_ns or now
-    errors: dict[int, list[str]] = {}
+    path); a reason names the reading by its position in its own message (or the parser's `where`).
+    Event times were bounded by the parsers (`schemas.timeparse.TimeWindow`)."""
+    now = now_ns or time.time_ns()
+    errors: dict[int, list[tuple[int, str]]] = {}
     by_domain: dict[str, list[tuple[int, int, RawReading]]] = {}
     for m, msg in enumerate(messages):
         message_domain: str | None = None
         for i, raw in enumerate(msg.raws):
-            reason = _identity_problem(raw, msg.domain)
+            reason = raw.rejected or _identity_problem(raw, msg.domain)
             name = raw.domain or msg.domain
             if reason is None and message_domain is not None and name != message_domain:
                 reason = f"domain {name!r} differs from the message's {message_domain!r}"
             if reason:
-                errors.setdefault(m, []).append(f"reading {i}: {reason}")
+                errors.setdefault(m, []).append((i, f"{_label(raw, i)}: {reason}"))
                 continue
             message_domain = name
             by_domain.setdefault(name, []).append((m, i, raw))  # type: ignore[arg-type]
     batches = {}
     for name, kept in by_domain.items():
-        batch, message_of, rejected = _validate_domain(get_domain(name), kept, messages, now_ns, now)
-        for m, reason in rejected:
-            errors.setdefault(m, []).append(reason)
+        batch, message_of, rejected = _validate_domain(get_domain(name), kept, messages, now)
+        for m, i, reason in rejected:
+            errors.setdefault(m, []).append((i, reason))
         if batch is not None:
             batches[name] = (batch, message_of)
-    return Validated(batches, {m: sorted(r, key=_reading_number) for m, r in errors.items()})
+    return Validated(batches, {m: [reason for _, reason in sorted(r, key=lambda e: e[0])] for m, r in errors.items()})
 
 
-def _reading_number(reason: str) -> int:
-    return int(reason.split(":", 1)[0].split()[-1])
+def _label(raw: RawReading, i: int) -> str:
+    return raw.where or f"reading {i}"
 
 
 def _validate_domain(dom: Domain, kept: list[tuple[int, int, RawReading]], messages: list[MessageReadings],
-                     now_ns: int, now: int) -> tuple[ReadingBatch | None, np.ndarray, list[tuple[int, str]]]:
-    """Range, cross-field, future and duplicate checks on the whole matrix of one domain's readings."""
+                     now: int) -> tuple[ReadingBatch | None, np.ndarray, list[tuple[int, int, str]]]:
+    """Range, cross-field and duplicate checks on the whole matrix of one domain's readings."""
     index = {n: j for j, n in enumerate(dom.fields)}
     n = len(kept)
     matrix = np.full((n, len(index)), np.nan)
-    bad_reason: list[str | None] = [_fill_row(matrix[row], raw, dom, index) for row, (_, _, raw) in enumerate(kept)]
+    bad_reason: list[str | None] = [
+        _fill_row(matrix[row], raw, dom, index, messages[m].source in _LORAWAN) for row, (m, _, raw) in enumerate(kept)]
     ts = np.fromiter((raw.ts for _, _, raw in kept), np.int64, n)
     message_of = np.fromiter((m for m, _, _ in kept), np.int64, n)
     lo, hi = dom.bounds()
     with np.errstate(invalid="ignore"):
         out_of_range = ((matrix < lo) | (matrix > hi)).any(axis=1)
     out_of_range |= dom.values.check_columns(dict(zip(dom.fields, matrix.T)))
-    future = ts > now_ns + FUTURE_TOLERANCE_NS
     sensors = np.array([raw.sensor_id for _, _, raw in kept], dtype=object)
     duplicate = _duplicates(message_of, sensors, ts)
-    suspect = np.flatnonzero(out_of_range | future | duplicate | np.array([r is not None for r in bad_reason]))
+    suspect = np.flatnonzero(out_of_range | duplicate | np.array([r is not None for r in bad_reason]))
     ok = np.ones(n, bool)
-    rejected: list[tuple[int, str]] = []
+    rejected: list[tuple[int, int, str]] = []
     for row in suspect:  # only rejected rows pay for a worded reason
         m, i, raw = kept[row]
         reason = bad_reason[row]
         if reason is None and out_of_range[row]:
             reason = _model_reason(dom, matrix[row])
-        if reason is None and future[row]:
-            reason = (f"ts {format_ts(int(ts[row]))} is {(ts[row] - now_ns) / 1e9:.0f} s in the future; "
-                      "check the device clock")
         if reason is None and duplicate[row]:
             reason = f"duplicate reading for sensor {raw.sensor_id!r} at {format_ts(int(ts[row]))}"
         if reason:
-            rejected.append((m, f"reading {i}: {reason}"))
+            rejected.append((m, i, f"{_label(raw, i)}: {reason}"))
             ok[row] = False
     if not ok.any():
         return None, message_of[:0], rejected
@@ -244,40 +266,53 @@ def validate(raws: list[RawReading], source: Source, *, domain: str | None = Non
 
 
 def _identity_problem(raw: RawReading, domain: str | None) -> str | None:
+    """Why a reading cannot enter the columns (None when it can): domain, ids, and every number that
+    NumPy will hold (ts and seq inside int64, lat/lon finite and on the globe)."""
     name = raw.domain or domain
     if name is None:
         return (f"no domain for sensor {raw.sensor_id!r}: publish on city/<domain>/..., pass --domain, "
-                "or add a device profile to schemas/devices.toml")
+                "or add a device profile to schemas/devices.toml or the SMARTCITY_DEVICES file")
     if raw.domain and domain and raw.domain != domain:
         return f"domain {raw.domain!r} contradicts the expected {domain!r}"
     if name not in domains():
-        return f"unknown domain {name!r}; known: {', '.join(domains())}"
+        return f"unknown domain {show(name)}; known: {', '.join(domains())}"
     for what in ("sensor_id", "site"):
         value = getattr(raw, what)
         if value is None:
             return f"no {what}: the topic or the payload must name it"
-        if not _IDENT.match(value):
-            return f"{what} {value!r} is not an id (letters, digits, _ . : -; at most 64)"
+        if not isinstance(value, str) or not _IDENT.match(value):
+            return f"{what} {show(value)} is not an id (letters, digits, _ . : -; at most 64)"
     if raw.ts is None:
         return "missing timestamp"
-    if raw.lat is not None and not -90 <= raw.lat <= 90:
-        return f"lat {raw.lat} is outside -90..90"
-    if raw.lon is not None and not -180 <= raw.lon <= 180:
-        return f"lon {raw.lon} is outside -180..180"
+    if isinstance(raw.ts, bool) or not isinstance(raw.ts, int) or not 0 < raw.ts <= INT64_MAX:
+        return f"timestamp {show(raw.ts)} is not a time in int64 nanoseconds since 1970"
+    if raw.seq is not None and (problem := counter_problem(raw.seq)):
+        return f"seq {problem}"
+    if raw.lat is None and raw.lon is None:
+        return None
+    for what, limit in (("lat", 90), ("lon", 180)):
+        value = getattr(raw, what)
+        if value is None:
+            continue
+        if (problem := number_problem(value)) or isinstance(value, bool):
+            return f"{what} {problem or 'must be a number, got a boolean'}"
+        if not -limit <= value <= limit:
+            return f"{what} {value} is outside -{limit}..{limit}"
     return None
 
 
-def _fill_row(row: np.ndarray, raw: RawReading, dom: Domain, index: dict[str, int]) -> str | None:
-    if not raw.values:
+def _fill_row(row: np.ndarray, raw: RawReading, dom: Domain, index: dict[str, int], lorawan: bool) -> str | None:
+    if not isinstance(raw.values, dict) or not raw.values:
         return "no values"
     for name, value in raw.values.items():
         j = index.get(name)
         if j is None:
-            return f"unknown field {name!r} for domain {dom.name} (known: {', '.join(dom.fields)})"
-        if isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            return f"field {name!r} must be a finite number, got {value!r}"
+            return f"unknown field {show(name)} for domain {dom.name} (known: {', '.join(dom.fields)})"
+        problem = number_problem(value)
+        if problem:
+            hint = ("; a payload formatter that writes numbers as strings needs numbers_as_strings = true "
+                    "in its device profile") if lorawan and isinstance(value, str) else ""
+            return f"field {name!r} {problem}{hint}"
         unit = raw.units.get(name)
         if unit is not None:
             try:

@@ -34,6 +34,17 @@ def _run_until_signalled(service: object) -> None:
     service.run()  # type: ignore[attr-defined]
 
 
+def _require_device_profiles() -> None:
+    """Stop before serving when the device-profile files (shipped + SMARTCITY_DEVICES) are invalid."""
+    from schemas.devices import DeviceProfileError, load_profiles
+
+    try:
+        load_profiles()
+    except DeviceProfileError as exc:
+        typer.echo(f"refusing to start: {exc}", err=True)
+        raise typer.Exit(2)
+
+
 class Format(str, Enum):
     native = "native"
     senml = "senml"
@@ -53,32 +64,40 @@ def decode(
 ) -> None:
     """Decode one payload as the bridge would and print canonical readings as JSON lines.
 
-    Exit status 2 when the payload (or any reading in it) is rejected; the reason goes to stderr.
+    Exit status 2 when the payload (or any reading in it) is rejected, or the device-profile file is
+    invalid; the reason goes to stderr. Exit status 1 (with "internal error") means a bug: the bridge
+    would dead-letter such a message the same way.
 
     Example: smartcity decode -f ttn uplink.json
     """
     from dataclasses import asdict
 
+    from infra.settings import get_settings
     from schemas.adapters import PayloadError, TopicInfo, parse, route
     from schemas.batch import validate
+    from schemas.devices import DeviceProfileError, load_profiles
     from schemas.timeparse import format_ts
 
     payload = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
     try:
+        profiles = load_profiles()
         info = route(topic) if topic else TopicInfo(fmt.value)
         if topic and info.format not in (fmt.value, "status"):
             raise PayloadError(f"topic {topic!r} carries {info.format} payloads, not {fmt.value}")
-        raws = parse(fmt.value, payload, info)
-    except PayloadError as exc:
-        typer.echo(f"rejected: {exc.reason}", err=True)
+        raws = parse(fmt.value, payload, info, window=get_settings().ingest.time_window(), profiles=profiles)
+        result = None if raw else validate(raws, fmt.value, domain=domain)
+    except (PayloadError, DeviceProfileError) as exc:
+        typer.echo(f"rejected: {getattr(exc, 'reason', exc)}", err=True)
         raise typer.Exit(2)
-    if raw:
+    except Exception as exc:  # noqa: BLE001 - a bug, reported like the bridge's dead letter, not a traceback
+        typer.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1)
+    if result is None:
         for r in raws:
             d = asdict(r)
             d["time"] = format_ts(r.ts) if r.ts else None
             typer.echo(json.dumps(d, ensure_ascii=False))
         return
-    result = validate(raws, fmt.value, domain=domain)
     if result.batch is not None:
         for reading in result.batch.dicts():
             typer.echo(json.dumps(reading, ensure_ascii=False))
@@ -113,6 +132,7 @@ def bridge(
 
     logs.setup(log_level)
     settings = get_settings()
+    _require_device_profiles()
     if tls:
         settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"tls": True})})
     config = BridgeConfig(client_id=client_id, group=group, window=window, batch_max=batch,
