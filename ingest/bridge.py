@@ -276,7 +276,7 @@ class Bridge:
         with self.lock:
             take = not (self.stopping.is_set() or link.draining or link.closing)
             if take and self.held >= self.config.window:
-                link.draining = take = False
+                link.draining, take = True, False
             if take:
                 self.held += 1
                 link.held += 1

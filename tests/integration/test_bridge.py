@@ -539,11 +539,19 @@ def test_acks_that_fail_across_a_broker_restart_lose_nothing(settings: Settings,
 
 
 def test_oversized_payloads_are_refused_by_the_broker_and_large_ones_dead_lettered(
-        settings: Settings) -> None:
-    """This branch's broker limit (256 KiB): a 10 MB publish is refused with a PUBACK reason and never
-    reaches the bridge; a 200 KiB invalid payload is dead-lettered; the stream around both flows on."""
+        settings: Settings, broker: PrivateService) -> None:
+    """This branch's broker bound (256 KiB packets): a client publishing 10 MB is disconnected with
+    "Packet too large" and nothing of it reaches the bridge; a 200 KiB invalid payload is
+    dead-lettered; the stream around both flows on."""
     tag = uuid.uuid4().hex[:6]
     runner, thread = run_bridge(settings)
+    device = mqtt_client(settings, f"big-{tag}", username="air", reconnect=False)
+    told: list = []
+    gone: list[str] = []
+    device.on_connect = lambda c, u, f, reason, props: told.append(props.MaximumPacketSize)
+    device.on_disconnect = lambda c, u, f, reason, props: gone.append(reason.getName())
+    mqtt_connect(device, settings)
+    device.loop_start()
     pub = Publisher(settings)
     expected = set()
     for i in range(200):
@@ -551,16 +559,19 @@ def test_oversized_payloads_are_refused_by_the_broker_and_large_ones_dead_letter
         pub.publish(topic, payload)
         expected.add(key)
         if i == 50:
-            pub.publish(f"city/air/{tag}-big/huge/up", b"x" * 10_000_000)
+            device.publish(f"city/air/{tag}-big/huge/up", b"x" * 10_000_000, qos=1)
         if i == 100:
             pub.publish(f"city/air/{tag}-big/large/up", b"{" * 200_000)
     pub.wait()
     pub.close()
     seen = wait_for_count(settings, expected, timeout=60)
     dead = values(read_topic(settings, settings.kafka.deadletter_topic, expect=1, idle=2))
+    device.loop_stop()
     runner.stop()
     thread.join(60)
-    assert pub.refused == 1, "the 10 MB publish was not refused by the broker"
+    broker_log = (broker.root / "mosquitto" / "mosquitto.log").read_text(errors="replace")
+    assert told == [256 * 1024] and gone, "the 10 MB publisher was not told the limit or not disconnected"
+    assert f"Client big-{tag} disconnected due to oversize packet" in broker_log
     assert expected <= set(seen)
     assert [d["topic"] for d in dead] == [f"city/air/{tag}-big/large/up"]
 
