@@ -194,9 +194,18 @@ def wait_for_count(settings: Settings, expected: set, timeout: float = 180,
         time.sleep(2)
 
 
-def bridge(settings: Settings, tmp_path: Path, client_id: str, group: str, *extra: str):
-    return start(settings, "bridge", "--client-id", client_id, "--group", group, "--session-expiry", "120",
-                 "--metrics-port", "0", *extra, log=tmp_path / f"{client_id}.log")
+def bridge(settings: Settings, tmp_path: Path, client_id: str, group: str, *extra: str) -> subprocess.Popen:
+    """A `smartcity bridge` process, returned once it has connected and subscribed (its log says so)."""
+    log = tmp_path / f"{client_id}.log"
+    offset = log.stat().st_size if log.exists() else 0
+    proc = start(settings, "bridge", "--client-id", client_id, "--group", group, "--session-expiry", "120",
+                 "--metrics-port", "0", *extra, log=log)
+    deadline = time.monotonic() + 60
+    while "event=mqtt_connected" not in log.read_bytes()[offset:].decode(errors="replace"):
+        assert proc.poll() is None and time.monotonic() < deadline, f"bridge did not connect: {log.read_text()[-2000:]}"
+        time.sleep(0.2)
+    time.sleep(0.5)  # SUBACK
+    return proc
 
 
 def test_valid_messages_all_reach_kafka_and_malformed_ones_the_deadletter_topic(settings: Settings, tmp_path: Path) -> None:
