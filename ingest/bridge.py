@@ -589,7 +589,10 @@ class Bridge:
             info.wait_for_publish(timeout=5)
         except (RuntimeError, ValueError):
             event(log, "status_not_published", logging.WARNING, reason="not connected")
-        self.producer.flush(timeout=30)
+        try:
+            self.producer.flush(timeout=30)
+        except KafkaError as exc:  # what is unflushed was not acked: the broker redelivers it
+            event(log, "kafka_flush_failed", logging.WARNING, error=str(exc)[:200])
         self.link.close()
         self.producer.close(timeout=10)
         event(log, "bridge_stopped", client_id=self.config.client_id, **self._totals)
