@@ -255,8 +255,7 @@ class Bridge:
         self.settings = settings
         self.config = config or BridgeConfig()
         self.metrics = BridgeMetrics()
-        # send() waits at most 10 s for metadata or buffer space, so the loop keeps reporting in outages.
-        self.producer = producer or kafka_producer(settings, max_block_ms=10_000)
+        self.producer = producer  # made in run(), waiting for Kafka if it is away
         self.inbox: queue.Queue[Held] = queue.Queue()
         self.lock = threading.Lock()
         self.held = 0
@@ -296,6 +295,9 @@ class Bridge:
         """Connect, then forward batches until stop(); on stop, finish what was received and exit."""
         if self.config.metrics_port:
             start_http_server(self.config.metrics_port, registry=self.metrics.registry)
+        self._connect_kafka()
+        if self.producer is None:
+            return  # stopped before Kafka answered
         self.connect()
         last_log = time.monotonic()
         try:
@@ -310,6 +312,20 @@ class Bridge:
                     self._report()
         finally:
             self._shutdown()
+
+    def _connect_kafka(self) -> None:
+        """Make the producer, retrying with backoff while Kafka is unreachable (never exit for it)."""
+        attempt = 0
+        while self.producer is None and not self.stopping.is_set():
+            try:
+                # send() waits at most 10 s for metadata or buffer space: the loop keeps reporting in outages.
+                self.producer = kafka_producer(self.settings, max_block_ms=10_000)
+            except KafkaError as exc:
+                attempt += 1
+                delay = min(self.config.max_backoff, 2.0 * attempt)
+                event(log, "kafka_unreachable", logging.WARNING, bootstrap=self.settings.kafka.bootstrap,
+                      error=str(exc)[:200], retry_in=delay)
+                self.stopping.wait(delay)
 
     def stop(self) -> None:
         """Ask run() to finish: take no more messages, forward and ack what was received, then return.
