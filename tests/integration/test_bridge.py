@@ -119,8 +119,13 @@ def settings(broker: PrivateService) -> Iterator[Settings]:
 
 
 def message(i: int, tag: str) -> tuple[str, bytes, tuple[str, int]]:
-    """Message i of a mixed-format stream: (topic, payload, (sensor_id, ts ns) it must produce)."""
-    ts = BASE_TS + i
+    """Message i of a mixed-format stream: (topic, payload, (sensor_id, ts ns) it must produce).
+    Timestamps advance 1 s per message and wrap after 150,000 (never in the future; long runs give
+    each lap its own sensors)."""
+    lap, ts = divmod(i, 150_000)
+    ts += BASE_TS
+    if lap:
+        tag = f"{tag}l{lap}"
     kind = i % 4
     if kind == 0:
         sensor = f"{tag}-n{i % 20}"
