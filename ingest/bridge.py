@@ -85,6 +85,7 @@ class BridgeConfig:
     adopt_after: float = 60.0              # seconds a peer stays offline before its session is adopted
     adopt_quiet: float = 2.0               # an adopted session is drained after this long without messages
     max_backoff: float = 30.0              # longest wait between Kafka retries
+    producer_stuck_after: float = 300.0    # sends neither done nor failed this long: a new producer
     metrics_port: int | None = None        # Prometheus endpoint, None: off
     log_interval: float = 10.0
 
@@ -120,6 +121,8 @@ class BridgeMetrics:
                                        registry=r)
         self.refused = Counter("bridge_kafka_refused", "records Kafka refused for good (their message is "
                                "dead-lettered)", ["error"], registry=r)
+        self.producer_restarts = Counter("bridge_kafka_producer_restarts", "producers replaced because their "
+                                         "sends neither completed nor failed", registry=r)
         self.adoptions = Counter("bridge_adoptions", "sessions of dead peers adopted", ["result"], registry=r)
         self.latency = Histogram("bridge_produce_latency_seconds", "time from batch start to Kafka ack",
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
@@ -422,6 +425,7 @@ class Bridge:
                         retry.append(record)
                     else:
                         refused = refused or error
+            waiting_since = time.monotonic()
             while not all(f.is_done for _, f in futures):
                 try:
                     self.producer.flush(timeout=5)
@@ -429,8 +433,13 @@ class Bridge:
                     event(log, "kafka_waiting", logging.WARNING, unacked_records=sum(not f.is_done for _, f in futures))
                     if self.stopping.is_set():
                         raise Abandoned from None
+                    if time.monotonic() - waiting_since > self.config.producer_stuck_after:
+                        self._replace_producer()
+                        break
             for record, future in futures:
-                if future.failed():
+                if not future.is_done:
+                    retry.append(record)  # its producer was replaced: send it again (maybe twice in Kafka)
+                elif future.failed():
                     error = self._refusal(future.exception, record[0], None)
                     if error is None or must:
                         retry.append(record)
@@ -446,6 +455,20 @@ class Bridge:
                 event(log, "kafka_retry", logging.WARNING, records=len(pending), attempt=attempt, retry_in=delay)
                 self.stopping.wait(delay)
         return refused
+
+    def _replace_producer(self) -> None:
+        """A producer whose sends neither succeed nor fail (seen with kafka-python's idempotent producer
+        after delivery timeouts in a long outage: "ProducerId set to -1", then nothing) is replaced."""
+        self.metrics.producer_restarts.inc()
+        event(log, "kafka_producer_replaced", logging.ERROR, stuck_for=self.config.producer_stuck_after)
+        old, self.producer = self.producer, None
+        try:
+            old.close(timeout=0)
+        except Exception as exc:  # noqa: BLE001 - the old producer is dropped either way
+            event(log, "kafka_producer_close_failed", logging.WARNING, error=str(exc)[:200])
+        self._connect_kafka()
+        if self.producer is None:
+            raise Abandoned
 
     def _refusal(self, exc: BaseException, topic: str, sent_at: float | None) -> str | None:
         """None when `exc` is worth retrying (Kafka away, timeouts), else what Kafka refused and why.
