@@ -19,8 +19,10 @@ def mqtt_client(
     *,
     username: str | None = None,
     manual_ack: bool = False,
+    reconnect: bool = True,
 ) -> mqtt.Client:
-    """An MQTT v5 client with credentials and (when configured) TLS set, not yet connected."""
+    """An MQTT v5 client with credentials and (when configured) TLS set, not yet connected;
+    `reconnect=False`: its network loop ends when the connection is lost instead of reconnecting."""
     cfg = settings.mqtt
     user = username or cfg.username
     client = mqtt.Client(
@@ -28,6 +30,7 @@ def mqtt_client(
         client_id=client_id,
         protocol=mqtt.MQTTv5,
         manual_ack=manual_ack,
+        reconnect_on_failure=reconnect,
     )
     password = cfg.password_for(user)
     client.username_pw_set(user, password.get_secret_value() if password else None)
@@ -37,16 +40,19 @@ def mqtt_client(
 
 
 def mqtt_connect(client: mqtt.Client, settings: Settings, *, session_expiry: int = 0,
-                 receive_maximum: int | None = None) -> None:
-    """Connect; `session_expiry` > 0 asks for a persistent session (kept that many seconds offline),
-    `receive_maximum` limits the unacknowledged QoS 1 messages the broker may send us."""
+                 receive_maximum: int | None = None, wait: bool = True) -> None:
+    """Connect; `session_expiry` > 0 asks for a persistent session (kept that many seconds offline, and
+    resumed: clean_start is off), `receive_maximum` limits the unacknowledged QoS 1 messages the broker
+    may send us (Mosquitto 2.0.11 stops honouring it once acknowledgements flow: bound yourself too).
+    `wait=False` only prepares the connection: the network loop (loop_start) connects, retrying while
+    the broker is unreachable."""
     props = Properties(PacketTypes.CONNECT)
     if session_expiry:
         props.SessionExpiryInterval = session_expiry
     if receive_maximum:
         props.ReceiveMaximum = receive_maximum
     port = settings.mqtt.tls_port if settings.mqtt.tls else settings.mqtt.port
-    client.connect(
+    (client.connect if wait else client.connect_async)(
         settings.mqtt.host,
         port,
         keepalive=settings.mqtt.keepalive,

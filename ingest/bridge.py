@@ -1,17 +1,43 @@
 """The ingest bridge: MQTT (QoS 1, persistent session, shared subscription) -> Kafka, nothing lost.
 
 Delivery: a message is acknowledged to the broker (paho manual ack) only after Kafka acknowledged
-every record made from it (acks=all, idempotent producer). At most `window` messages are held
-unacknowledged: we ask the broker for that (MQTT v5 Receive Maximum) and also enforce it ourselves,
-because Mosquitto 2.0.11 stops honouring Receive Maximum once acknowledgements flow (measured: 1,700
-outstanding against a limit of 10). When the window is full, paho's network thread waits before
-taking the next message off the socket, so TCP backpressure leaves the rest queued in the broker's
-persistent session. When Kafka is unreachable the bridge stops acknowledging, memory stays bounded
-and nothing is dropped.
+every record made from it (acks=all, idempotent producer); an ack that cannot be sent (the connection
+it came on is gone) is counted and logged, and the broker redelivers that message.
+
+Flow control never blocks paho's network thread, so keepalive flows through Kafka outages of any
+length. The bridge holds at most `window` unacknowledged messages. Mosquitto 2.0.11 honours our MQTT
+v5 Receive Maximum only until PUBACKs flow (measured: with a limit of 10, acking 5 messages let 50 more
+in), so the bridge bounds itself: a message arriving while the window is full is neither acknowledged
+nor kept (its payload is dropped from memory and counted) and the connection it came on stops taking
+messages ("draining"). The broker keeps every unacknowledged message in our persistent session and
+sends it again, with the DUP flag, only when the session is resumed (measured on 2.0.11: nothing is
+resent on a live connection, even after 40 s; all of it on reconnect). So once the drained
+connection holds nothing more, the bridge disconnects and reconnects with clean_start off and gets the
+dropped messages back. During a Kafka outage nothing is acknowledged, the broker's send quota runs out,
+and the connection idles with keepalive flowing.
+
+Kafka: every produce future is checked before the ack that depends on it. Retriable errors (broker
+away, timeouts) are retried with exponential backoff for as long as they last, visible in the
+`bridge_kafka_retries` metric and `kafka_retry` logs. A record Kafka refuses for good (too large, an
+invalid record, a topic that does not exist) must not block the stream: the batch is sent again one
+message at a time to find the message at fault, which is dead-lettered with the reason and acked.
+
+Share groups: Mosquitto 2.0.11 keeps routing a shared subscription's messages to a member that is
+offline with a persistent session, so a bridge that dies for good would strand its share until its
+session expires. Each bridge therefore keeps a retained status (`ingest.peers`): "online" on connect,
+"offline" as its Last Will and on a planned stop. A live bridge (one per dead peer, chosen the same way
+by all) adopts a peer that stayed offline longer than `adopt_after`: it connects AS that peer with
+clean_start off, unsubscribes the peer's filters (no new messages are routed to it), forwards what the
+session holds through the same window, and ends the session (DISCONNECT with Session Expiry 0), which
+takes it out of the share group. A peer that comes back simply takes its session over (the broker
+disconnects the adopter, whose unacked messages go back to the peer: at-least-once, and InfluxDB
+writes are idempotent). With no live peer, the session waits for the bridge's return for
+`session_expiry` seconds (default 1 h): a planned restart of the only bridge loses nothing.
 Invalid messages go to the dead-letter topic with their raw bytes and the reason.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -22,13 +48,15 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from influxdb_client.client.write_api import SYNCHRONOUS
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from infra.clients import kafka_producer, mqtt_client, mqtt_connect
 from infra.logs import event
 from infra.settings import Settings
+from ingest.peers import STATUS_ROOT, PeerTable, status_payload, status_topic
 from schemas.adapters import PayloadError, parse, route
 from schemas.batch import MessageReadings, ReadingBatch, Validated, validate_many
 from schemas.envelope import DeadLetter
@@ -41,6 +69,7 @@ SOURCE_FILTERS = (
     "v3/+/devices/+/up",                  # The Things Stack v3
     "application/+/device/+/event/up",    # ChirpStack v4
 )
+Record = tuple  # (topic, key, value, headers, timestamp ms): what encode() makes of messages
 
 
 @dataclass
@@ -50,12 +79,24 @@ class BridgeConfig:
     client_id: str = "bridge-1"
     group: str = "ingest"                  # shared subscription group: $share/<group>/<filter>
     filters: tuple[str, ...] = SOURCE_FILTERS
-    window: int = 2000                     # unacknowledged MQTT messages in flight (Receive Maximum)
+    window: int = 2000                     # unacknowledged MQTT messages held, at most
     batch_max: int = 1000                  # messages decoded and produced together
     linger: float = 0.02                   # seconds to wait for a batch to fill
-    session_expiry: int = 7 * 24 * 3600    # broker keeps our session (and queued messages) this long
+    session_expiry: int = 3600             # broker keeps our session (and queued messages) this long
+    adopt_after: float = 60.0              # seconds a peer stays offline before its session is adopted
+    adopt_quiet: float = 2.0               # an adopted session is drained after this long without messages
+    max_backoff: float = 30.0              # longest wait between Kafka retries
+    producer_stuck_after: float = 300.0    # sends neither done nor failed this long: a new producer
     metrics_port: int | None = None        # Prometheus endpoint, None: off
     log_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("client_id", "group"):
+            value = getattr(self, name)
+            if not value or any(c in value for c in "/+#"):
+                raise ValueError(f"bridge {name} {value!r} must be non-empty without '/', '+' or '#': "
+                                 f"it is a level of the MQTT topics {STATUS_ROOT}/<group>/<client_id>")
+        self.batch_max = min(self.batch_max, self.window)  # a batch can never outgrow the window
 
 
 @dataclass
@@ -70,11 +111,144 @@ class BridgeMetrics:
         self.forwarded = Counter("bridge_forwarded_readings", "readings produced to Kafka", ["domain"], registry=r)
         self.deadlettered = Counter("bridge_deadlettered", "messages sent to the dead-letter topic", registry=r)
         self.acked = Counter("bridge_acked", "MQTT messages acknowledged after Kafka accepted them", registry=r)
+        self.ack_failed = Counter("bridge_ack_failed", "acks not sent (the broker redelivers those messages)",
+                                  ["reason"], registry=r)
         self.inflight = Gauge("bridge_inflight", "messages received and not yet acknowledged", registry=r)
-        self.reconnects = Counter("bridge_reconnects", "MQTT reconnections", registry=r)
-        self.produce_retries = Counter("bridge_produce_retries", "batches retried because Kafka failed", registry=r)
+        self.window_dropped = Counter("bridge_window_dropped", "messages left unacknowledged because the window "
+                                      "was full (redelivered after the drained connection reconnects)", registry=r)
+        self.connects = Counter("bridge_mqtt_connects", "MQTT connections made", ["link", "cause"], registry=r)
+        self.reconnects = Counter("bridge_reconnects", "MQTT connections lost and made again", registry=r)
+        self.produce_retries = Counter("bridge_kafka_retries", "records sent again after a retriable Kafka error",
+                                       registry=r)
+        self.refused = Counter("bridge_kafka_refused", "records Kafka refused for good (their message is "
+                               "dead-lettered)", ["error"], registry=r)
+        self.producer_restarts = Counter("bridge_kafka_producer_restarts", "producers replaced because their "
+                                         "sends neither completed nor failed", registry=r)
+        self.adoptions = Counter("bridge_adoptions", "sessions of dead peers adopted", ["result"], registry=r)
         self.latency = Histogram("bridge_produce_latency_seconds", "time from batch start to Kafka ack",
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+
+
+class Abandoned(Exception):
+    """Kafka still fails while the bridge stops: the batch is left unacknowledged for redelivery."""
+
+
+@dataclass(slots=True)
+class Held:
+    """A message inside the window, with the connection it came on (an ack goes only there)."""
+
+    link: Link
+    generation: int
+    msg: mqtt.MQTTMessage
+
+
+class Link:
+    """One MQTT connection feeding the bridge's window: the bridge's own session, or a dead peer's
+    session it adopted. Its callbacks run on paho's network thread and never wait."""
+
+    def __init__(self, bridge: Bridge, client_id: str, *, adopted: bool = False,
+                 filters: tuple[str, ...] = ()) -> None:
+        cfg = bridge.config
+        self.bridge = bridge
+        self.client_id = client_id
+        self.adopted = adopted
+        self.filters = filters or cfg.filters
+        self.generation = 0            # bumped on every connect and disconnect
+        self.held = 0                  # this link's messages in the window (under bridge.lock)
+        self.draining = False          # the window overflowed: take nothing until held == 0, then reconnect
+        self.closing = False           # we are ending this connection on purpose
+        self.lost = False              # an adopted connection ended (taken over or dropped)
+        self.session_present: bool | None = None
+        self.unsubscribed = False
+        self.last_message = time.monotonic()
+        self._cause = "start"
+        self.client = mqtt_client(bridge.settings, client_id, manual_ack=True, reconnect=not adopted)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_unsubscribe = self._on_unsubscribe
+        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        if not adopted:
+            self.client.will_set(status_topic(cfg.group, client_id),
+                                 status_payload(client_id, "offline", self.filters), qos=1, retain=True)
+
+    @property
+    def name(self) -> str:
+        return f"adopted:{self.client_id}" if self.adopted else "own"
+
+    def connect(self, cause: str) -> None:
+        """Connect (the network loop retries while the broker is away), resuming the session."""
+        self._cause = cause
+        mqtt_connect(self.client, self.bridge.settings, session_expiry=self.bridge.config.session_expiry,
+                     receive_maximum=self.bridge.config.window, wait=False)
+        self.client.loop_start()
+
+    def reconnect(self) -> None:
+        """The drained connection: disconnect (the session and its unacked messages stay) and resume it,
+        so the broker sends again what was dropped while the window was full."""
+        self.closing = True
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.closing = False
+        with self.bridge.lock:
+            self.draining = False
+        self.connect("drain")
+
+    def close(self, *, end_session: bool = False) -> None:
+        """Disconnect; `end_session` sets Session Expiry 0, so the broker drops the session (and with
+        it the session's place in the share group)."""
+        self.closing = True
+        props = None
+        if end_session:
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+        self.client.disconnect(properties=props)
+        self.client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
+                    reason: mqtt.ReasonCode, properties: Properties | None) -> None:
+        bridge, cfg = self.bridge, self.bridge.config
+        if reason.is_failure:
+            event(log, "mqtt_connect_failed", logging.ERROR, link=self.name, reason=reason.getName())
+            return
+        self.generation += 1
+        cause, self._cause = self._cause, "lost"
+        bridge.metrics.connects.labels(self.name, cause).inc()
+        if cause == "lost":
+            bridge.metrics.reconnects.inc()
+        self.session_present = flags.session_present
+        if self.adopted:
+            # Stop the share group from routing more to the dead peer; what its session holds still comes.
+            if flags.session_present:
+                client.unsubscribe([f"$share/{cfg.group}/{f}" for f in self.filters]
+                                   + [status_topic(cfg.group, "+")])
+        else:
+            client.subscribe([(f"$share/{cfg.group}/{f}", 1) for f in self.filters]
+                             + [(status_topic(cfg.group, "+"), 0)])
+            client.publish(status_topic(cfg.group, self.client_id),
+                           status_payload(self.client_id, "online", self.filters), qos=1, retain=True)
+        event(log, "mqtt_connected", link=self.name, client_id=self.client_id, cause=cause,
+              session_present=flags.session_present, window=cfg.window)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
+                       reason: mqtt.ReasonCode, properties: Properties | None) -> None:
+        self.generation += 1
+        if self.adopted and not self.closing:
+            self.lost = True
+        if not self.closing and not self.bridge.stopping.is_set():
+            event(log, "mqtt_disconnected", logging.WARNING, link=self.name, reason=reason.getName())
+
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: object, mid: int,
+                        reasons: list[mqtt.ReasonCode], properties: Properties | None) -> None:
+        self.unsubscribed = True
+        self.last_message = time.monotonic()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.startswith(STATUS_ROOT + "/"):
+            self.bridge.peers.update(msg.topic, msg.payload, time.monotonic())  # QoS 0: nothing to ack
+            return
+        self.last_message = time.monotonic()
+        self.bridge.admit(self, msg)
 
 
 class Bridge:
@@ -84,66 +258,50 @@ class Bridge:
                  producer: KafkaProducer | None = None) -> None:
         self.settings = settings
         self.config = config or BridgeConfig()
-        if self.config.batch_max > self.config.window:
-            self.config.batch_max = self.config.window  # a batch can never outgrow the window
         self.metrics = BridgeMetrics()
-        self.producer = producer or kafka_producer(settings)
-        self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-        self.window = threading.BoundedSemaphore(self.config.window)
+        self.producer = producer  # made in run(), waiting for Kafka if it is away
+        self.inbox: queue.Queue[Held] = queue.Queue()
+        self.lock = threading.Lock()
+        self.held = 0
         self.stopping = threading.Event()
-        self.connected = threading.Event()
-        self._connections = 0
+        self.peers = PeerTable(self.config.group)
+        self.link = Link(self, self.config.client_id)
+        self.adoptions: dict[str, Link] = {}
         self._totals = {"received": 0, "forwarded": 0, "deadlettered": 0, "acked": 0}
         self._influx = None
-        self.client = mqtt_client(settings, self.config.client_id, manual_ack=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self._missing: dict[str, tuple[float, str]] = {}  # topic found absent -> (refused until, reason)
 
-    # -- MQTT side (paho's network thread) ---------------------------------------------------------
+    # -- MQTT side (paho's network thread: never waits) -----------------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
-                    reason: mqtt.ReasonCode, properties: Properties | None) -> None:
-        if reason.is_failure:
-            event(log, "mqtt_connect_failed", logging.ERROR, reason=reason.getName())
+    def admit(self, link: Link, msg: mqtt.MQTTMessage) -> None:
+        """Take a message into the window, or (window full, draining, stopping) leave it unacknowledged
+        for the broker to send again; returns at once either way."""
+        with self.lock:
+            take = not (self.stopping.is_set() or link.draining or link.closing)
+            if take and self.held >= self.config.window:
+                link.draining, take = True, False
+            if take:
+                self.held += 1
+                link.held += 1
+        if not take:
+            self.metrics.window_dropped.inc()
             return
-        self._connections += 1
-        if self._connections > 1:
-            self.metrics.reconnects.inc()
-        client.subscribe([(f"$share/{self.config.group}/{f}", 1) for f in self.config.filters])
-        event(log, "mqtt_connected", client_id=self.config.client_id, session_present=flags.session_present,
-              window=self.config.window)
-        self.connected.set()
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
-                       reason: mqtt.ReasonCode, properties: Properties | None) -> None:
-        self.connected.clear()
-        if not self.stopping.is_set():
-            event(log, "mqtt_disconnected", logging.WARNING, reason=reason.getName())
-
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        if self.stopping.is_set():
-            return  # not acknowledged: the broker delivers it again when the bridge is back
-        # Wait for a free slot in the window: while we wait, paho reads nothing more from the socket.
-        while not self.window.acquire(timeout=1.0):
-            if self.stopping.is_set():
-                return  # not acknowledged: the broker redelivers it to this session later
         self.metrics.inflight.inc()
-        self.inbox.put(msg)
+        self.inbox.put(Held(link, link.generation, msg))
 
     # -- main loop ------------------------------------------------------------------------------------
 
     def connect(self) -> None:
-        """Connect with a persistent session and the in-flight window as Receive Maximum."""
-        mqtt_connect(self.client, self.settings, session_expiry=self.config.session_expiry,
-                     receive_maximum=self.config.window)
-        self.client.loop_start()
+        """Connect our own session (the network loop retries until the broker answers)."""
+        self.link.connect("start")
 
     def run(self) -> None:
         """Connect, then forward batches until stop(); on stop, finish what was received and exit."""
         if self.config.metrics_port:
             start_http_server(self.config.metrics_port, registry=self.metrics.registry)
+        self._connect_kafka()
+        if self.producer is None:
+            return  # stopped before Kafka answered
         self.connect()
         last_log = time.monotonic()
         try:
@@ -151,11 +309,27 @@ class Bridge:
                 batch = self._next_batch()
                 if batch:
                     self.forward(batch)
+                if not self.stopping.is_set():
+                    self._tend_links()
                 if time.monotonic() - last_log >= self.config.log_interval:
                     last_log = time.monotonic()
                     self._report()
         finally:
             self._shutdown()
+
+    def _connect_kafka(self) -> None:
+        """Make the producer, retrying with backoff while Kafka is unreachable (never exit for it)."""
+        attempt = 0
+        while self.producer is None and not self.stopping.is_set():
+            try:
+                # send() waits at most 10 s for metadata or buffer space: the loop keeps reporting in outages.
+                self.producer = kafka_producer(self.settings, max_block_ms=10_000)
+            except KafkaError as exc:
+                attempt += 1
+                delay = min(self.config.max_backoff, 2.0 * attempt)
+                event(log, "kafka_unreachable", logging.WARNING, bootstrap=self.settings.kafka.bootstrap,
+                      error=str(exc)[:200], retry_in=delay)
+                self.stopping.wait(delay)
 
     def stop(self) -> None:
         """Ask run() to finish: take no more messages, forward and ack what was received, then return.
@@ -165,7 +339,7 @@ class Bridge:
         left unacknowledged, so the broker delivers them again."""
         self.stopping.set()
 
-    def _next_batch(self) -> list[mqtt.MQTTMessage]:
+    def _next_batch(self) -> list[Held]:
         try:
             batch = [self.inbox.get(timeout=0.2)]
         except queue.Empty:
@@ -179,39 +353,203 @@ class Bridge:
                 break
         return batch
 
-    def forward(self, batch: list[mqtt.MQTTMessage]) -> None:
-        """Decode, produce and wait for Kafka; retry what failed until Kafka accepts; then ack to MQTT."""
+    def forward(self, batch: list[Held]) -> None:
+        """Decode, produce and wait for Kafka (retrying what is retriable); isolate and dead-letter a
+        message Kafka refuses for good; then ack to MQTT. Left unacked only when stopping mid-outage."""
         started = time.monotonic()
-        pending = self.encode(batch)
+        try:
+            if self._produce(self._encode_each([h.msg for h in batch])):
+                for held in batch:  # find the message at fault: one at a time, then dead-letter it
+                    self._forward_alone(held.msg)
+        except Abandoned:
+            self._release(batch, "stopping")
+            return
+        self.metrics.latency.observe(time.monotonic() - started)
+        self._ack(batch)
+
+    def _encode_each(self, msgs: list[mqtt.MQTTMessage]) -> list[Record]:
+        """encode() the messages; should it raise, encode them one by one and dead-letter the one that
+        raises with the error as its reason (one message is the unit of failure, never the process)."""
+        try:
+            return self.encode(msgs)
+        except Exception:  # noqa: BLE001 - isolated below, message by message
+            records: list[Record] = []
+            for msg in msgs:
+                try:
+                    records += self.encode([msg])
+                except Exception as exc:  # noqa: BLE001 - the message is kept in the dead-letter topic
+                    event(log, "encode_failed", logging.ERROR, topic=msg.topic, error=repr(exc)[:300])
+                    records.append(self._dead_letter(msg.topic, msg.payload, f"bridge could not decode it: {exc!r}",
+                                                     None, time.time_ns(), self._headers(msg)))
+            return records
+
+    def _forward_alone(self, msg: mqtt.MQTTMessage) -> None:
+        """Produce one message's records; if Kafka refuses one for good, dead-letter the message; if it
+        refuses the dead letter too, dead-letter it without its raw bytes (size and SHA-256 kept)."""
+        refused = self._produce(self._encode_each([msg]))
+        if not refused:
+            return
+        reason = f"Kafka refused a record made from it: {refused}"
+        record = self._dead_letter(msg.topic, msg.payload, reason, None, time.time_ns(), self._headers(msg))
+        again = self._produce([record])
+        if again:
+            digest = hashlib.sha256(msg.payload).hexdigest()
+            note = (f"{reason}; its dead letter was refused too ({again}), so the raw payload "
+                    f"({len(msg.payload)} bytes, sha256 {digest}) is not kept")
+            self._produce([self._dead_letter(msg.topic, b"", note, None, time.time_ns(), self._headers(msg))],
+                          must=True)
+
+    def _headers(self, msg: mqtt.MQTTMessage) -> list[tuple[str, bytes]]:
+        return [("mqtt_topic", msg.topic.encode()), ("bridge", self.config.client_id.encode())]
+
+    def _produce(self, records: list[Record], *, must: bool = False) -> str | None:
+        """Send records and wait until Kafka acknowledged each. Retriable failures are sent again with
+        exponential backoff for as long as they last; returns a description of the first record Kafka
+        refused for good (None when all are in). `must`: refusals are retried too (the last resort).
+        Raises Abandoned when stop() was asked while Kafka is still failing."""
+        pending, refused, attempt = list(records), None, 0
         while pending:
-            sent, unsent = [], []
+            futures, retry = [], []
             for record in pending:
                 topic, key, value, headers, ts_ms = record
+                sent_at = time.monotonic()
+                missing = self._missing.get(topic)
+                if missing and missing[0] > sent_at and not must:
+                    refused = refused or missing[1]  # absent a moment ago: do not wait for metadata again
+                    continue
                 try:
-                    sent.append((record, self.producer.send(topic, key=key, value=value, headers=headers,
-                                                            timestamp_ms=ts_ms)))
-                except KafkaError:  # no metadata / buffer full while Kafka is away
-                    unsent.append(record)
-            while not all(f.is_done for _, f in sent):
+                    futures.append((record, self.producer.send(topic, key=key, value=value, headers=headers,
+                                                               timestamp_ms=ts_ms)))
+                except Exception as exc:  # noqa: BLE001 - classified: retried or refused
+                    error = self._refusal(exc, topic, sent_at)
+                    if error is None or must:
+                        retry.append(record)
+                    else:
+                        refused = refused or error
+            waiting_since = time.monotonic()
+            while not all(f.is_done for _, f in futures):
                 try:
                     self.producer.flush(timeout=5)
-                except KafkaError:
-                    event(log, "kafka_waiting", logging.WARNING, unacked_records=sum(not f.is_done for _, f in sent))
-            # Only records whose delivery failed are sent again: resending in-flight ones would duplicate.
-            pending = unsent + [record for record, f in sent if f.failed()]
+                except KafkaTimeoutError:
+                    event(log, "kafka_waiting", logging.WARNING, unacked_records=sum(not f.is_done for _, f in futures))
+                    if self.stopping.is_set():
+                        raise Abandoned from None
+                    if time.monotonic() - waiting_since > self.config.producer_stuck_after:
+                        self._replace_producer()
+                        break
+            for record, future in futures:
+                if not future.is_done:
+                    retry.append(record)  # its producer was replaced: send it again (maybe twice in Kafka)
+                elif future.failed():
+                    error = self._refusal(future.exception, record[0], None)
+                    if error is None or must:
+                        retry.append(record)
+                    else:
+                        refused = refused or error
+            pending = retry
             if pending:
-                # Not acknowledged to MQTT: the broker keeps these and sends no more than `window`.
-                self.metrics.produce_retries.inc()
-                event(log, "kafka_produce_failed", logging.WARNING, records=len(pending), retry_in=1.0)
-                time.sleep(1.0)
-        self.metrics.latency.observe(time.monotonic() - started)
-        for msg in batch:
-            self.client.ack(msg.mid, msg.qos)
-        self.metrics.acked.inc(len(batch))
+                if self.stopping.is_set():
+                    raise Abandoned
+                attempt += 1
+                delay = min(self.config.max_backoff, 0.5 * 2 ** min(attempt, 16))
+                self.metrics.produce_retries.inc(len(pending))
+                event(log, "kafka_retry", logging.WARNING, records=len(pending), attempt=attempt, retry_in=delay)
+                self.stopping.wait(delay)
+        return refused
+
+    def _replace_producer(self) -> None:
+        """A producer whose sends neither succeed nor fail (seen with kafka-python's idempotent producer
+        after delivery timeouts in a long outage: "ProducerId set to -1", then nothing) is replaced."""
+        self.metrics.producer_restarts.inc()
+        event(log, "kafka_producer_replaced", logging.ERROR, stuck_for=self.config.producer_stuck_after)
+        old, self.producer = self.producer, None
+        try:
+            old.close(timeout=0)
+        except Exception as exc:  # noqa: BLE001 - the old producer is dropped either way
+            event(log, "kafka_producer_close_failed", logging.WARNING, error=str(exc)[:200])
+        self._connect_kafka()
+        if self.producer is None:
+            raise Abandoned
+
+    def _refusal(self, exc: BaseException, topic: str, sent_at: float | None) -> str | None:
+        """None when `exc` is worth retrying (Kafka away, timeouts), else what Kafka refused and why.
+        A metadata timeout is a refusal when the producer did refresh the cluster's metadata during the
+        send and the topic was not in it: the topic does not exist."""
+        if isinstance(exc, KafkaTimeoutError) and sent_at is not None:
+            metadata = self.producer._metadata  # kafka-python keeps no public view of its last refresh
+            if metadata._last_successful_refresh_ms / 1000 >= sent_at and topic not in metadata.topics():
+                exc = KafkaError(f"topic {topic!r} does not exist (create it: deploy/native/kafka.sh topics)")
+                self._missing[topic] = (time.monotonic() + 30, f"KafkaError: {exc}")
+            else:
+                return None
+        elif isinstance(exc, KafkaError) and exc.retriable:
+            return None
+        name = type(exc).__name__
+        self.metrics.refused.labels(name).inc()
+        event(log, "kafka_refused", logging.ERROR, topic=topic, error=f"{name}: {str(exc)[:300]}")
+        return f"{name}: {str(exc)[:500]}"
+
+    def _ack(self, batch: list[Held]) -> None:
+        """Acknowledge each message on the connection it came on; an ack that cannot be sent is counted
+        and logged (the broker sends that message again)."""
+        failed: dict[str, int] = {}
+        for held in batch:
+            if held.generation != held.link.generation:
+                reason = "connection_gone"
+            else:
+                rc = held.link.client.ack(held.msg.mid, held.msg.qos)
+                reason = "" if rc == mqtt.MQTT_ERR_SUCCESS else mqtt.error_string(rc)
+            if reason:
+                failed[reason] = failed.get(reason, 0) + 1
+        for reason, n in failed.items():
+            self.metrics.ack_failed.labels(reason).inc(n)
+            event(log, "mqtt_ack_failed", logging.WARNING, messages=n, reason=reason, redelivered_by="broker")
+        acked = len(batch) - sum(failed.values())
+        self.metrics.acked.inc(acked)
+        self._totals["acked"] += acked
+        self._release(batch, "")
+
+    def _release(self, batch: list[Held], reason: str) -> None:
+        """Free the window slots of a batch (acked, or left for the broker to redeliver)."""
+        with self.lock:
+            self.held -= len(batch)
+            for held in batch:
+                held.link.held -= 1
         self.metrics.inflight.dec(len(batch))
-        for _ in batch:
-            self.window.release()
-        self._totals["acked"] += len(batch)
+        if reason:
+            self.metrics.ack_failed.labels(reason).inc(len(batch))
+
+    def _tend_links(self) -> None:
+        """Reconnect drained connections, start adoptions that are due, finish or drop adoptions."""
+        now = time.monotonic()
+        for link in (self.link, *self.adoptions.values()):
+            with self.lock:
+                drained = link.draining and link.held == 0
+            if drained and not link.lost:
+                event(log, "window_drained_reconnecting", link=link.name,
+                      dropped_total=int(self.metrics.window_dropped._value.get()))
+                link.reconnect()
+        for peer in self.peers.due(self.config.client_id, now, self.config.adopt_after):
+            if peer.client_id not in self.adoptions:
+                event(log, "adopting_session", peer=peer.client_id, offline_for=now - peer.since)
+                link = self.adoptions[peer.client_id] = Link(self, peer.client_id, adopted=True, filters=peer.filters)
+                link.connect("adopt")
+        for peer_id, link in list(self.adoptions.items()):
+            with self.lock:
+                idle = link.held == 0 and not link.draining
+            if self.peers.online(peer_id) or link.lost:
+                result = "peer_returned" if self.peers.online(peer_id) else "connection_lost"
+            elif link.session_present is False or (link.unsubscribed and idle
+                                                    and now - link.last_message >= self.config.adopt_quiet):
+                result = "drained"
+            else:
+                continue
+            link.close(end_session=result == "drained")
+            if result == "drained":
+                self.link.client.publish(status_topic(self.config.group, peer_id), b"", qos=1, retain=True)
+            del self.adoptions[peer_id]
+            self.metrics.adoptions.labels(result).inc()
+            event(log, "adoption_ended", peer=peer_id, result=result, session_present=link.session_present)
 
     def encode(self, batch: list[mqtt.MQTTMessage]) -> list[tuple]:
         """Kafka records (topic, key, value, headers, timestamp ms) for a batch: readings and dead letters.
@@ -330,7 +668,8 @@ class Bridge:
         """A progress log line, and the same counters into InfluxDB for the pipeline-health wall
         (best effort: the bridge's job does not depend on InfluxDB)."""
         inflight = int(self.metrics.inflight._value.get())
-        event(log, "bridge_progress", client_id=self.config.client_id, **self._totals, inflight=inflight)
+        event(log, "bridge_progress", client_id=self.config.client_id, **self._totals, inflight=inflight,
+              window_dropped=int(self.metrics.window_dropped._value.get()), adopting=len(self.adoptions))
         fields = ",".join(f"{k}={v}i" for k, v in {**self._totals, "inflight": inflight}.items())
         line = f"pipeline,service=bridge,instance={self.config.client_id} {fields} {time.time_ns()}"
         try:
@@ -343,10 +682,23 @@ class Bridge:
             event(log, "metrics_write_failed", logging.DEBUG, error=str(exc)[:200])
 
     def _shutdown(self) -> None:
+        """Planned stop: say "offline" (peers adopt our session if we stay away), leave adoptions to be
+        resumed by whoever adopts next, disconnect keeping the session, flush Kafka."""
         self._report()
-        self.producer.flush(timeout=30)
-        self.client.disconnect()
-        self.client.loop_stop()
+        for link in self.adoptions.values():
+            link.close()
+        info = self.link.client.publish(status_topic(self.config.group, self.config.client_id),
+                                        status_payload(self.config.client_id, "offline", self.link.filters),
+                                        qos=1, retain=True)
+        try:
+            info.wait_for_publish(timeout=5)
+        except (RuntimeError, ValueError):
+            event(log, "status_not_published", logging.WARNING, reason="not connected")
+        try:
+            self.producer.flush(timeout=30)
+        except KafkaError as exc:  # what is unflushed was not acked: the broker redelivers it
+            event(log, "kafka_flush_failed", logging.WARNING, error=str(exc)[:200])
+        self.link.close()
         self.producer.close(timeout=10)
         event(log, "bridge_stopped", client_id=self.config.client_id, **self._totals)
 

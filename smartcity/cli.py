@@ -111,9 +111,10 @@ def decode(
 def bridge(
     client_id: str = typer.Option("bridge-1", help="MQTT client id; keep it stable so the broker keeps the session"),
     group: str = typer.Option("ingest", help="shared-subscription group ($share/<group>/...): bridges in one group split the load"),
-    window: int = typer.Option(2000, min=1, max=65535, help="unacknowledged messages in flight (MQTT Receive Maximum)"),
+    window: int = typer.Option(2000, min=1, max=65535, help="unacknowledged messages held at most (also sent as MQTT Receive Maximum)"),
     batch: int = typer.Option(1000, min=1, help="messages decoded and produced to Kafka together"),
-    session_expiry: int = typer.Option(7 * 24 * 3600, help="seconds the broker keeps our session while we are away"),
+    session_expiry: int = typer.Option(3600, min=1, help="seconds the broker keeps our session (and queues for it) while no bridge of the group is alive to adopt it"),
+    adopt_after: float = typer.Option(60.0, min=0, help="seconds a peer of the group stays offline before a live bridge adopts and ends its session"),
     metrics_port: Optional[int] = typer.Option(9310, help="Prometheus metrics port (0: off)"),
     tls: bool = typer.Option(False, "--tls", help="connect to the TLS listener, verifying the stack's CA"),
     log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING"),
@@ -125,6 +126,8 @@ def bridge(
     A message is acknowledged only after Kafka accepted every record made from it. SIGTERM or Ctrl-C
     stops cleanly: take no more messages, forward and acknowledge what arrived, flush, exit 0; the
     subscription stays in the broker's session, so what is published meanwhile waits for the restart.
+    A bridge of the group that stays offline longer than --adopt-after has its session adopted and
+    drained by a live one, so nothing waits for a bridge that never returns.
     """
     from infra import logs
     from infra.settings import get_settings
@@ -136,7 +139,7 @@ def bridge(
     if tls:
         settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"tls": True})})
     config = BridgeConfig(client_id=client_id, group=group, window=window, batch_max=batch,
-                          session_expiry=session_expiry, metrics_port=metrics_port or None)
+                          session_expiry=session_expiry, adopt_after=adopt_after, metrics_port=metrics_port or None)
     runner = Bridge(settings, config)
     _run_until_signalled(runner)
 

@@ -20,6 +20,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """Environment that gives a subprocess the same (isolated) settings as the test."""
     env = dict(os.environ)
     env.update({
+        "SMARTCITY_MQTT__PORT": str(settings.mqtt.port),
+        "SMARTCITY_MQTT__TLS_PORT": str(settings.mqtt.tls_port),
         "SMARTCITY_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
         "SMARTCITY_KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
         "SMARTCITY_INFLUX__BUCKET_RAW": settings.influx.bucket_raw,

@@ -12,6 +12,8 @@ DIR="$STACK_DIR/kafka"
 PIDFILE="$DIR/kafka.pid"
 LOGFILE="$DIR/kafka.out"
 HEAP="${SMARTCITY_KAFKA_HEAP:-768m}"
+# Seconds to wait for the broker to listen and answer (log recovery is slow on a busy machine).
+START_TIMEOUT="${SMARTCITY_KAFKA_START_TIMEOUT:-300}"
 
 resolve() {
   if [ -f "$LIBS/.complete" ]; then return 0; fi
@@ -78,9 +80,9 @@ start() {
       -Dlog4j2.configurationFile="$CONFIG_DIR/kafka/log4j2.properties" -Dkafka.logs.dir="$DIR" \
       kafka.Kafka "$DIR/server.properties" >"$LOGFILE" 2>&1 &
     echo $! > "$PIDFILE"
-    wait_port "$KAFKA_PORT" 90 "$DIR/server.log"
+    wait_port "$KAFKA_PORT" "$START_TIMEOUT" "$DIR/server.log"
   fi
-  for _ in $(seq 1 30); do broker_ready && break; sleep 1; done
+  for _ in $(seq 1 "$START_TIMEOUT"); do broker_ready && break; sleep 1; done
   broker_ready || die "broker on 127.0.0.1:$KAFKA_PORT does not answer metadata requests (log: $DIR/server.log)"
   topics
 }

@@ -68,11 +68,26 @@ configure() {
   fi
 }
 
+# wait_exit PID -> waits until the broker process has exited: on SIGTERM it first saves its
+# database (sessions, queued messages, retained), which takes seconds when sessions hold a backlog.
+wait_exit() {
+  local pid=$1 secs=${SMARTCITY_MQTT_STOP_TIMEOUT:-600}
+  for _ in $(seq 1 $((secs * 5))); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+  die "mosquitto (pid $pid) still saving its database after ${secs}s; not killing it (that would lose the sessions). Wait, or raise SMARTCITY_MQTT_STOP_TIMEOUT"
+}
+
 start() {
   install
+  # A broker that is shutting down (stop below records its pid in $DIR/stopping; mosquitto removes
+  # its pid file early) is still saving its database: wait for it rather than start a second one.
+  if [ -s "$DIR/stopping" ]; then
+    log "a broker (pid $(cat "$DIR/stopping")) is shutting down; waiting until it has saved its database and exited"
+    wait_exit "$(cat "$DIR/stopping")"
+    rm -f "$DIR/stopping"
+  fi
   if pid_alive "$PIDFILE" && port_open "$MQTT_PORT"; then
     configure
-    kill -HUP "$(cat "$PIDFILE")"   # reload passwords and ACL
+    kill -HUP "$(cat "$PIDFILE")"   # reload passwords, ACL and the reloadable settings
     log "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$MQTT_PORT (tls $MQTT_TLS_PORT); reloaded"
     return 0
   fi
@@ -85,10 +100,17 @@ start() {
   for _ in $(seq 1 25); do [ -s "$PIDFILE" ] && break; sleep 0.2; done
 }
 
+# stop -> returns once the broker has exited (its database saved); a start meanwhile waits too.
 stop() {
   if pid_alive "$PIDFILE"; then
-    kill "$(cat "$PIDFILE")"; log "stopped"
-    for _ in $(seq 1 50); do pid_alive "$PIDFILE" || break; sleep 0.2; done
+    local pid; pid="$(cat "$PIDFILE")"
+    echo "$pid" > "$DIR/stopping"
+    kill "$pid"; log "stopping (pid $pid): saving the database"
+    wait_exit "$pid"
+    rm -f "$DIR/stopping"
+    log "stopped"
+  elif [ -s "$DIR/stopping" ]; then
+    wait_exit "$(cat "$DIR/stopping")"; rm -f "$DIR/stopping"
   fi
 }
 

@@ -1,0 +1,59 @@
+"""Which dead peer a bridge adopts: exactly one live bridge per dead peer, only after the grace period."""
+from __future__ import annotations
+
+from ingest.peers import PeerTable, status_payload, status_topic
+
+FILTERS = ("city/+/+/+/up",)
+
+
+def table(states: dict[str, str], at: float = 0.0) -> PeerTable:
+    peers = PeerTable("g")
+    for client_id, state in states.items():
+        peers.update(status_topic("g", client_id), status_payload(client_id, state, FILTERS), at)
+    return peers
+
+
+def test_a_peer_offline_for_less_than_the_grace_period_is_not_adopted() -> None:
+    peers = table({"a": "online", "b": "offline"}, at=100.0)
+    assert peers.due("a", now=159.0, grace=60) == []
+    assert [p.client_id for p in peers.due("a", now=160.0, grace=60)] == ["b"]
+
+
+def test_exactly_one_live_bridge_adopts_each_dead_peer() -> None:
+    states = {"a": "online", "b": "online", "c": "online"} | {f"dead{i}": "offline" for i in range(30)}
+    peers = table(states)
+    adopters: dict[str, list[str]] = {}
+    for live in ("a", "b", "c"):
+        for peer in peers.due(live, now=100.0, grace=60):
+            adopters.setdefault(peer.client_id, []).append(live)
+    assert sorted(adopters) == sorted(f"dead{i}" for i in range(30))
+    assert all(len(who) == 1 for who in adopters.values())
+    assert len({who[0] for who in adopters.values()}) > 1  # the work is spread
+
+
+def test_a_bridge_never_adopts_itself_nor_a_peer_that_came_back() -> None:
+    peers = table({"a": "offline", "b": "offline"})
+    assert [p.client_id for p in peers.due("a", now=100.0, grace=60)] == ["b"]
+    peers.update(status_topic("g", "b"), status_payload("b", "online", FILTERS), 90.0)
+    assert peers.due("a", now=100.0, grace=60) == [] and peers.online("b")
+
+
+def test_the_grace_period_restarts_when_a_peer_goes_offline_again() -> None:
+    peers = table({"b": "offline"}, at=0.0)
+    peers.update(status_topic("g", "b"), status_payload("b", "online", FILTERS), 50.0)
+    peers.update(status_topic("g", "b"), status_payload("b", "offline", FILTERS), 80.0)
+    assert peers.due("a", now=100.0, grace=60) == []
+    assert len(peers.due("a", now=140.0, grace=60)) == 1
+
+
+def test_a_cleared_or_unreadable_status_adopts_nothing() -> None:
+    peers = table({"b": "offline"})
+    peers.update(status_topic("g", "b"), b"", 1.0)
+    peers.update(status_topic("g", "c"), b"not json", 1.0)
+    peers.update(status_topic("g", "d"), b'{"state": "offline"}', 1.0)
+    assert peers.due("a", now=1000.0, grace=60) == []
+
+
+def test_the_adopter_learns_the_filters_to_unsubscribe() -> None:
+    peers = table({"b": "offline"})
+    assert peers.due("a", now=100.0, grace=60)[0].filters == FILTERS
