@@ -48,12 +48,20 @@ broker_ready() {
   kjava org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1
 }
 
+# topics: create the topics of topics.txt that do not exist; set the listed configs on those that do
+# (idempotent: --add-config sets a value, so a changed retention reaches topics made by older versions).
 topics() {
   local existing
   existing="$(kjava org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list 2>/dev/null)"
   grep -v '^#' "$CONFIG_DIR/topics.txt" | while read -r name parts cfgs; do
     [ -n "$name" ] || continue
-    grep -qx "$name" <<<"$existing" && continue
+    if grep -qx "$name" <<<"$existing"; then
+      [ -n "$cfgs" ] || continue
+      kjava kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter --entity-type topics \
+        --entity-name "$name" --add-config "$(tr ' ' ',' <<<"$cfgs")" >/dev/null \
+        || die "could not set $cfgs on topic $name"
+      continue
+    fi
     local extra=()
     for c in $cfgs; do extra+=(--config "$c"); done
     kjava org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --create \
