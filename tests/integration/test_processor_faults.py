@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +25,8 @@ from infra.settings import Settings
 from processors.influx import InfluxGateway
 from processors.metrics import ProcessorMetrics
 from processors.service import ProcessorService
-from tests.faultproxy import FaultProxy
+from tests.conftest import isolated_settings
+from tests.faultproxy import FaultProxy, free_port
 from tests.helpers import flux_rows, read_topic, start, values
 
 pytestmark = pytest.mark.integration
@@ -224,3 +227,55 @@ def test_a_sigkilled_member_s_partitions_are_taken_over_within_seconds_and_nothi
     wait_until(lambda: stored(settings) == {(s, ts) for s, ts, _ in first + second}, 90, "every reading")
     survivor.send_signal(signal.SIGTERM)
     assert survivor.wait(60) == 0
+
+
+# -- Kafka away (a PRIVATE broker: the shared one is never stopped) ------------------------------------
+
+KAFKA_SH = Path(__file__).resolve().parents[2] / "deploy" / "native" / "kafka.sh"
+
+
+@pytest.fixture(scope="module")
+def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], None]]:
+    """A Kafka of our own (own ports, own stack dir), started by the deploy script; yields
+    `control("start" | "stop")` with its bootstrap address as `.bootstrap`."""
+    env = dict(os.environ, SMARTCITY_STACK_DIR=str(tmp_path_factory.mktemp("private-stack")),
+               SMARTCITY_KAFKA_PORT=str(free_port()), SMARTCITY_KAFKA_CONTROLLER_PORT=str(free_port()),
+               SMARTCITY_KAFKA_HEAP="384m")
+
+    def control(action: str) -> None:
+        proc = subprocess.run([str(KAFKA_SH), action], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    control.bootstrap = f"127.0.0.1:{env['SMARTCITY_KAFKA_PORT']}"  # type: ignore[attr-defined]
+    control("start")
+    try:
+        yield control
+    finally:
+        control("stop")
+
+
+def test_a_kafka_outage_in_the_middle_of_a_checkpoint_is_waited_out_and_nothing_is_lost(
+        private_kafka: Callable[[str], None], stack: str) -> None:
+    base = Settings()
+    base = base.model_copy(update={"kafka": base.kafka.model_copy(update={"bootstrap": private_kafka.bootstrap})})  # type: ignore[attr-defined]
+    with isolated_settings(base) as settings:
+        proxy = FaultProxy(settings.influx.url)
+        proxy.up()
+        via_proxy = settings.model_copy(update={"influx": settings.influx.model_copy(update={"url": proxy.url})})
+        first, second = stream(sensors=8, ticks=10), stream(sensors=8, ticks=10, start=NOW_NS - 1200 * 10**9)
+        with running(via_proxy, "proc-kafka-away", session_timeout_ms=6000) as service:
+            proxy.fail_with = 500          # the first poll's writes wait ...
+            produce(settings, first, extra=[b"not a reading"])
+            wait_until(lambda: service.metrics.errors.labels("influx_server")._value.get() >= 1, 60, "a stuck write")
+            private_kafka("stop")          # ... Kafka goes away under the checkpoint ...
+            proxy.fail_with = None         # ... and InfluxDB comes back: observations and the dead letter must wait
+            wait_until(lambda: service.metrics.waiting.labels("kafka")._value.get() == 1, 60, "waiting for Kafka")
+            time.sleep(15)                 # longer than the session timeout
+            private_kafka("start")
+            produce(settings, second)
+            wait_until(lambda: stored(settings) == {(s, ts) for s, ts, _ in first + second}, 120, "every reading")
+            wait_until(lambda: committed_everything(settings, "proc-kafka-away"), 60, "the commit")
+        letters = values(read_topic(settings, settings.kafka.deadletter_topic, expect=1, timeout=30, idle=2))
+        assert [d["topic"] for d in letters] == [f"kafka/{settings.kafka.telemetry_topic('air')}"]
+        assert read_topic(settings, settings.kafka.alerts_topic, expect=1, timeout=30, idle=2)
+        proxy.down()
