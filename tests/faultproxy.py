@@ -27,6 +27,7 @@ class FaultProxy:
         self.host, self.upstream_port = target.hostname or "127.0.0.1", target.port or 80
         self.port = free_port()
         self.fail_with: int | None = None
+        self.fail_only: str = ""          # a path prefix, e.g. "/api/v2/write": fail only those requests
         self.answers: Counter[int] = Counter()
         self._server: ThreadingHTTPServer | None = None
 
@@ -40,7 +41,7 @@ class FaultProxy:
         class Handler(BaseHTTPRequestHandler):
             def _any(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status = proxy.fail_with
+                status = proxy.fail_with if self.path.startswith(proxy.fail_only) else None
                 if status is not None:
                     message = b'{"code":"injected","message":"fault injected by the test proxy"}'
                     self.send_response(status)

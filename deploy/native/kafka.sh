@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Resolve Apache Kafka 4.x from Maven Central (cached), format KRaft storage once, start a single
 # combined broker/controller on loopback and create the pipeline's topics. Idempotent.
-#   deploy/native/kafka.sh {start|stop|topics}
+#   deploy/native/kafka.sh {start|stop|topics|broker}   (broker: start without creating/configuring topics)
 SERVICE=kafka
 source "$(dirname "$0")/lib.sh"
 
@@ -71,7 +71,8 @@ topics() {
   done
 }
 
-start() {
+# broker: start (or find running) the broker and wait until it answers; topics are left alone
+broker() {
   command -v java >/dev/null || die "java not found: install OpenJDK 17 (apt-get install openjdk-17-jre-headless)"
   resolve
   if pid_alive "$PIDFILE" && port_open "$KAFKA_PORT"; then
@@ -88,6 +89,10 @@ start() {
   fi
   for _ in $(seq 1 30); do broker_ready && break; sleep 1; done
   broker_ready || die "broker on 127.0.0.1:$KAFKA_PORT does not answer metadata requests (log: $DIR/server.log)"
+}
+
+start() {
+  broker
   topics
 }
 
@@ -104,5 +109,6 @@ case "${1:-start}" in
   start) start ;;
   stop) stop ;;
   topics) topics ;;
-  *) die "usage: $0 {start|stop|topics}" ;;
+  broker) broker ;;
+  *) die "usage: $0 {start|stop|topics|broker}" ;;
 esac

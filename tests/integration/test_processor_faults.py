@@ -237,7 +237,7 @@ KAFKA_SH = Path(__file__).resolve().parents[2] / "deploy" / "native" / "kafka.sh
 @pytest.fixture(scope="module")
 def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], None]]:
     """A Kafka of our own (own ports, own stack dir), started by the deploy script; yields
-    `control("start" | "stop")` with its bootstrap address as `.bootstrap`."""
+    `control("broker" | "stop")` with its bootstrap address as `.bootstrap` (tests make their topics)."""
     env = dict(os.environ, SMARTCITY_STACK_DIR=str(tmp_path_factory.mktemp("private-stack")),
                SMARTCITY_KAFKA_PORT=str(free_port()), SMARTCITY_KAFKA_CONTROLLER_PORT=str(free_port()),
                SMARTCITY_KAFKA_HEAP="384m")
@@ -247,7 +247,7 @@ def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     control.bootstrap = f"127.0.0.1:{env['SMARTCITY_KAFKA_PORT']}"  # type: ignore[attr-defined]
-    control("start")
+    control("broker")
     try:
         yield control
     finally:
@@ -264,14 +264,17 @@ def test_a_kafka_outage_in_the_middle_of_a_checkpoint_is_waited_out_and_nothing_
         via_proxy = settings.model_copy(update={"influx": settings.influx.model_copy(update={"url": proxy.url})})
         first, second = stream(sensors=8, ticks=10), stream(sensors=8, ticks=10, start=NOW_NS - 1200 * 10**9)
         with running(via_proxy, "proc-kafka-away", session_timeout_ms=6000) as service:
-            proxy.fail_with = 500          # the first poll's writes wait ...
+            proxy.fail_only, proxy.fail_with = "/api/v2/write", 500   # the first poll's writes wait ...
             produce(settings, first, extra=[b"not a reading"])
             wait_until(lambda: service.metrics.errors.labels("influx_server")._value.get() >= 1, 60, "a stuck write")
             private_kafka("stop")          # ... Kafka goes away under the checkpoint ...
-            proxy.fail_with = None         # ... and InfluxDB comes back: observations and the dead letter must wait
-            wait_until(lambda: service.metrics.waiting.labels("kafka")._value.get() == 1, 60, "waiting for Kafka")
-            time.sleep(15)                 # longer than the session timeout
-            private_kafka("start")
+            try:
+                proxy.fail_with = None     # ... and InfluxDB comes back: observations and the dead letter must wait
+                wait_until(lambda: service.metrics.waiting.labels("kafka")._value.get() == 1, 60, "waiting for Kafka",
+                           interval=0.1)
+                time.sleep(15)             # longer than the session timeout
+            finally:
+                private_kafka("broker")
             produce(settings, second)
             wait_until(lambda: stored(settings) == {(s, ts) for s, ts, _ in first + second}, 120, "every reading")
             wait_until(lambda: committed_everything(settings, "proc-kafka-away"), 60, "the commit")
