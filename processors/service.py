@@ -158,7 +158,8 @@ class ProcessorService:
         Records that a new assignment fetches meanwhile are dropped and their partition re-sought."""
         gauge = self.metrics.waiting.labels(dependency)
         gauge.set(1)
-        deadline = time.monotonic() + seconds
+        started = time.monotonic()
+        deadline = started + seconds
         try:
             while not self.stopping.is_set():
                 remaining = deadline - time.monotonic()
@@ -174,6 +175,7 @@ class ProcessorService:
                 self.reseek.update(polled)
         finally:
             self.consumer.resume(*self.consumer.assignment())
+            self.stale.pause(time.monotonic() - started)
             gauge.set(0)
         raise Stopping()
 
@@ -471,6 +473,8 @@ class ProcessorService:
                 try:
                     self.producer.flush(timeout=1.0)
                 except KafkaError:
+                    pass  # flush() says nothing about success either way: the futures below do
+                if not all(f.is_done for _, f in sent):
                     self._wait(0.5, "kafka")
             pending = unsent + [record for record, f in sent if f.failed()]
             if pending:

@@ -43,6 +43,12 @@ class StaleDetector:
             self.stale.discard(key)
         return gone
 
+    def pause(self, seconds: float) -> None:
+        """The processor could not read for `seconds` (it waited for Kafka or InfluxDB): that silence
+        is not the sensors', so every sensor's clock moves on by it."""
+        self.last = {key: (seen + seconds, interval, site, partition)
+                     for key, (seen, interval, site, partition) in self.last.items()}
+
     def check(self, now: float) -> list[tuple[str, str, str, float]]:
         """(domain, sensor, site, silent seconds) of sensors that just became stale."""
         new = []

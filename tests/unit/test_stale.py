@@ -35,3 +35,11 @@ def test_a_stale_sensor_whose_partition_is_revoked_is_not_reported_back_by_the_n
     assert len(detector.check(200)) == 1
     detector.forget({3})
     assert detector.stale == set() and detector.last == {}
+
+
+def test_time_the_processor_spent_waiting_for_its_dependencies_is_not_the_sensors_silence() -> None:
+    detector = StaleDetector(minimum=60)
+    arrivals(detector, ["a"], 0, now=0)
+    detector.pause(500)                # e.g. InfluxDB was down for 500 s
+    assert detector.check(600) == []
+    assert len(detector.check(700)) == 1
