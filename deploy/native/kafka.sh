@@ -85,7 +85,8 @@ broker() {
       -Dlog4j2.configurationFile="$CONFIG_DIR/kafka/log4j2.properties" -Dkafka.logs.dir="$DIR" \
       kafka.Kafka "$DIR/server.properties" >"$LOGFILE" 2>&1 &
     echo $! > "$PIDFILE"
-    wait_port "$KAFKA_PORT" 90 "$DIR/server.log"
+    # recovery of a broker with many topic folders takes minutes on a busy 2-core box
+    wait_port "$KAFKA_PORT" "${SMARTCITY_KAFKA_START_TIMEOUT:-240}" "$DIR/server.log"
   fi
   for _ in $(seq 1 30); do broker_ready && break; sleep 1; done
   broker_ready || die "broker on 127.0.0.1:$KAFKA_PORT does not answer metadata requests (log: $DIR/server.log)"

@@ -278,6 +278,7 @@ def test_a_kafka_outage_in_the_middle_of_a_checkpoint_is_waited_out_and_nothing_
             produce(settings, first, extra=[b"not a reading"])
             wait_until(lambda: service.metrics.errors.labels("influx_server")._value.get() >= 1, 60, "a stuck write")
             private_kafka("stop")          # ... Kafka goes away under the checkpoint ...
+            stopped = time.monotonic()
             try:
                 proxy.fail_with = None     # ... and InfluxDB comes back: observations and the dead letter must wait
                 wait_until(lambda: service.metrics.waiting.labels("kafka")._value.get() == 1, 60, "waiting for Kafka",
@@ -285,9 +286,11 @@ def test_a_kafka_outage_in_the_middle_of_a_checkpoint_is_waited_out_and_nothing_
                 time.sleep(15)             # longer than the session timeout
             finally:
                 private_kafka("broker")
+            print(f"Kafka away for {time.monotonic() - stopped:.0f} s (stop to broker answering)")
             produce(settings, second)
             wait_until(lambda: stored(settings) == {(s, ts) for s, ts, _ in first + second}, 120, "every reading")
             wait_until(lambda: committed_everything(settings, "proc-kafka-away"), 60, "the commit")
+            print("produce retries while Kafka was away:", service.metrics.errors.labels("kafka_produce")._value.get())
         letters = values(read_topic(settings, settings.kafka.deadletter_topic, expect=1, timeout=30, idle=2))
         assert [d["topic"] for d in letters] == [f"kafka/{settings.kafka.telemetry_topic('air')}"]
         assert read_topic(settings, settings.kafka.alerts_topic, expect=1, timeout=30, idle=2)
