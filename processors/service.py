@@ -53,6 +53,7 @@ from schemas.thresholds import load_plan
 log = logging.getLogger("smartcity.processor")
 
 KAFKA_CALL_MS = 10_000        # bound on one blocking Kafka call (commit, committed, offsets lookups)
+REJOIN_WAIT = 60.0            # seconds a commit waits for the group to hand partitions back after a rejoin
 
 
 class Stopping(Exception):
@@ -487,10 +488,13 @@ class ProcessorService:
 
     def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit `offsets` for the partitions still owned, retrying until Kafka confirms."""
-        delay = 0.5
+        delay, rejoin_deadline = 0.5, time.monotonic() + REJOIN_WAIT
         while True:
             owned = self.consumer.assignment()
             mine = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items() if tp in owned}
+            if not mine and not owned and time.monotonic() < rejoin_deadline:
+                self._wait(0.5, "kafka")  # (re)joining the group after an outage: wait for the assignment
+                continue
             if not mine:
                 return  # every partition moved on to another member: it replays them (idempotent writes)
             try:
@@ -524,10 +528,11 @@ class ProcessorService:
         return None if highwater is None or position is None else max(highwater - position, 0)
 
     def _domain_lag(self, domain: str) -> int:
-        return sum(self._partition_lag(tp) or 0 for tp in self.owned if self.topics[tp.topic] == domain)
+        return sum(self._partition_lag(tp) or 0 for tp in self.owned & self.consumer.assignment()
+                   if self.topics[tp.topic] == domain)
 
     def _report_lag(self) -> None:
-        for tp in self.owned:
+        for tp in self.owned & self.consumer.assignment():  # mid-rebalance the two differ
             lag = self._partition_lag(tp)
             if lag is not None:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
