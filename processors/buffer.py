@@ -36,5 +36,10 @@ class WindowBuffer:
         oldest = local_day(merged.ts).max() - self.horizon_days + 1
         self.batch = merged.take(local_day(merged.ts) >= oldest)
 
+    def drop(self, sensors: list[str]) -> None:
+        """Forget the readings of `sensors` (their partition went to another processor)."""
+        if self.batch is not None and sensors:
+            self.batch = self.batch.take(~np.isin(self.batch.sensor_id, sensors))
+
     def oldest_day(self) -> int | None:
         return None if self.batch is None or not len(self.batch) else int(local_day(self.batch.ts).min())

@@ -1,15 +1,24 @@
 """The processor service: Kafka consumer group -> columns -> domain plug-ins -> InfluxDB and alerts.
 
 Per poll: decode the records of each domain into columns, write them raw (`telemetry` bucket), merge
-them into the open-window buffer, let the domain's plug-in recompute the touched windows, write the
-results (`compliance` bucket), produce the rule observations to `alerts.events`, and only then commit
-the offsets. Writes are idempotent (same measurement + tags + time overwrite), so a replay after a
-crash gives the same numbers.
+them into the open-window buffer, let the domain's plug-in recompute the touched windows, then run
+the checkpoint (`ProcessorService.checkpoint`): write the results, produce observations and dead
+letters, confirm every one of them, and only then commit the offsets. Writes are idempotent (same
+measurement + tags + time overwrite), so a replay after a crash gives the same numbers.
 
-Restart: on partition assignment each partition is sought back to the start of the oldest open window
-(`offsets_for_times` on the event-time record timestamps the bridge sets), never past the committed
-offset, so the buffer is rebuilt from the log. Readings older than the buffer are still stored raw
-and their day is recomputed from the raw bucket.
+Positions: every partition this processor owns has an explicit next offset (`next_offset`), set by
+a seek when the partition is assigned and advanced only by records actually processed; a fetch that
+does not start there is refused and the partition sought back (see `_contiguous`), so nothing can be
+skipped, whatever the committed offset or the InfluxDB state. A newly assigned partition is sought
+back to the start of its domain's open windows (`offsets_for_times` on the event-time record
+timestamps the bridge sets), never past the committed offset, or to the log start when the group has
+committed nothing; a partition the processor kept through a rebalance continues where it was (its
+buffer is intact), so a rebalance replays only what the new owner lacks. Readings older than the
+buffer are still stored raw and their day is recomputed from the raw bucket.
+
+Outages: InfluxDB and Kafka failures are waited out with backoff for as long as they last. While it
+waits the processor pauses its partitions and keeps polling, so it stays in the consumer group
+(heartbeats and max.poll.interval.ms are satisfied) and resumes by itself.
 """
 from __future__ import annotations
 
@@ -18,26 +27,37 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from influxdb_client import WritePrecision
-from influxdb_client.client.write_api import SYNCHRONOUS
-from influxdb_client.rest import ApiException
 from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+from prometheus_client import start_http_server
 
 from infra.clients import influx_client, kafka_consumer, kafka_producer
 from infra.logs import event
 from infra.settings import Settings
 from processors.buffer import WindowBuffer
+from processors.influx import MAX_BACKOFF, InfluxGateway, Refused
+from processors.metrics import ProcessorMetrics
 from processors.plugin import DAY_NS, DomainProcessor, Observation, day_start, escape, local_day
 from processors.registry import processors
+from processors.stale import StaleDetector
 from schemas.batch import ReadingBatch
 from schemas.envelope import DeadLetter
 from schemas.registry import domain as get_domain
 from schemas.thresholds import load_plan
 
 log = logging.getLogger("smartcity.processor")
+
+KAFKA_CALL_MS = 10_000        # bound on one blocking Kafka call (commit, committed, offsets lookups)
+REJOIN_WAIT = 60.0            # seconds a commit waits for the group to hand partitions back after a rejoin
+
+
+class Stopping(Exception):
+    """stop() was called while waiting for a dependency: leave without committing."""
 
 
 def raw_lines(batch: ReadingBatch) -> list[str]:
@@ -53,189 +73,439 @@ def raw_lines(batch: ReadingBatch) -> list[str]:
     return lines
 
 
-class StaleDetector:
-    """Wall-clock silence per sensor: stale after `factor` times its usual interval (at least `minimum` s)."""
+@dataclass
+class Checkpoint:
+    """What one poll produced, waiting to be made safe before its offsets are committed."""
 
-    def __init__(self, minimum: float = 60.0, factor: float = 3.0) -> None:
-        self.minimum, self.factor = minimum, factor
-        self.last: dict[tuple[str, str], tuple[float, float, str]] = {}   # (domain, sensor) -> (seen, interval, site)
-        self.stale: set[tuple[str, str]] = set()
-
-    def seen(self, domain: str, sensors: np.ndarray, sites: np.ndarray, now: float) -> list[tuple[str, str, str]]:
-        """Record arrivals; returns (domain, sensor, site) of sensors that were stale and are back."""
-        back = []
-        for sensor, site in dict(zip(sensors.tolist(), sites.tolist())).items():
-            key = (domain, sensor)
-            prev = self.last.get(key)
-            interval = self.minimum if prev is None else 0.8 * prev[1] + 0.2 * max(now - prev[0], 0.001)
-            self.last[key] = (now, interval if prev else self.minimum, site)
-            if key in self.stale:
-                self.stale.discard(key)
-                back.append((domain, sensor, site))
-        return back
-
-    def check(self, now: float) -> list[tuple[str, str, str, float]]:
-        """(domain, sensor, site, silent seconds) of sensors that just became stale."""
-        new = []
-        for key, (seen, interval, site) in self.last.items():
-            silent = now - seen
-            if key not in self.stale and silent > max(self.minimum, self.factor * interval):
-                self.stale.add(key)
-                new.append((key[0], key[1], site, silent))
-        return new
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)   # next offset per partition
+    points: list[str] = field(default_factory=list)                      # compliance bucket lines
+    observations: list[Observation] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
-class _Rewind(ConsumerRebalanceListener):
-    """Notes newly assigned partitions; the poll loop rewinds them (kafka-python runs this callback
-    on its IO thread, where the blocking calls a rewind needs are not allowed)."""
+class _Assignments(ConsumerRebalanceListener):
+    """Notes that the assignment changed; the poll loop repositions the partitions (kafka-python runs
+    this callback inside its event loop, where the blocking calls a rewind needs are not allowed)."""
 
     def __init__(self, service: "ProcessorService") -> None:
         self.service = service
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        return None
+        self.service.assignment_changed = True
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self.service.to_rewind.update(assigned)
+        self.service.assignment_changed = True
 
 
 class ProcessorService:
     """Consumes telemetry.<domain> for the given domains in one consumer group."""
 
     def __init__(self, settings: Settings, domains: list[str], *, group: str = "processors",
-                 stale_after: float = 120.0) -> None:
+                 stale_after: float = 120.0, instance_id: str | None = None, session_timeout_ms: int = 10_000,
+                 metrics_port: int | None = None, poll_timeout_ms: int = 500, **consumer_options: Any) -> None:
         plugins = processors()
         missing = [d for d in domains if d not in plugins]
         if missing:
             raise ValueError(f"no processor for {', '.join(missing)}; known: {', '.join(plugins)}")
         self.settings = settings
         self.group = group
+        self.metrics_port = metrics_port
+        self.poll_timeout_ms = poll_timeout_ms
         self.topics = {settings.kafka.telemetry_topic(d): d for d in domains}
-        self.influx = influx_client(settings, timeout_ms=60_000)
-        self.writer = self.influx.write_api(write_options=SYNCHRONOUS)
-        self.query = self.influx.query_api()
+        self.metrics = ProcessorMetrics()
+        self.influx_client = influx_client(settings, timeout_ms=30_000)
+        self.influx = InfluxGateway(self.influx_client, self.metrics, self._wait)
         plan = load_plan()
         bucket = settings.influx.bucket_compliance
         self.plugins: dict[str, DomainProcessor] = {d: plugins[d](plan, self.history, bucket) for d in domains}
         self.buffers = {d: WindowBuffer(p.horizon_days) for d, p in self.plugins.items()}
-        self.producer = kafka_producer(settings, linger_ms=5)
-        self.consumer = kafka_consumer(settings, group, max_poll_records=5000)
+        # max_block_ms: a send while Kafka is away fails fast instead of blocking the loop for a minute.
+        self.producer = kafka_producer(settings, linger_ms=5, max_block_ms=2_000)
+        # Static membership (instance_id): a restarted member takes its partitions back at once; the short
+        # session timeout hands a dead member's partitions to the others within seconds.
+        self.consumer = kafka_consumer(settings, group, max_poll_records=5000, group_instance_id=instance_id,
+                                       session_timeout_ms=session_timeout_ms,
+                                       heartbeat_interval_ms=max(session_timeout_ms // 4, 500), **consumer_options)
         self.stale = StaleDetector(minimum=stale_after)
         self.stopping = threading.Event()
         self.totals: dict[str, int] = defaultdict(int)
-        self.to_rewind: set[TopicPartition] = set()
+        self.assignment_changed = False
+        self.owned: set[TopicPartition] = set()
+        self.next_offset: dict[TopicPartition, int] = {}
+        self.reseek: set[TopicPartition] = set()
 
     # -- reading earlier results -------------------------------------------------------------------
 
     def history(self, flux: str) -> list[dict[str, Any]]:
-        """Rows of a Flux query (with `_time` as UTC ns), for plug-ins' long-horizon indicators."""
-        rows = []
-        for table in self.query.query(flux):
-            for record in table.records:
-                row = dict(record.values)
-                if row.get("_time") is not None:
-                    row["_time"] = int(row["_time"].timestamp()) * 10**9 + row["_time"].microsecond * 1000
-                rows.append(row)
-        return rows
+        """Rows of a Flux query (with `_time` as UTC ns), for plug-ins' long-horizon indicators;
+        retried until InfluxDB answers (the plug-in contract's `History`)."""
+        return self.influx.query(flux)
 
     def _watermark(self, domain: str) -> int | None:
+        """Newest event time of the domain already stored raw (not later than now: a skewed clock must
+        not move the open windows past the stream)."""
         rows = self.history(
             f'from(bucket: "{self.settings.influx.bucket_raw}") |> range(start: 0) '
             f'|> filter(fn: (r) => r._measurement == "{domain}") |> keep(columns: ["_time"]) '
             '|> group() |> max(column: "_time")')
-        return max((r["_time"] for r in rows), default=None)
+        newest = max((r["_time"] for r in rows), default=None)
+        return None if newest is None else min(newest, time.time_ns())
 
-    def rewind(self, assigned: list[TopicPartition]) -> None:
-        """Seek each new partition back to the start of its domain's oldest open window."""
-        watermarks: dict[str, int | None] = {}  # one InfluxDB scan per domain, not per partition
-        for tp in assigned:
-            domain = self.topics[tp.topic]
-            committed = self.consumer.committed(tp)
-            if domain not in watermarks:
-                watermarks[domain] = self._watermark(domain)
-            watermark = watermarks[domain]
-            if watermark is None or committed is None:
-                continue  # nothing processed yet: the committed offset (or earliest) is right
-            open_from = int(day_start(local_day(np.array([watermark]))[0] - self.plugins[domain].horizon_days + 1))
-            found = self.consumer.offsets_for_times({tp: max(open_from // 10**6, 0)}).get(tp)
-            target = committed if found is None else min(found.offset, committed)
-            self.consumer.seek(tp, target)
-            event(log, "rewind", topic=tp.topic, partition=tp.partition, committed=committed, seek=target)
+    # -- waiting without leaving the group ---------------------------------------------------------
+
+    def _wait(self, seconds: float, dependency: str) -> None:
+        """Sleep `seconds` for `dependency` to come back while staying in the consumer group: every
+        partition is paused and the consumer keeps polling (heartbeats, rebalances, max.poll.interval.ms).
+        Records that a new assignment fetches meanwhile are dropped and their partition re-sought."""
+        gauge = self.metrics.waiting.labels(dependency)
+        gauge.set(1)
+        started = time.monotonic()
+        deadline = started + seconds
+        try:
+            while not self.stopping.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self.consumer.pause(*self.consumer.assignment())
+                try:
+                    polled = self.consumer.poll(timeout_ms=int(min(remaining, 1.0) * 1000) + 1)
+                except KafkaError as exc:
+                    event(log, "kafka_poll_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}"[:300])
+                    time.sleep(min(remaining, 1.0))
+                    continue
+                self.reseek.update(polled)
+        finally:
+            self.consumer.resume(*self.consumer.assignment())
+            self.stale.pause(time.monotonic() - started)
+            gauge.set(0)
+        raise Stopping()
+
+    # -- positions ---------------------------------------------------------------------------------
+
+    def _position(self) -> None:
+        """After an assignment change: forget revoked partitions (stale timers, buffered readings), seek
+        kept ones to where this processor is, and new ones back to their open windows."""
+        delay = 0.5
+        while self.assignment_changed or self.reseek:
+            self.assignment_changed = False
+            current = set(self.consumer.assignment())
+            lost, new, kept = self.owned - current, current - self.owned, current & self.owned
+            if lost:
+                self._forget(lost)
+            try:
+                targets = self._rewind_targets(sorted(new)) if new else {}
+            except KafkaError as exc:
+                self.assignment_changed = True
+                self.metrics.errors.labels("kafka_metadata").inc()
+                event(log, "kafka_positions_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}"[:300],
+                      retry_in=delay)
+                self._wait(delay, "kafka")
+                delay = min(delay * 2, MAX_BACKOFF)
+                continue
+            if self.assignment_changed:
+                continue  # it changed again while we looked up offsets: start over
+            targets.update({tp: self.next_offset[tp] for tp in kept})
+            try:
+                for tp, offset in targets.items():
+                    self.consumer.seek(tp, offset)
+            except (ValueError, KafkaError):
+                self.assignment_changed = True  # a partition went away between lookup and seek: start over
+                continue
+            self.next_offset.update(targets)
+            self.owned = current
+            self.reseek.clear()
+            if new or lost:
+                self.metrics.rebalances.inc()
+                event(log, "partitions_assigned", group=self.group, owned=len(current), new=len(new), kept=len(kept),
+                      lost=len(lost))
+
+    def _forget(self, lost: set[TopicPartition]) -> None:
+        """State follows ownership: the sensors of revoked partitions leave the stale timers and buffers."""
+        gone = self.stale.forget(lost)
+        by_domain: dict[str, list[str]] = defaultdict(list)
+        for domain, sensor in gone:
+            by_domain[domain].append(sensor)
+        for domain, sensors in by_domain.items():
+            self.buffers[domain].drop(sensors)
+        for tp in lost:
+            self.next_offset.pop(tp, None)
+            try:
+                self.metrics.lag.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass  # no lag reported for it yet
+        event(log, "partitions_revoked", group=self.group, partitions=len(lost), sensors_forgotten=len(gone))
+
+    def _rewind_targets(self, new: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Explicit start offsets for newly assigned partitions: the start of the domain's open windows,
+        never past the committed offset; the log start when the group has committed nothing."""
+        begin = self.consumer.beginning_offsets(new, timeout_ms=KAFKA_CALL_MS)
+        committed = {tp: self.consumer.committed(tp, timeout_ms=KAFKA_CALL_MS) for tp in new}
+        open_from: dict[TopicPartition, int] = {}
+        for domain in {self.topics[tp.topic] for tp in new}:  # one InfluxDB scan per domain, not per partition
+            watermark = self._watermark(domain)
+            if watermark is None:
+                continue  # nothing stored yet: the committed offset (or the log start) is right
+            start = int(day_start(local_day(np.array([watermark]))[0] - self.plugins[domain].horizon_days + 1))
+            open_from.update({tp: max(start // 10**6, 0) for tp in new if self.topics[tp.topic] == domain})
+        found = self.consumer.offsets_for_times(open_from, timeout_ms=KAFKA_CALL_MS) if open_from else {}
+        targets = {}
+        for tp in new:
+            target = committed[tp] if committed[tp] is not None else begin[tp]
+            window = found.get(tp)
+            if window is not None:
+                target = min(target, window.offset)
+            targets[tp] = max(target, begin[tp])
+            if committed[tp] is not None:
+                self.metrics.rewound.inc(max(committed[tp] - targets[tp], 0))
+            event(log, "rewind", topic=tp.topic, partition=tp.partition, committed=committed[tp], seek=targets[tp],
+                  log_start=begin[tp])
+        return targets
+
+    def _contiguous(self, polled: dict[TopicPartition, list]) -> dict[TopicPartition, list]:
+        """Only records that continue exactly where each owned partition stands: records of partitions
+        not yet positioned are dropped (they are fetched again after the seek), already processed ones
+        are dropped, and a fetch that skipped offsets is refused and the partition sought back."""
+        out = {}
+        for tp, records in polled.items():
+            expected = self.next_offset.get(tp)
+            if tp not in self.owned or expected is None:
+                self.reseek.add(tp)
+                continue
+            if records[0].offset > expected:
+                try:
+                    log_start = self.consumer.beginning_offsets([tp], timeout_ms=KAFKA_CALL_MS)[tp]
+                except KafkaError:
+                    log_start = expected  # unknown: assume the records exist and fetch them again
+                if log_start <= expected:
+                    self.metrics.errors.labels("kafka_gap").inc()
+                    event(log, "fetch_gap", logging.ERROR, topic=tp.topic, partition=tp.partition, expected=expected,
+                          fetched=records[0].offset)
+                    self.consumer.seek(tp, expected)
+                    continue
+                event(log, "records_lost_to_retention", logging.ERROR, topic=tp.topic, partition=tp.partition,
+                      expected=expected, log_start=log_start)
+            records = [r for r in records if r.offset >= expected]
+            if records:
+                out[tp] = records
+        return out
 
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Poll, process, commit until stop(); then commit what was processed and exit."""
-        self.consumer.subscribe(list(self.topics), listener=_Rewind(self))
+        """Poll, process, checkpoint until stop(); then leave (what was not checkpointed is replayed)."""
+        if self.metrics_port:
+            start_http_server(self.metrics_port, registry=self.metrics.registry)
+        self.consumer.subscribe(list(self.topics), listener=_Assignments(self))
         last_check = time.monotonic()
         try:
             while not self.stopping.is_set():
-                polled = self.consumer.poll(timeout_ms=500, max_records=5000)
-                if self.to_rewind:
-                    rewound, self.to_rewind = set(self.to_rewind), set()
-                    self.rewind(sorted(rewound))
-                    # what this poll fetched for them is fetched again from the rewound position
-                    polled = {tp: rs for tp, rs in polled.items() if tp not in rewound}
-                if polled:
-                    self.process(polled)
-                    self.consumer.commit()
-                if time.monotonic() - last_check >= 2.0:
-                    last_check = time.monotonic()
-                    self._check_stale()
+                try:
+                    self._step()
+                    if time.monotonic() - last_check >= 2.0:
+                        last_check = time.monotonic()
+                        self._check_stale()
+                except (Stopping, KeyboardInterrupt):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the last line of defence: replay, never exit
+                    event(log, "processor_step_failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}"[:500],
+                          action="repositioning every partition at its committed offset and open windows")
+                    log.exception("processor step failed")
+                    self.owned, self.assignment_changed = set(), True
+                    self._wait(1.0, "recovery")
+        except Stopping:
+            event(log, "processor_stopping", reason="stopped while waiting for a dependency; nothing uncommitted kept")
         finally:
             self.consumer.close(autocommit=False)
-            self.producer.flush(30)
-            self.producer.close(10)
-            self.influx.close()
+            try:
+                self.producer.flush(10)
+            except KafkaError:
+                pass  # only unconfirmed sends are pending: their offsets were not committed
+            self.producer.close(5)
+            self.influx_client.close()
             event(log, "processor_stopped", **self.totals)
+
+    def _step(self) -> None:
+        """Position, poll, process and checkpoint once."""
+        self._position()
+        try:
+            polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+        except KafkaError as exc:
+            event(log, "kafka_poll_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}"[:300])
+            self._wait(1.0, "kafka")
+            return
+        if self.assignment_changed:
+            self.reseek.update(polled)  # the assigning poll: reposition before using anything it returned
+            return
+        polled = self._contiguous(polled)
+        if polled:
+            self.checkpoint(self.process(polled))
+        self._report_lag()
 
     def stop(self) -> None:
         self.stopping.set()
 
-    def process(self, polled: dict[TopicPartition, list]) -> None:
-        """One poll's records: raw write, windows, results, observations (then the caller commits)."""
+    def process(self, polled: dict[TopicPartition, list]) -> Checkpoint:
+        """One poll's records: raw write, windows, results and observations, collected for the checkpoint."""
         started = time.monotonic()
-        by_domain: dict[str, list[bytes]] = defaultdict(list)
-        lag: dict[str, int] = defaultdict(int)
+        cp = Checkpoint(offsets={tp: records[-1].offset + 1 for tp, records in polled.items()})
+        self.next_offset.update(cp.offsets)  # the position moved past them; the checkpoint commits it
+        by_domain: dict[str, list] = defaultdict(list)
+        partition_of: dict[str, dict[str, TopicPartition]] = defaultdict(dict)
         for tp, records in polled.items():
-            by_domain[self.topics[tp.topic]].extend(r.value for r in records)
-            highwater = self.consumer.highwater(tp)
-            if highwater is not None and records:
-                lag[self.topics[tp.topic]] += max(highwater - records[-1].offset - 1, 0)
-        observations: list[Observation] = []
-        points: list[str] = []
-        for domain, values in by_domain.items():
-            batch, errors = ReadingBatch.from_records(domain, values)
-            for reason in errors:
-                event(log, "undecodable_record", logging.ERROR, domain=domain, reason=reason)
+            domain = self.topics[tp.topic]
+            by_domain[domain].extend(records)
+            partition_of[domain].update((r.key.decode("utf-8", "replace"), tp) for r in records if r.key)
+        for domain, records in by_domain.items():
+            self.metrics.records.labels(domain).inc(len(records))
+            batch = self._decode(domain, records, cp)
             if not len(batch):
                 continue
-            self._write(self.settings.influx.bucket_raw, raw_lines(batch))
-            for d, s, site in self.stale.seen(domain, batch.sensor_id, batch.site, time.time()):
-                observations.append(self._stale_observation(d, s, site, 0.0, False))
-            plugin, buffer = self.plugins[domain], self.buffers[domain]
-            buffer.add(batch)
-            days = np.unique(local_day(batch.ts))
-            oldest = buffer.oldest_day()
-            late = days[days < oldest] if oldest is not None else days[:0]
-            recent = days[days >= oldest] if oldest is not None else days
-            result = plugin.compute(buffer.batch, recent)
-            for day in late:  # too late for the buffer: recompute that day from the raw bucket
-                stored = self._load_day(domain, int(day))
-                if stored is not None:
-                    extra = plugin.compute(stored, np.array([day]))
-                    result.points.extend(extra.points)
-                    result.observations.extend(extra.observations)
-            points.extend(p for p in (pt.line() for pt in result.points) if p)
-            observations.extend(result.observations)
+            cp.dead_letters += self._refused(self.settings.influx.bucket_raw,
+                                             self.influx.write(self.settings.influx.bucket_raw, raw_lines(batch)))
+            self.metrics.readings.labels(domain).inc(len(batch))
+            for d, s, site in self.stale.seen(domain, batch.sensor_id, batch.site, partition_of[domain], time.time()):
+                cp.observations.append(self._stale_observation(d, s, site, 0.0, False))
+            try:
+                self._compute(domain, batch, cp)
+            except Exception as exc:  # noqa: BLE001 - a plug-in failure must not stop the city; raw data is stored
+                self.metrics.errors.labels("plugin").inc()
+                event(log, "plugin_failed", logging.ERROR, domain=domain, readings=len(batch),
+                      error=f"{type(exc).__name__}: {exc}"[:500])
             self.totals[f"{domain}_readings"] += len(batch)
-        self._write(self.settings.influx.bucket_compliance, points)
-        self._observe(observations)
         elapsed = time.monotonic() - started
-        self.totals["points"] += len(points)
-        self._write(self.settings.influx.bucket_compliance, [
-            f"pipeline,service=processor,domain={d} records={len(v)}i,lag={lag[d]}i,batch_seconds={elapsed!r} {time.time_ns()}"
-            for d, v in by_domain.items()])
+        cp.points += [f"pipeline,service=processor,domain={d} records={len(v)}i,"
+                      f"lag={self._domain_lag(d)}i,batch_seconds={elapsed!r} {time.time_ns()}"
+                      for d, v in by_domain.items()]
+        return cp
+
+    def _decode(self, domain: str, records: list, cp: Checkpoint) -> ReadingBatch:
+        """Columns of the decodable records; every other record is dead-lettered on its own."""
+        try:
+            batch, errors = ReadingBatch.from_records(domain, [r.value for r in records])
+            if not errors:
+                return batch
+        except Exception:  # noqa: BLE001 - a hostile record must not take its batch down: isolate it below
+            pass
+        good = []
+        for r in records:
+            try:
+                one, errors = ReadingBatch.from_records(domain, [r.value])
+                reason = "; ".join(errors)
+            except Exception as exc:  # noqa: BLE001 - dead-lettered with the reason
+                one, reason = None, f"undecodable record: {type(exc).__name__}: {exc}"
+            if one is not None and len(one) and not reason:
+                good.append(one)
+                continue
+            self.metrics.errors.labels("undecodable").inc()
+            self.metrics.deadlettered.labels("undecodable").inc()
+            event(log, "undecodable_record", logging.ERROR, domain=domain, offset=r.offset, reason=reason[:300])
+            cp.dead_letters.append(DeadLetter.of(f"kafka/{r.topic}", r.value or b"", reason[:1000]))
+        return ReadingBatch.concat(good) if good else ReadingBatch.from_records(domain, [])[0]
+
+    def _compute(self, domain: str, batch: ReadingBatch, cp: Checkpoint) -> None:
+        """Merge into the buffer and let the plug-in recompute the touched windows (late days from raw)."""
+        plugin, buffer = self.plugins[domain], self.buffers[domain]
+        buffer.add(batch)
+        days = np.unique(local_day(batch.ts))
+        oldest = buffer.oldest_day()
+        late = days[days < oldest] if oldest is not None else days[:0]
+        recent = days[days >= oldest] if oldest is not None else days
+        result = plugin.compute(buffer.batch, recent)
+        for day in late:  # too late for the buffer: recompute that day from the raw bucket
+            stored = self._load_day(domain, int(day))
+            if stored is not None:
+                extra = plugin.compute(stored, np.array([day]))
+                result.points.extend(extra.points)
+                result.observations.extend(extra.observations)
+        cp.points.extend(p for p in (pt.line() for pt in result.points) if p)
+        cp.observations.extend(result.observations)
+
+    def checkpoint(self, cp: Checkpoint) -> None:
+        """The checkpoint: the one step after which a poll's records count as done.
+
+        1. Flush state: the compliance points (and the pipeline metrics) are written to InfluxDB;
+           lines InfluxDB refuses are found by bisection and become dead letters (the raw readings
+           were written, the same way, before the plug-ins ran, because very late readings are
+           recomputed from the raw bucket).
+        2. Produce the rule observations and every dead letter, and wait for Kafka to acknowledge
+           each record (kafka-python's flush() returns even when sends failed, so every future is
+           checked; failed ones are sent again).
+        3. Commit the offsets of the partitions this processor still owns.
+        Every step waits out outages (partitions paused, group membership kept) instead of failing;
+        nothing is committed before everything it depends on is safe. A crash anywhere before the
+        commit replays the poll, which rewrites the same points (idempotent)."""
+        started = time.monotonic()
+        bucket = self.settings.influx.bucket_compliance
+        cp.dead_letters += self._refused(bucket, self.influx.write(bucket, cp.points))
+        self._deliver(self._records(cp.observations, cp.dead_letters))
+        self._commit(cp.offsets)
+        self.metrics.points.inc(len(cp.points))
+        self.metrics.observations.inc(len(cp.observations))
+        self.metrics.checkpoint_latency.observe(time.monotonic() - started)
+        self.totals["points"] += len(cp.points)
+        self.totals["dead_letters"] += len(cp.dead_letters)
+
+    def _refused(self, bucket: str, refused: list[Refused]) -> list[DeadLetter]:
+        """Dead letters for the lines InfluxDB refused, each with InfluxDB's message."""
+        self.metrics.deadlettered.labels("influx_refused").inc(len(refused))
+        return [DeadLetter.of(f"influxdb/{bucket}", r.line.encode(), f"InfluxDB refused the line: {r.reason}")
+                for r in refused]
+
+    def _records(self, observations: list[Observation], dead_letters: list[DeadLetter]) -> list[tuple[str, bytes, bytes]]:
+        """Kafka records (topic, key, value) for observations (alerts.events) and dead letters."""
+        kafka = self.settings.kafka
+        return ([(kafka.alerts_topic, o.key(), json.dumps(o.to_dict(), ensure_ascii=False).encode()) for o in observations]
+                + [(kafka.deadletter_topic, d.topic.encode(), d.model_dump_json().encode()) for d in dead_letters])
+
+    def _deliver(self, records: list[tuple[str, bytes, bytes]]) -> None:
+        """Produce `records` (topic, key, value) and return once Kafka acknowledged every one; records
+        whose send or delivery failed are sent again after a backoff, for as long as Kafka is away."""
+        pending, delay = records, 0.5
+        while pending:
+            sent, unsent = [], []
+            for i, (topic, key, value) in enumerate(pending):
+                try:
+                    sent.append(((topic, key, value), self.producer.send(topic, key=key, value=value)))
+                except KafkaError as exc:  # no metadata or buffer full: Kafka is away, keep the rest for later
+                    unsent = pending[i:]
+                    event(log, "kafka_send_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}"[:300])
+                    break
+            while not all(f.is_done for _, f in sent):
+                try:
+                    self.producer.flush(timeout=1.0)
+                except KafkaError:
+                    pass  # flush() says nothing about success either way: the futures below do
+                if not all(f.is_done for _, f in sent):
+                    self._wait(0.5, "kafka")
+            pending = unsent + [record for record, f in sent if f.failed()]
+            if pending:
+                self.metrics.errors.labels("kafka_produce").inc(len(pending))
+                failure = next((f.exception for _, f in sent if f.failed()), None)
+                event(log, "kafka_produce_failed", logging.WARNING, records=len(pending), error=str(failure)[:300],
+                      retry_in=delay)
+                self._wait(delay, "kafka")
+                delay = min(delay * 2, MAX_BACKOFF)
+
+    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit `offsets` for the partitions still owned, retrying until Kafka confirms."""
+        delay, rejoin_deadline = 0.5, time.monotonic() + REJOIN_WAIT
+        while True:
+            owned = self.consumer.assignment()
+            mine = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items() if tp in owned}
+            if not mine and not owned and time.monotonic() < rejoin_deadline:
+                self._wait(0.5, "kafka")  # (re)joining the group after an outage: wait for the assignment
+                continue
+            if not mine:
+                return  # every partition moved on to another member: it replays them (idempotent writes)
+            try:
+                self.consumer.commit(mine, timeout_ms=KAFKA_CALL_MS)
+                return
+            except KafkaError as exc:
+                self.metrics.errors.labels("kafka_commit").inc()
+                event(log, "kafka_commit_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}"[:300],
+                      retry_in=delay)
+                self._wait(delay, "kafka")
+                delay = min(delay * 2, MAX_BACKOFF)
 
     def _load_day(self, domain: str, day: int) -> ReadingBatch | None:
         """A whole local day of raw readings from InfluxDB, as columns (for very late data)."""
@@ -251,40 +521,21 @@ class ProcessorService:
                             "values": {f: r[f] for f in fields if r.get(f) is not None}}).encode() for r in rows]
         return ReadingBatch.from_records(domain, docs)[0]
 
-    def _write(self, bucket: str, lines: list[str]) -> None:
-        """Write until InfluxDB accepts (offsets are not committed before that)."""
-        if not lines:
-            return
-        delay = 1.0
-        while True:
-            try:
-                self.writer.write(bucket=bucket, record=lines, write_precision=WritePrecision.NS)
-                return
-            except ApiException as exc:
-                if exc.status == 400:  # refused data never succeeds: keep it, with InfluxDB's reason
-                    self._dead_letter(bucket, lines, str(exc.body)[:2000])
-                    return
-                error: Exception = exc
-            except Exception as exc:  # noqa: BLE001 - any other failure means: not safe yet, try again
-                error = exc
-            if self.stopping.is_set():
-                raise error
-            event(log, "influx_write_failed", logging.WARNING, bucket=bucket, lines=len(lines),
-                  error=f"{type(error).__name__}: {str(getattr(error, 'body', error))[:300]}", retry_in=delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    # -- lag and silence --------------------------------------------------------------------------
 
-    def _dead_letter(self, bucket: str, lines: list[str], reason: str) -> None:
-        record = DeadLetter.of(f"influxdb/{bucket}", "\n".join(lines).encode(), f"InfluxDB refused the write: {reason}")
-        self.producer.send(self.settings.kafka.deadletter_topic, key=bucket.encode(),
-                           value=record.model_dump_json().encode()).get(timeout=60)
-        event(log, "influx_write_refused", logging.ERROR, bucket=bucket, lines=len(lines), reason=reason[:300])
+    def _partition_lag(self, tp: TopicPartition) -> int | None:
+        highwater, position = self.consumer.highwater(tp), self.next_offset.get(tp)
+        return None if highwater is None or position is None else max(highwater - position, 0)
 
-    def _observe(self, observations: list[Observation]) -> None:
-        topic = self.settings.kafka.alerts_topic
-        for o in observations:
-            self.producer.send(topic, key=o.key(), value=json.dumps(o.to_dict(), ensure_ascii=False).encode())
-        self.producer.flush(60)
+    def _domain_lag(self, domain: str) -> int:
+        return sum(self._partition_lag(tp) or 0 for tp in self.owned & self.consumer.assignment()
+                   if self.topics[tp.topic] == domain)
+
+    def _report_lag(self) -> None:
+        for tp in self.owned & self.consumer.assignment():  # mid-rebalance the two differ
+            lag = self._partition_lag(tp)
+            if lag is not None:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     def _stale_observation(self, domain: str, sensor: str, site: str, silent: float, breach: bool) -> Observation:
         return Observation(f"{domain}.offline", sensor, domain, site, "major", round(silent, 1),
@@ -292,13 +543,15 @@ class ProcessorService:
                            f"{site} 传感器 {sensor} 离线", "plan l.192: 联网管理 (parking); data completeness")
 
     def _check_stale(self) -> None:
-        now = time.time()
-        new = self.stale.check(now)
+        """Report sensors that just fell silent: offline observations and a sensor_status point each."""
+        new = self.stale.check(time.time())
         if not new:
             return
-        self._observe([self._stale_observation(d, s, site, silent, True) for d, s, site, silent in new])
-        self._write(self.settings.influx.bucket_compliance, [
+        bucket = self.settings.influx.bucket_compliance
+        refused = self.influx.write(bucket, [
             f"sensor_status,domain={d},sensor={escape(s)},site={escape(site)} stale=1i,silent_s={silent!r} {time.time_ns()}"
             for d, s, site, silent in new])
+        self._deliver(self._records([self._stale_observation(d, s, site, silent, True) for d, s, site, silent in new],
+                                    self._refused(bucket, refused)))
         for d, s, site, silent in new:
             event(log, "sensor_stale", domain=d, sensor=s, site=site, silent_s=silent)

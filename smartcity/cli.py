@@ -149,13 +149,17 @@ def process(
     domains: str = typer.Option("all", help="comma-separated domains, or 'all'"),
     group: str = typer.Option("processors", help="Kafka consumer group: instances in one group share the partitions"),
     stale_after: float = typer.Option(120.0, min=1, help="seconds of silence (at least) before a sensor is stale"),
+    instance_id: Optional[str] = typer.Option(None, help="static group membership: a restart with the same id takes its partitions back without a rebalance"),
+    session_timeout: float = typer.Option(10.0, min=6, max=300, help="seconds after which a dead member's partitions go to the others"),
+    metrics_port: Optional[int] = typer.Option(0, help="Prometheus metrics port, e.g. 9311 (0: off)"),
     log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING"),
 ) -> None:
     """Compute the plan's indicators from Kafka into InfluxDB and send rule observations to alerts.events.
 
     Raw readings go to the `telemetry` bucket, hourly/daily windows and indicators to `compliance`.
-    Offsets are committed only after InfluxDB accepted the writes; run several instances with the
-    same --group to share the load. SIGTERM stops cleanly.
+    Offsets are committed only after InfluxDB accepted the writes and Kafka every observation and
+    dead letter; outages of Kafka or InfluxDB are waited out. Run several instances with the same
+    --group to share the load. SIGTERM stops cleanly.
     """
     from infra import logs
     from infra.settings import get_settings
@@ -165,7 +169,8 @@ def process(
     logs.setup(log_level)
     names = list(processors()) if domains == "all" else [d.strip() for d in domains.split(",") if d.strip()]
     try:
-        service = ProcessorService(get_settings(), names, group=group, stale_after=stale_after)
+        service = ProcessorService(get_settings(), names, group=group, stale_after=stale_after, instance_id=instance_id,
+                                   session_timeout_ms=int(session_timeout * 1000), metrics_port=metrics_port or None)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

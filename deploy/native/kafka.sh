@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Resolve Apache Kafka 4.x from Maven Central (cached), format KRaft storage once, start a single
 # combined broker/controller on loopback and create the pipeline's topics. Idempotent.
-#   deploy/native/kafka.sh {start|stop|topics}
+#   deploy/native/kafka.sh {start|stop|topics|broker}   (broker: start without creating/configuring topics)
 SERVICE=kafka
 source "$(dirname "$0")/lib.sh"
 
@@ -50,6 +50,8 @@ broker_ready() {
   kjava org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1
 }
 
+# topics: create the topics of topics.txt that do not exist; set the listed configs on those that do
+# (idempotent: --add-config sets a value, so a changed retention reaches topics made by older versions).
 topics() {
   local existing
   existing="$(kjava org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list 2>/dev/null)"
@@ -57,7 +59,13 @@ topics() {
   specs="$(registry topics)"
   while read -r name parts cfgs; do
     [ -n "$name" ] || continue
-    grep -qx "$name" <<<"$existing" && continue
+    if grep -qx "$name" <<<"$existing"; then
+      [ -n "$cfgs" ] || continue
+      kjava kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter --entity-type topics \
+        --entity-name "$name" --add-config "$(tr ' ' ',' <<<"$cfgs")" >/dev/null \
+        || die "could not set $cfgs on topic $name"
+      continue
+    fi
     local extra=()
     for c in $cfgs; do extra+=(--config "$c"); done
     kjava org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --create \
@@ -67,7 +75,8 @@ topics() {
   done <<<"$specs"
 }
 
-start() {
+# broker: start (or find running) the broker and wait until it answers; topics are left alone
+broker() {
   command -v java >/dev/null || die "java not found: install OpenJDK 17 (apt-get install openjdk-17-jre-headless)"
   resolve
   if pid_alive "$PIDFILE" && port_open "$KAFKA_PORT"; then
@@ -80,10 +89,15 @@ start() {
       -Dlog4j2.configurationFile="$CONFIG_DIR/kafka/log4j2.properties" -Dkafka.logs.dir="$DIR" \
       kafka.Kafka "$DIR/server.properties" >"$LOGFILE" 2>&1 &
     echo $! > "$PIDFILE"
+    # recovery of a broker with many topic folders takes minutes on a busy 2-core box
     wait_port "$KAFKA_PORT" "$START_TIMEOUT" "$DIR/server.log"
   fi
   for _ in $(seq 1 "$START_TIMEOUT"); do broker_ready && break; sleep 1; done
   broker_ready || die "broker on 127.0.0.1:$KAFKA_PORT does not answer metadata requests (log: $DIR/server.log)"
+}
+
+start() {
+  broker
   topics
 }
 
@@ -100,5 +114,6 @@ case "${1:-start}" in
   start) start ;;
   stop) stop ;;
   topics) topics ;;
-  *) die "usage: $0 {start|stop|topics}" ;;
+  broker) broker ;;
+  *) die "usage: $0 {start|stop|topics|broker}" ;;
 esac
