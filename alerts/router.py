@@ -237,8 +237,9 @@ class AlertRouter:
 
     def __init__(self, settings: Settings, config: AlertConfig, *, group: str = "alert-router",
                  instance: str = "1", http_host: str = "127.0.0.1", http_port: int = 9311,
-                 clock: Callable[[], float] = time.time) -> None:
+                 session_expiry: int = 7 * 86400, clock: Callable[[], float] = time.time) -> None:
         self.settings, self.config, self.group, self.clock = settings, config, group, clock
+        self.session_expiry = session_expiry
         self.http_host, self.http_port = http_host, http_port
         self.policies = {name: rule.policy() for name, rule in config.rules.items()}
         self.metrics = RouterMetrics()
@@ -331,7 +332,7 @@ class AlertRouter:
         state = self._wait_for("load_state", lambda: read_state(self.settings, partitions, self.stopping))
         for p in partitions:
             self._generations += 1
-            self.generation[p] = gen = self._generations
+            self.generation[p] = self._generations
             book = AlertBook(self.policies)
             pending = []
             for key, value in state[p].items():
@@ -348,8 +349,7 @@ class AlertRouter:
                     self.metrics.unserved.labels(value["subscriber"]).inc()
                     continue  # kept in the outbox until the subscriber can be served
                 self.outbox[key] = p
-                self.grouped.setdefault((value["subscriber"], note.alert["rule"], note.kind), (0.0, []))[1].append(
-                    (p, gen, note))  # due at once: the grouping window of the crashed router has passed
+                self._enqueue(value["subscriber"], p, note, 0.0)   # a grouping window that has passed: due now
             event(log, "partition_loaded", partition=p, alerts=len(book.alerts), silences=len(book.silences),
                   outbox=len(pending))
         self.metrics.partitions.set(len(self.books))
@@ -382,7 +382,7 @@ class AlertRouter:
                                    self._link_ack, self.clock)
             event(log, "http_listening", port=self.http.port, links="on" if self.link_key else "off")
         try:
-            mqtt_connect(self.mqtt, self.settings, session_expiry=7 * 86400)
+            mqtt_connect(self.mqtt, self.settings, session_expiry=self.session_expiry)
         except OSError as exc:  # the network thread keeps trying
             event(log, "mqtt_unavailable", logging.WARNING, error=str(exc)[:200])
         self.mqtt.loop_start()
@@ -487,11 +487,18 @@ class AlertRouter:
         self._record([a for _, (a, _) in changes if a is not None], now)
         for p, name, n in deliveries:
             self.outbox[outbox_key(name, n)] = p
-            if self.config.group_window > 0:
-                first, items = self.grouped.get((name, n.alert["rule"], n.kind), (time.monotonic(), []))
-                self.grouped[(name, n.alert["rule"], n.kind)] = (first, items + [(p, self.generation[p], n)])
-            else:
-                self.channels[name].send(Delivery(name, [n], [(p, self.generation[p])]))
+            self._enqueue(name, p, n, time.monotonic())
+
+    def _enqueue(self, subscriber: str, partition: int, note: Notification, since: float) -> None:
+        """To the subscriber's channel now, or into the grouping window of (subscriber, rule, kind) opened
+        at `since` (monotonic seconds)."""
+        origin = (partition, self.generation[partition])
+        if self.config.group_window <= 0:
+            self.channels[subscriber].send(Delivery(subscriber, [note], [origin]))
+            return
+        key = (subscriber, note.alert["rule"], note.kind)
+        first, items = self.grouped.get(key, (since, []))
+        self.grouped[key] = (min(first, since), items + [(*origin, note)])
 
     def _flush_groups(self, force: bool = False) -> None:
         for gkey, (first, items) in list(self.grouped.items()):

@@ -295,6 +295,8 @@ def alerts_serve(
                                  "MQTT session that holds field acks while the router is down)"),
     http_port: int = typer.Option(9311, help="port of the acknowledge links (/ack) and Prometheus (/metrics); 0: off"),
     http_host: str = typer.Option("127.0.0.1", help="address the HTTP port listens on"),
+    session_expiry: int = typer.Option(7 * 24 * 3600, min=1, help="seconds the broker keeps field acks for a "
+                                       "router that is down"),
     log_level: str = typer.Option("INFO"),
 ) -> None:
     """Turn rule observations into alerts and notify subscribers (MQTT, webhook, e-mail).
@@ -327,7 +329,7 @@ def alerts_serve(
                    f"{'OK' if not problems else f'{len(problems)} problem(s)'}")
         raise typer.Exit(1 if problems else 0)
     router = AlertRouter(get_settings(), cfg, group=group, instance=instance, http_host=http_host,
-                         http_port=http_port)
+                         http_port=http_port, session_expiry=session_expiry)
     _run_until_signalled(router)
 
 
