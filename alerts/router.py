@@ -589,8 +589,9 @@ class AlertRouter:
     # -- InfluxDB: the wall's history and the closed loop's times ---------------------------------------
 
     def _record(self, alerts: list[Alert], now: float) -> None:
-        """Queue one `alerts` point per change and one `alert_times` point per episode (overwritten as it
-        is acknowledged and resolved: time to acknowledge `tta_s`, time to resolve `ttr_s`)."""
+        """Queue one `alerts` point per change, and for fired alerts the episode's `alert_times` point
+        (time = fire time, so it is rewritten, not repeated: `fired`, then time to acknowledge `tta_s`
+        and time to resolve `ttr_s` as they happen). dashboards/alertloop.py reads both."""
         base = int(now * 1e9)
         for i, a in enumerate(alerts):
             tags = {"rule": a.rule, "domain": a.domain, "site": a.site, "entity": a.entity}
@@ -598,9 +599,9 @@ class AlertRouter:
                 "state": a.state, "severity": a.severity, "value": float(a.value), "threshold": float(a.threshold),
                 "alert_id": a.id, "acked": int(a.acked_at is not None), "acked_by": a.acked_by or "",
                 "fired_at": a.fired_at, "title_en": a.title_en, "title_zh": a.title_zh}, base + i).line())
-            if a.fired_at is not None and (a.acked_at is not None or a.resolved_at is not None):
+            if a.fired_at is not None:   # one point per episode, at its fire time: fields added as it closes
                 self.influx_lines.append(Point("alert_times", tags, {
-                    "alert_id": a.id, "severity": a.severity,
+                    "alert_id": a.id, "severity": a.severity, "fired": 1,
                     "tta_s": None if a.acked_at is None else max(a.acked_at - a.fired_at, 0.0),
                     "ttr_s": None if a.resolved_at is None else max(a.resolved_at - a.fired_at, 0.0)},
                     int(a.fired_at * 1e9)).line())
