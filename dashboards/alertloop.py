@@ -82,7 +82,9 @@ def loop_stats(settings: Settings) -> LoopStats:
 
 
 def _minutes(seconds: float | None) -> str:
-    return "–" if seconds is None else f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+    if seconds is None:
+        return "–"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def lines(stats: LoopStats) -> list[str]:
