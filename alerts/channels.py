@@ -221,6 +221,8 @@ def mqtt_delivery(sub: Subscriber, client: Any, pubacks: dict[int, Any]) -> Deli
     """Publish on city/alerts/<domain>/<severity> (QoS 1); confirmed by a PUBACK whose reason code is a
     success (`pubacks` is filled by the client's on_publish)."""
     def deliver(body: dict[str, Any], attempt: int) -> None:
+        if not client.is_connected():   # paho would queue it and send every queued copy on reconnect
+            raise ConnectionError("not connected to the MQTT broker (reconnecting)")
         first = body["alerts"][0]
         props = Properties(PacketTypes.PUBLISH)
         props.UserProperty = [("idempotency-key", body["idempotency_key"])]
