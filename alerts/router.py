@@ -52,7 +52,7 @@ from alerts.channels import (
     secret_path,
     webhook_delivery,
 )
-from alerts.state import Alert, AlertBook, Change, Notification, RulePolicy, Silence, id_partition
+from alerts.state import Alert, AlertBook, Change, Notification, RulePolicy, Silence, id_partition, key_hash
 from infra.clients import influx_client, kafka_consumer, kafka_producer, mqtt_client, mqtt_connect
 from infra.lineprotocol import Point
 from infra.logs import event
@@ -256,6 +256,7 @@ class AlertRouter:
         self._influx_retry_at, self._influx_delay, self._lag_at = 0.0, 1.0, 0.0
         self.producer: KafkaProducer | None = None
         self.consumer: Any = None
+        self.partition_count = 0   # of alerts.events, known once Kafka answers
         self.http: RouterHTTP | None = None
         self.link_key = config.link_key()
         self.mqtt = mqtt_client(settings, f"alert-router-{group}-{instance}", username="router", manual_ack=True)
@@ -340,8 +341,10 @@ class AlertRouter:
                     book.silence(Silence(**{k: v for k, v in value.items() if k in Silence.__dataclass_fields__}))
                 elif key.startswith("outbox/"):
                     pending.append((key, value))
-                else:
+                elif "rule" in value and key_hash(key) % self.partition_count == p:
                     book.alerts[key] = Alert.from_dict(value)
+                else:   # a one-partition alerts.state of an older router: its alerts come back with new observations
+                    event(log, "state_record_skipped", logging.WARNING, partition=p, key=key[:200])
             self.books[p] = book
             for key, value in pending:
                 note = Notification.from_dict(value["note"])

@@ -591,3 +591,64 @@ def test_hostile_records_and_acks_are_dead_lettered_and_the_router_keeps_working
     sources = sorted(d["topic"].split("/")[0] for d in dead)
     assert sources == ["kafka"] * 5 + ["mqtt"] * 2, [(d["topic"], d["reason"][:80]) for d in dead]
     assert any("is not an alert id" in d["reason"] for d in dead)
+
+
+def test_restarting_the_router_while_firing_neither_repeats_firing_nor_loses_the_resolve(
+        settings: Settings, receivers: Receivers, tmp_path: Path, keys_env) -> None:  # noqa: ANN001
+    r = receivers
+    config = write_config(tmp_path / "alerts.toml", r, repeat=600)
+    proc = router(settings, config, tmp_path / "router.log")
+    for site in ("st1", "st2"):
+        observe(settings, site, 92.0, DAY)
+    wait_until(lambda: sum(1 for b in r.mqtt_bodies() if b["kind"] == "firing") == 2)
+    time.sleep(1)
+    proc.kill()  # SIGKILL while both alerts are firing
+    proc.wait()
+    observe(settings, "st1", 60.0, DAY + 86400 * 10**9)   # resolves while the router is down
+    proc = router(settings, config, tmp_path / "router.log")
+    observe(settings, "st2", 93.0, DAY + 86400 * 10**9)   # still breaching: no new firing
+    observe(settings, "st2", 50.0, DAY + 2 * 86400 * 10**9)
+    wait_until(lambda: sum(1 for b in r.mqtt_bodies() if b["kind"] == "resolved") == 2)
+    time.sleep(2)
+    assert stop(proc) == 0
+    assert sorted(w for w, _ in mqtt_pairs(r)) == [("st1", "firing"), ("st1", "resolved"), ("st2", "firing"),
+                                                    ("st2", "resolved")]
+
+
+def test_a_silence_reaches_every_partition_and_mutes_matching_notifications_only(
+        settings: Settings, receivers: Receivers, tmp_path: Path, keys_env) -> None:  # noqa: ANN001
+    r = receivers
+    proc = router(settings, write_config(tmp_path / "alerts.toml", r, repeat=600), tmp_path / "router.log")
+    subprocess.run([sys.executable, "-m", "smartcity.cli", "alerts", "silence", "--match", "site=st[1-6]",
+                    "--match", "rule=air.*", "--duration", "10m", "--by", "ops", "--comment", "sensor maintenance"],
+                   cwd=REPO, env=settings_env(settings), check=True, capture_output=True)
+    time.sleep(1)
+    sites = [f"st{i}" for i in range(1, 9)]   # st1..st6 muted (spread over the partitions), st7, st8 not
+    for site in sites:
+        observe(settings, site, 99.0, DAY)
+    wait_until(lambda: len(r.mqtt) >= 2)
+    time.sleep(3)
+    listed = subprocess.run([sys.executable, "-m", "smartcity.cli", "alerts", "list", "--json"], cwd=REPO,
+                            env=settings_env(settings), check=True, capture_output=True, text=True).stdout
+    assert stop(proc) == 0
+    assert sorted(w for w, _ in mqtt_pairs(r)) == [("st7", "firing"), ("st8", "firing")]
+    assert sorted(w for w, _ in hook_pairs(r, "/ok")) == [("st7", "firing"), ("st8", "firing")]
+    states = {a["entity"]: a["state"] for a in map(json.loads, listed.splitlines())}
+    assert states == dict.fromkeys(sites, "firing")   # muted, not forgotten
+
+
+def test_grouping_sends_one_notification_for_many_entities_of_one_rule(
+        settings: Settings, receivers: Receivers, tmp_path: Path, keys_env) -> None:  # noqa: ANN001
+    r = receivers
+    proc = router(settings, write_config(tmp_path / "alerts.toml", r, repeat=600, group_window=2),
+                  tmp_path / "router.log")
+    for site in ("st1", "st2", "st3"):
+        observe(settings, site, 90.0, DAY)
+    wait_until(lambda: len(r.mqtt) >= 1)
+    time.sleep(3)
+    assert stop(proc) == 0
+    assert len(r.mqtt) == 1
+    body = r.mqtt_bodies()[0]
+    assert sorted(a["entity"] for a in body["alerts"]) == ["st1", "st2", "st3"]
+    assert body["text_en"].count("[FIRING]") == 3 and body["idempotency_key"].startswith("group-")
+    assert len({a["idempotency_key"] for a in body["alerts"]}) == 3
