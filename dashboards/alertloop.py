@@ -30,9 +30,12 @@ union(tables: [fired, times]) |> group() |> pivot(rowKey: ["domain"], columnKey:
 
 
 def open_flux(range_: str = RANGE, bucket: str = "compliance") -> str:
-    """Firing alerts counted by how long ago they fired (< 1 h, 1–6 h, 6–24 h, > 24 h)."""
+    """Firing alerts counted by how long ago they fired (< 1 h, 1–6 h, 6–24 h, > 24 h; empty ones 0)."""
+    zeros = ", ".join(f'{{age: "{a}", _value: 0}}' for a in AGES)
     return f'''
-from(bucket: "{bucket}") |> {range_}
+import "array"
+none = array.from(rows: [{zeros}])
+open = from(bucket: "{bucket}") |> {range_}
   |> filter(fn: (r) => r._measurement == "alerts" and (r._field == "state" or r._field == "fired_at"))
   |> group(columns: ["rule", "entity", "_field"]) |> last()
   |> pivot(rowKey: ["rule", "entity"], columnKey: ["_field"], valueColumn: "_value")
@@ -42,7 +45,8 @@ from(bucket: "{bucket}") |> {range_}
       return {{_value: 1, age: if age_s < 3600.0 then "{AGES[0]}" else if age_s < 21600.0 then "{AGES[1]}"
                               else if age_s < 86400.0 then "{AGES[2]}" else "{AGES[3]}"}}
   }})
-  |> group(columns: ["age"]) |> sum() |> group()'''
+  |> group(columns: ["age"]) |> sum() |> group()
+union(tables: [none, open]) |> group(columns: ["age"]) |> sum() |> group() |> sort(columns: ["age"])'''
 
 
 def panels() -> list[Panel]:
