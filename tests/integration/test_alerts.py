@@ -213,12 +213,16 @@ def router(settings: Settings, config: Path, log: Path, *, instance: str = "1", 
         time.sleep(0.2)
 
 
-def observe(settings: Settings, site: str, value: float, ts: int, rule: str = "air.pm25_daily") -> None:
+def observe(settings: Settings, site: str | list[str], value: float, ts: int, rule: str = "air.pm25_daily") -> None:
+    """The processors' observation of `rule` for one site (or several, produced together)."""
     producer = kafka_producer(settings)
-    producer.send(settings.kafka.alerts_topic, key=f"{rule}/{site}".encode(), value=json.dumps({
-        "rule": rule, "entity": site, "domain": "air", "site": site, "severity": "major", "value": value,
-        "threshold": 75.0, "breach": value > 75, "ts": ts, "title_en": f"Daily PM2.5 at {site}",
-        "title_zh": f"{site} PM2.5日均值", "target": "GB 3095-2012 24-h limit 75 µg/m³; plan annual 35 (33.5)"}).encode()).get(30)
+    futures = [producer.send(settings.kafka.alerts_topic, key=f"{rule}/{s}".encode(), value=json.dumps({
+        "rule": rule, "entity": s, "domain": "air", "site": s, "severity": "major", "value": value,
+        "threshold": 75.0, "breach": value > 75, "ts": ts, "title_en": f"Daily PM2.5 at {s}",
+        "title_zh": f"{s} PM2.5日均值", "target": "GB 3095-2012 24-h limit 75 µg/m³; plan annual 35 (33.5)"}).encode())
+        for s in ([site] if isinstance(site, str) else site)]
+    for f in futures:
+        f.get(30)
     producer.close()
 
 
@@ -642,8 +646,7 @@ def test_grouping_sends_one_notification_for_many_entities_of_one_rule(
     r = receivers
     proc = router(settings, write_config(tmp_path / "alerts.toml", r, repeat=600, group_window=2),
                   tmp_path / "router.log")
-    for site in ("st1", "st2", "st3"):
-        observe(settings, site, 90.0, DAY)
+    observe(settings, ["st1", "st2", "st3"], 90.0, DAY)
     wait_until(lambda: len(r.mqtt) >= 1)
     time.sleep(3)
     assert stop(proc) == 0
