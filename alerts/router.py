@@ -381,9 +381,13 @@ class AlertRouter:
     def run(self) -> None:
         """Serve until stop(): outages of Kafka, InfluxDB or Mosquitto are waited out, never fatal."""
         if self.http_port:
-            self.http = RouterHTTP(self.http_host, self.http_port, self.metrics.registry, lambda: self.link_key,
-                                   self._link_ack, self.clock)
-            event(log, "http_listening", port=self.http.port, links="on" if self.link_key else "off")
+            try:
+                self.http = RouterHTTP(self.http_host, self.http_port, self.metrics.registry, lambda: self.link_key,
+                                       self._link_ack, self.clock)
+                event(log, "http_listening", port=self.http.port, links="on" if self.link_key else "off")
+            except OSError as exc:   # alerts still flow; links and metrics need a free --http-port
+                event(log, "http_unavailable", logging.ERROR, port=self.http_port, error=str(exc),
+                      fix="give this router its own --http-port")
         try:
             mqtt_connect(self.mqtt, self.settings, session_expiry=self.session_expiry)
         except OSError as exc:  # the network thread keeps trying

@@ -352,13 +352,16 @@ def alerts_ack(
     router that is down applies it when it is back.
     """
     from alerts.router import send_ack
+    from alerts.state import id_partition
 
-    settings, producer = _producer()
     try:
-        send_ack(producer, settings, alert_id, by, comment, "cli")
+        id_partition(alert_id, 1)   # the id's format, before connecting to anything
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    settings, producer = _producer()
+    try:
+        send_ack(producer, settings, alert_id, by, comment, "cli")
     finally:
         producer.close()
     typer.echo(f"acknowledgement of {alert_id} by {by} sent")
