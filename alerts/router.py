@@ -222,14 +222,17 @@ class RouterMetrics:
 
 
 class _Rebalance(ConsumerRebalanceListener):
+    """Queues what a rebalance changed; the poll loop applies it (kafka-python runs this callback on its
+    IO thread, where blocking reads do not belong and the books are not to be touched)."""
+
     def __init__(self, router: "AlertRouter") -> None:
         self.router = router
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self.router.revoke([tp.partition for tp in revoked])
+        self.router.rebalances.put(("revoked", [tp.partition for tp in revoked]))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self.router.assign([tp.partition for tp in assigned])
+        self.router.rebalances.put(("assigned", [tp.partition for tp in assigned]))
 
 
 class AlertRouter:
@@ -257,6 +260,7 @@ class AlertRouter:
         self.producer: KafkaProducer | None = None
         self.consumer: Any = None
         self.partition_count = 0   # of alerts.events, known once Kafka answers
+        self.rebalances: queue.Queue[tuple[str, list[int]]] = queue.Queue()   # from _Rebalance, for step()
         self.http: RouterHTTP | None = None
         self.link_key = config.link_key()
         self.mqtt = mqtt_client(settings, f"alert-router-{group}-{instance}", username="router", manual_ack=True)
@@ -417,11 +421,14 @@ class AlertRouter:
     def step(self) -> None:
         """One pass: poll, apply, persist state + outbox (confirmed), commit, dispatch, clean the outbox."""
         polled = self._wait_for("poll", lambda: self.consumer.poll(timeout_ms=100))
+        while not self.rebalances.empty():
+            change, partitions = self.rebalances.get()
+            (self.assign if change == "assigned" else self.revoke)(partitions)
+        if unknown := sorted({tp.partition for tp in polled} - set(self.books)):
+            self.assign(unknown)   # (cannot happen with an eager assignor; never apply to an empty book)
         now = self.clock()
         changes: list[tuple[int, Change]] = []
         for tp, records in polled.items():
-            if tp.partition not in self.books:
-                self.assign([tp.partition])
             for r in records:
                 changes.extend((tp.partition, c) for c in self._apply(tp.partition, r, now))
         for p, book in self.books.items():
