@@ -426,6 +426,8 @@ class AlertRouter:
             (self.assign if change == "assigned" else self.revoke)(partitions)
         if unknown := sorted({tp.partition for tp in polled} - set(self.books)):
             self.assign(unknown)   # (cannot happen with an eager assignor; never apply to an empty book)
+        if not self.books:
+            self.stopping.wait(0.5)   # nothing owned (more routers than partitions): poll would spin
         now = self.clock()
         changes: list[tuple[int, Change]] = []
         for tp, records in polled.items():
