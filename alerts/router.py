@@ -334,7 +334,8 @@ class AlertRouter:
 
     def assign(self, partitions: list[int]) -> None:
         """Load the alerts, silences and undelivered notifications of the partitions gained."""
-        state = self._wait_for("load_state", lambda: read_state(self.settings, partitions, self.stopping))
+        state = self._wait_for("load_state", lambda: read_state(self.settings, partitions, self.stopping)
+                               ) if partitions else {}
         for p in partitions:
             self._generations += 1
             self.generation[p] = self._generations
