@@ -256,7 +256,8 @@ class AlertRouter:
         self.field_acks: queue.Queue[Any] = queue.Queue()
         self.pubacks: dict[int, Any] = {}
         self.influx_lines: list[str] = []
-        self._influx_retry_at, self._influx_delay, self._lag_at = 0.0, 1.0, 0.0
+        self._influx_retry_at, self._influx_delay = 0.0, 1.0
+        self.consumed: dict[int, int] = {}   # partition -> next offset after the last record applied
         self.producer: KafkaProducer | None = None
         self.consumer: Any = None
         self.partition_count = 0   # of alerts.events, known once Kafka answers
@@ -434,16 +435,27 @@ class AlertRouter:
         for tp, records in polled.items():
             for r in records:
                 changes.extend((tp.partition, c) for c in self._apply(tp.partition, r, now))
+            self.consumed[tp.partition] = records[-1].offset + 1
         for p, book in self.books.items():
             changes.extend((p, c) for c in book.tick(now))
         self._persist([(p, c) for p, c in changes if c[0] is not None], now)
         if polled:
-            self._wait_for("commit", self.consumer.commit)
+            self._commit()
         self._forward_field_acks()
         self._flush_groups()
         self._finish()
         self._write_influx()
         self._gauges()
+
+    def _commit(self) -> None:
+        """Commit the consumed offsets. A failure (a rebalance under way, Kafka away) is not retried here:
+        the next poll rejoins the group, and whoever owns a partition replays from the last commit (each
+        alert skips the records it has already applied)."""
+        try:
+            self.consumer.commit()
+        except KafkaError as exc:
+            self.metrics.errors.labels("kafka", "commit").inc()
+            event(log, "commit_failed", logging.WARNING, error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
     def _apply(self, partition: int, record: Any, now: float) -> list[Change]:
         """One alerts.events record: an observation, an ack or a silence; bad ones are dead-lettered."""
@@ -655,16 +667,10 @@ class AlertRouter:
             self.metrics.open.labels(state).set(n)
         self.metrics.outbox.set(len(self.outbox))
         self.metrics.influx_backlog.set(len(self.influx_lines))
-        if time.monotonic() < self._lag_at:
-            return
-        self._lag_at = time.monotonic() + 5.0
-        try:
-            for tp in self.consumer.assignment():
-                highwater = self.consumer.highwater(tp)
-                if highwater is not None:
-                    self.metrics.lag.labels(str(tp.partition)).set(highwater - self.consumer.position(tp))
-        except KafkaError:
-            self.metrics.errors.labels("kafka", "lag").inc()
+        for tp in self.consumer.assignment():   # no blocking call here: a rebalance may be under way
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None and tp.partition in self.consumed:
+                self.metrics.lag.labels(str(tp.partition)).set(highwater - self.consumed[tp.partition])
 
     def _shutdown(self) -> None:
         if self.consumer is not None:
