@@ -1,32 +1,58 @@
-"""The alert router: rule observations (alerts.events) -> alert state -> subscribers, InfluxDB.
+"""The alert router: rule observations (alerts.events) -> alert state -> outbox -> subscribers, InfluxDB.
 
-State survives a restart through the compacted topic `alerts.state`: every changed alert is written
-there (key rule/entity) before its notifications go out, together with an outbox record (key
-`outbox`) holding notifications not yet handed to their channels; on start the router reads the
-topic to its end, rebuilds the book, and delivers what the outbox still holds. Offsets of
-alerts.events are committed after that, so an observation is never applied twice to lost state.
-Acknowledgements arrive as commands on alerts.events (`smartcity alerts ack`) or over MQTT
-(`city/alerts/ack/<id>`, JSON {"by": ..., "comment": ...}) from field apps.
+Ownership. Routers share alerts.events in one consumer group; a router owns the alerts of the
+partitions it is assigned. An alert's state is written to the same partition number of the compacted
+topic alerts.state (key `<rule>/<entity>`), so on assignment a router reads exactly the state of the
+partitions it gained, and on revocation it drops theirs. Acknowledgements and silences travel on
+alerts.events too: an ack to the partition its alert id names (so it is applied in order with the
+alert's observations), a silence to every partition.
+
+The step (`step`), in order: poll; apply records and wall-clock duties to the books; write the changed
+alerts AND an outbox record per (subscriber, notification) to alerts.state and wait until Kafka
+confirmed them; only then hand the notifications to the channels (directly or through the grouping
+window) and commit the consumed offsets. A channel reports a notification done only when its receiver confirmed
+it or its dead letter is in Kafka; then the outbox record is deleted (a tombstone, also confirmed).
+A crash anywhere leaves the outbox record, and whoever owns the partition next delivers it again with
+the same idempotency key: at-least-once. Each alert remembers the alerts.events offset it last
+applied, so records replayed after a crash are not applied twice.
+
+Field apps acknowledge on MQTT (`ack/alerts/<id>`, persistent session, acknowledged to the broker only
+after the command is in Kafka); people acknowledge with signed links served by this router's HTTP
+port (see ackserver), and operators with `smartcity alerts ack`.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
 import tomllib
-import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from influxdb_client import WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
-from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewPartitions
+from kafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, Field
 
-from alerts.channels import Channel, Subscriber, email_delivery, mqtt_delivery, webhook_delivery
-from alerts.state import AlertBook, Notification, RulePolicy, Silence
+from alerts.ackserver import RouterHTTP, sign_link
+from alerts.channels import (
+    ACK_TOPIC,
+    Channel,
+    Deliver,
+    Delivery,
+    Subscriber,
+    email_delivery,
+    mqtt_delivery,
+    secret_path,
+    webhook_delivery,
+)
+from alerts.state import Alert, AlertBook, Change, Notification, RulePolicy, Silence, id_partition, key_hash
 from infra.clients import influx_client, kafka_consumer, kafka_producer, mqtt_client, mqtt_connect
 from infra.lineprotocol import Point
 from infra.logs import event
@@ -34,22 +60,28 @@ from infra.settings import Settings
 from schemas.envelope import DeadLetter
 
 log = logging.getLogger("smartcity.alerts")
+T = TypeVar("T")
+MAX_INFLUX_BACKLOG = 100_000
 
 
 class RuleConfig(BaseModel):
     for_: float = Field(0.0, alias="for", description="seconds (event time) a breach must last before firing")
     clear_below: float | None = None
-    repeat: float = 3600.0
-    escalate_after: float | None = None
+    repeat: float = Field(3600.0, gt=0)
+    escalate_after: float | None = Field(None, gt=0)
 
     def policy(self) -> RulePolicy:
         return RulePolicy(self.for_, self.clear_below, self.repeat, self.escalate_after)
 
 
 class AlertConfig(BaseModel):
-    """deploy/config/alerts.toml: rule policies, grouping, subscribers."""
+    """deploy/config/alerts.toml: rule policies, grouping, acknowledge links, subscribers."""
 
     group_window: float = Field(0.0, ge=0, description="seconds to gather one rule's notifications into one")
+    link_base: str = Field("http://127.0.0.1:9311", description="this router's HTTP port as people reach it")
+    link_ttl: float = Field(7 * 86400, gt=0, description="seconds an acknowledge link stays valid")
+    link_key_env: str | None = Field("SMARTCITY_ALERTS_LINK_KEY", description="HMAC key of ack links: env ...")
+    link_key_file: Path | None = Field(Path("alerts-link-key"), description="... or file (relative: .stack/secrets/)")
     rules: dict[str, RuleConfig] = Field(default_factory=dict)
     subscriber: list[Subscriber] = Field(default_factory=list)
 
@@ -61,199 +93,593 @@ class AlertConfig(BaseModel):
         except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
             raise ValueError(f"alert config {path}: {exc}") from exc
 
+    def link_key(self) -> bytes | None:
+        if self.link_key_env and os.environ.get(self.link_key_env):
+            return os.environ[self.link_key_env].encode()
+        if self.link_key_file and secret_path(self.link_key_file).is_file():
+            return secret_path(self.link_key_file).read_bytes().strip() or None
+        return None
+
+    def problems(self) -> list[str]:
+        """Everything that stops a subscriber or a feature from working, each with what to do."""
+        out = [p for sub in self.subscriber for p in sub.problems()]
+        names = [s.name for s in self.subscriber]
+        out += [f"subscriber name {n!r} is used twice; names must be unique" for n in sorted(set(names))
+                if names.count(n) > 1]
+        if self.link_key() is None:
+            where = " or ".join(filter(None, [self.link_key_env and f"set ${self.link_key_env}", self.link_key_file
+                                              and f"create {secret_path(self.link_key_file)} (deploy/native/up does)"]))
+            out.append(f"no acknowledge-link key: e-mail and webhook messages go out without links; {where}")
+        return out
+
+
+def default_config_path() -> Path:
+    """$SMARTCITY_ALERTS_CONFIG, else deploy/config/alerts.toml under the current directory (a checkout)."""
+    return Path(os.environ.get("SMARTCITY_ALERTS_CONFIG") or Path.cwd() / "deploy" / "config" / "alerts.toml")
+
 
 def state_topic(settings: Settings) -> str:
     return f"{settings.kafka.topic_prefix}alerts.state"
 
 
-def read_state(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The latest value of every key of the compacted state topic."""
+def outbox_key(subscriber: str, note: Notification) -> str:
+    return f"outbox/{subscriber}/{note.key}"
+
+
+def read_state(settings: Settings, partitions: list[int] | None = None,
+               stopping: threading.Event | None = None) -> dict[int, dict[str, dict[str, Any]]]:
+    """The latest value of every key of alerts.state, per partition (all, or those given)."""
     consumer = kafka_consumer(settings, None)
     topic = state_topic(settings)
-    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    ends = consumer.end_offsets(parts)
-    latest: dict[str, dict[str, Any]] = {}
-    while any(consumer.position(tp) < ends[tp] for tp in parts):
-        for records in consumer.poll(timeout_ms=1000).values():
-            for r in records:
-                key = r.key.decode()
-                if r.value is None:
-                    latest.pop(key, None)
-                else:
-                    latest[key] = json.loads(r.value)
-    consumer.close()
-    return latest
+    try:
+        chosen = sorted(consumer.partitions_for_topic(topic) or []) if partitions is None else partitions
+        parts = [TopicPartition(topic, p) for p in chosen]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        latest: dict[int, dict[str, dict[str, Any]]] = {p: {} for p in chosen}
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            if stopping is not None and stopping.is_set():
+                raise _Stopped()
+            for tp, records in consumer.poll(timeout_ms=1000).items():
+                for r in records:
+                    if r.value is None:
+                        latest[tp.partition].pop(r.key.decode(), None)
+                    else:
+                        latest[tp.partition][r.key.decode()] = json.loads(r.value)
+        return latest
+    finally:
+        consumer.close()
 
 
-class _Assigned(ConsumerRebalanceListener):
+def alerts_in(state: dict[int, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The alert records of a read_state result (not silences, not outbox records)."""
+    return [v for records in state.values() for k, v in records.items()
+            if not k.startswith(("silence/", "outbox/")) and "rule" in v]
+
+
+def events_partitions(producer: KafkaProducer, settings: Settings) -> int:
+    return len(producer.partitions_for(settings.kafka.alerts_topic))
+
+
+def ack_command(alert_id: str, by: str, comment: str, source: str, at: float | None = None) -> dict[str, Any]:
+    """The alerts.events record that acknowledges `alert_id` (who, when, comment, and through what)."""
+    return {"type": "ack", "id": alert_id, "by": by, "comment": comment, "source": source,
+            "at": time.time() if at is None else at}
+
+
+def send_ack(producer: KafkaProducer, settings: Settings, alert_id: str, by: str, comment: str, source: str,
+             at: float | None = None) -> None:
+    """Produce an acknowledgement to the partition that owns the alert, and wait until Kafka has it."""
+    partition = id_partition(alert_id, events_partitions(producer, settings))
+    producer.send(settings.kafka.alerts_topic, key=f"ack/{alert_id}".encode(), partition=partition,
+                  value=json.dumps(ack_command(alert_id, by, comment, source, at), ensure_ascii=False).encode()
+                  ).get(timeout=30)
+
+
+def send_silence(producer: KafkaProducer, settings: Settings, silence: Silence) -> None:
+    """Produce a silence to every alerts.events partition (each owner applies it in order), confirmed."""
+    body = json.dumps({"type": "silence", **silence.__dict__}, ensure_ascii=False).encode()
+    futures = [producer.send(settings.kafka.alerts_topic, key=f"silence/{silence.id}".encode(), value=body,
+                             partition=p) for p in range(events_partitions(producer, settings))]
+    for f in futures:
+        f.get(timeout=30)
+
+
+class _Stopped(Exception):
+    """stop() was called while waiting for a service: leave without committing."""
+
+
+class RouterMetrics:
+    """Prometheus metrics of one router (own registry)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        sub = ["subscriber", "channel"]
+        self.records = Counter("alerts_records", "alerts.events records applied", ["type"], registry=r)
+        self.transitions = Counter("alerts_notifications_made", "notifications made, by kind", ["kind"], registry=r)
+        self.delivered = Counter("alerts_delivered", "notifications confirmed by the receiver", sub, registry=r)
+        self.deadlettered = Counter("alerts_deadlettered", "notifications dead-lettered after the last try", sub,
+                                    registry=r)
+        self.retries = Counter("alerts_delivery_retries", "delivery attempts that failed and were retried", sub,
+                               registry=r)
+        self.latency = Histogram("alerts_delivery_seconds", "time from first attempt to confirmation", sub,
+                                 buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120), registry=r)
+        self.unserved = Counter("alerts_unserved", "notifications for a subscriber that cannot be served",
+                                ["subscriber"], registry=r)
+        self.subscriber_up = Gauge("alerts_subscriber_up", "1: the subscriber can be served, 0: see the log", sub,
+                                   registry=r)
+        self.acks = Counter("alerts_acks", "acknowledgements received, by source", ["source"], registry=r)
+        self.open = Gauge("alerts_open", "alerts of the owned partitions by state", ["state"], registry=r)
+        self.outbox = Gauge("alerts_outbox", "notifications not yet confirmed or dead-lettered", registry=r)
+        self.partitions = Gauge("alerts_owned_partitions", "alerts.events partitions owned", registry=r)
+        self.lag = Gauge("alerts_consumer_lag", "alerts.events records not yet consumed", ["partition"], registry=r)
+        self.errors = Counter("alerts_errors", "errors by service and operation", ["service", "operation"],
+                              registry=r)
+        self.influx_backlog = Gauge("alerts_influx_backlog", "lines waiting for InfluxDB", registry=r)
+        self.influx_dropped = Counter("alerts_influx_dropped", "lines dropped: backlog full during an outage",
+                                      registry=r)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Queues what a rebalance changed; the poll loop applies it (kafka-python runs this callback on its
+    IO thread, where blocking reads do not belong and the books are not to be touched)."""
+
+    def __init__(self, router: "AlertRouter") -> None:
+        self.router = router
+
     def on_partitions_revoked(self, revoked: Any) -> None:
-        return None
+        self.router.rebalances.put(("revoked", [tp.partition for tp in revoked]))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        event(log, "partitions_assigned", partitions=len(assigned))
+        self.router.rebalances.put(("assigned", [tp.partition for tp in assigned]))
 
 
 class AlertRouter:
-    """Consumes alerts.events in a consumer group and keeps the alert book."""
+    """Consumes alerts.events in a consumer group and keeps the books of the partitions it owns."""
 
-    def __init__(self, settings: Settings, config: AlertConfig, *, group: str = "alert-router") -> None:
-        self.settings, self.config = settings, config
-        self.book = AlertBook({name: rule.policy() for name, rule in config.rules.items()})
-        self.producer = kafka_producer(settings, linger_ms=0)
-        # A short session: a router that died is replaced quickly (its partitions are held until then).
-        self.consumer = kafka_consumer(settings, group, max_poll_records=1000, session_timeout_ms=6000,
-                                       heartbeat_interval_ms=1500)
-        self.consumer.subscribe([settings.kafka.alerts_topic], listener=_Assigned())
-        self.influx = influx_client(settings)
-        self.writer = self.influx.write_api(write_options=SYNCHRONOUS)
-        self.mqtt = mqtt_client(settings, f"alert-router-{uuid.uuid4().hex[:6]}", username="router")
-        self.acks: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
-        self.mqtt.on_message = self._on_ack
-        self.mqtt.on_connect = lambda c, u, f, rc, p: c.subscribe("city/alerts/ack/+", qos=1)
-        self.channels = [Channel(sub, self._delivery(sub), self._dead_letter) for sub in config.subscriber]
-        self.grouped: dict[tuple[int, str, str], tuple[float, list[dict[str, Any]]]] = {}
+    def __init__(self, settings: Settings, config: AlertConfig, *, group: str = "alert-router",
+                 instance: str = "1", http_host: str = "127.0.0.1", http_port: int = 9311,
+                 session_expiry: int = 7 * 86400, clock: Callable[[], float] = time.time) -> None:
+        self.settings, self.config, self.group, self.clock = settings, config, group, clock
+        self.session_expiry = session_expiry
+        self.http_host, self.http_port = http_host, http_port
+        self.policies = {name: rule.policy() for name, rule in config.rules.items()}
+        self.metrics = RouterMetrics()
         self.stopping = threading.Event()
-        self.sent = 0
+        self.books: dict[int, AlertBook] = {}
+        self.generation: dict[int, int] = {}
+        self._generations = 0
+        self.outbox: dict[str, int] = {}            # outbox record key -> partition (pending deliveries)
+        self.grouped: dict[tuple[str, str, str], tuple[float, list[tuple[int, int, Notification]]]] = {}
+        self.finished: queue.Queue[tuple[Delivery, str]] = queue.Queue()
+        self.field_acks: queue.Queue[Any] = queue.Queue()
+        self.pubacks: dict[int, Any] = {}
+        self.influx_lines: list[str] = []
+        self._influx_retry_at, self._influx_delay = 0.0, 1.0
+        self.consumed: dict[int, int] = {}   # partition -> next offset after the last record applied
+        self.producer: KafkaProducer | None = None
+        self.consumer: Any = None
+        self.partition_count = 0   # of alerts.events, known once Kafka answers
+        self.rebalances: queue.Queue[tuple[str, list[int]]] = queue.Queue()   # from _Rebalance, for step()
+        self.http: RouterHTTP | None = None
+        self.link_key = config.link_key()
+        self.mqtt = mqtt_client(settings, f"alert-router-{group}-{instance}", username="router", manual_ack=True)
+        self.mqtt.on_connect = self._on_connect
+        self.mqtt.on_message = lambda c, u, msg: self.field_acks.put(msg)
+        self.mqtt.on_publish = lambda c, u, mid, reason, props: self.pubacks.__setitem__(mid, reason)
+        self.mqtt.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.channels = self._channels()
 
-    def _delivery(self, sub: Subscriber):  # noqa: ANN202
-        if sub.channel == "mqtt":
-            return mqtt_delivery(sub, self.mqtt)
-        if sub.channel == "webhook":
-            return webhook_delivery(sub)
-        return email_delivery(sub)
+    # -- set-up ---------------------------------------------------------------------------------------
 
-    def _on_ack(self, client: Any, userdata: Any, msg: Any) -> None:
-        try:
-            body = json.loads(msg.payload or b"{}")
-        except ValueError:
-            body = {}
-        self.acks.put((msg.topic.rsplit("/", 1)[-1], body if isinstance(body, dict) else {}))
+    def _channels(self) -> dict[str, Channel]:
+        """A worker per subscriber that can be served; the others are reported, never fatal."""
+        for problem in self.config.problems():
+            event(log, "config_problem", logging.WARNING, problem=problem)
+        channels = {}
+        for sub in self.config.subscriber:
+            try:
+                deliver: Deliver = (mqtt_delivery(sub, self.mqtt, self.pubacks) if sub.channel == "mqtt" else
+                                    webhook_delivery(sub) if sub.channel == "webhook" else email_delivery(sub))
+                if sub.problems():
+                    raise ValueError("; ".join(sub.problems()))
+            except ValueError as exc:
+                event(log, "subscriber_unavailable", logging.ERROR, subscriber=sub.name, reason=str(exc))
+                self.metrics.subscriber_up.labels(sub.name, sub.channel).set(0)
+                continue
+            self.metrics.subscriber_up.labels(sub.name, sub.channel).set(1)
+            channels[sub.name] = Channel(sub, deliver, done=lambda d, outcome: self.finished.put((d, outcome)),
+                                         dead_letter=self._dead_letter, live=self._live, links=self._links,
+                                         stopping=self.stopping, metrics=self.metrics)
+        event(log, "subscribers", served=",".join(channels) or "none",
+              unavailable=",".join(s.name for s in self.config.subscriber if s.name not in channels) or "none")
+        return channels
 
-    # -- state --------------------------------------------------------------------------------
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            event(log, "mqtt_connect_failed", logging.ERROR, reason=reason.getName())
+            return
+        client.subscribe(f"{ACK_TOPIC}/+", qos=1)
+        event(log, "mqtt_connected", session_present=flags.session_present)
 
-    def restore(self) -> None:
-        """Rebuild the book from alerts.state and deliver what the outbox still held."""
-        from alerts.state import Alert
+    def _wait_for(self, what: str, call: Callable[[], T]) -> T:
+        """Call until it succeeds: an outage of Kafka of any length is waited out with backoff."""
+        delay = 0.5
+        while True:
+            try:
+                return call()
+            except (KafkaError, OSError) as exc:
+                self.metrics.errors.labels("kafka", what).inc()
+                event(log, "kafka_unavailable", logging.WARNING, operation=what, error=f"{type(exc).__name__}: "
+                      f"{str(exc)[:200]}", retry_in=delay)
+            if self.stopping.wait(delay):
+                raise _Stopped()
+            delay = min(delay * 2, 30.0)
 
-        latest = read_state(self.settings)
-        for key, value in latest.items():
-            if key.startswith("silence/"):
-                self.book.silence(Silence(**value))
-            elif key != "outbox":
-                self.book.alerts[key] = Alert.from_dict(value)
-        outbox = [Notification(n["kind"], n["alert"]) for n in latest.get("outbox", {}).get("items", [])]
-        event(log, "restored", alerts=len(self.book.alerts), silences=len(self.book.silences), outbox=len(outbox))
-        if outbox:
-            self._dispatch(outbox, immediate=True)
-            self._save({"outbox": {"items": []}})
+    def _ensure_state_partitions(self) -> int:
+        """alerts.state needs a partition per alerts.events partition (older stacks made it with one)."""
+        assert self.producer is not None
+        events = events_partitions(self.producer, self.settings)
+        state = len(self.producer.partitions_for(state_topic(self.settings)))
+        if state < events:
+            admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka.bootstrap)
+            try:
+                admin.create_partitions({state_topic(self.settings): NewPartitions(events)})
+            finally:
+                admin.close()
+            event(log, "state_partitions_added", topic=state_topic(self.settings), before=state, after=events)
+        return events
 
-    def _save(self, records: dict[str, dict[str, Any] | None]) -> None:
-        topic = state_topic(self.settings)
-        for key, value in records.items():
-            self.producer.send(topic, key=key.encode(), value=None if value is None else
-                               json.dumps(value, ensure_ascii=False).encode())
-        self.producer.flush(60)
+    # -- ownership ------------------------------------------------------------------------------------
 
-    # -- loop -----------------------------------------------------------------------------------
+    def assign(self, partitions: list[int]) -> None:
+        """Load the alerts, silences and undelivered notifications of the partitions gained."""
+        state = self._wait_for("load_state", lambda: read_state(self.settings, partitions, self.stopping)
+                               ) if partitions else {}
+        for p in partitions:
+            self._generations += 1
+            self.generation[p] = self._generations
+            book = AlertBook(self.policies)
+            pending = []
+            for key, value in state[p].items():
+                if key.startswith("silence/"):
+                    book.silence(Silence(**{k: v for k, v in value.items() if k in Silence.__dataclass_fields__}))
+                elif key.startswith("outbox/"):
+                    pending.append((key, value))
+                elif "rule" in value and key_hash(key) % self.partition_count == p:
+                    book.alerts[key] = Alert.from_dict(value)
+                else:   # a one-partition alerts.state of an older router: its alerts come back with new observations
+                    event(log, "state_record_skipped", logging.WARNING, partition=p, key=key[:200])
+            self.books[p] = book
+            for key, value in pending:
+                note = Notification.from_dict(value["note"])
+                if value["subscriber"] not in self.channels:
+                    self.metrics.unserved.labels(value["subscriber"]).inc()
+                    continue  # kept in the outbox until the subscriber can be served
+                self.outbox[key] = p
+                self._enqueue(value["subscriber"], p, note, 0.0)   # a grouping window that has passed: due now
+            event(log, "partition_loaded", partition=p, alerts=len(book.alerts), silences=len(book.silences),
+                  outbox=len(pending))
+        self.metrics.partitions.set(len(self.books))
+        event(log, "partitions_assigned", partitions=",".join(map(str, sorted(self.books))) or "none")
+
+    def revoke(self, partitions: list[int]) -> None:
+        """Forget what another router owns now; its outbox records stay for the new owner."""
+        for p in partitions:
+            self.books.pop(p, None)
+            self.generation.pop(p, None)
+            self.outbox = {k: v for k, v in self.outbox.items() if v != p}
+        for gkey, (first, items) in list(self.grouped.items()):
+            kept = [i for i in items if i[0] in self.generation]
+            if kept:
+                self.grouped[gkey] = (first, kept)
+            else:
+                del self.grouped[gkey]
+        self.metrics.partitions.set(len(self.books))
+        event(log, "partitions_revoked", partitions=",".join(map(str, sorted(partitions))))
+
+    def _live(self, delivery: Delivery) -> bool:
+        return all(self.generation.get(p) == g for p, g in delivery.origins)
+
+    # -- loop -------------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        mqtt_connect(self.mqtt, self.settings)
-        self.mqtt.loop_start()
-        self.restore()
+        """Serve until stop(): outages of Kafka, InfluxDB or Mosquitto are waited out, never fatal."""
+        if self.http_port:
+            try:
+                self.http = RouterHTTP(self.http_host, self.http_port, self.metrics.registry, lambda: self.link_key,
+                                       self._link_ack, self.clock)
+                event(log, "http_listening", port=self.http.port, links="on" if self.link_key else "off")
+            except OSError as exc:   # alerts still flow; links and metrics need a free --http-port
+                event(log, "http_unavailable", logging.ERROR, port=self.http_port, error=str(exc),
+                      fix="give this router its own --http-port")
         try:
+            mqtt_connect(self.mqtt, self.settings, session_expiry=self.session_expiry)
+        except OSError as exc:  # the network thread keeps trying
+            event(log, "mqtt_unavailable", logging.WARNING, error=str(exc)[:200])
+        self.mqtt.loop_start()
+        try:
+            self.producer = self._wait_for("connect", lambda: kafka_producer(self.settings, linger_ms=0))
+            self.partition_count = self._wait_for("partitions", self._ensure_state_partitions)
+            self.consumer = self._wait_for("connect", lambda: kafka_consumer(
+                self.settings, self.group, max_poll_records=1000, session_timeout_ms=6000,
+                heartbeat_interval_ms=1500))
+            self.consumer.subscribe([self.settings.kafka.alerts_topic], listener=_Rebalance(self))
             while not self.stopping.is_set():
-                polled = self.consumer.poll(timeout_ms=100)
-                changes: list[tuple[Any, list[Notification]]] = []
-                now = time.time()
-                for records in polled.values():
-                    for r in records:
-                        changes.extend(self._apply(json.loads(r.value), now))
-                while not self.acks.empty():
-                    alert_id, body = self.acks.get()
-                    changes.append(self.book.acknowledge(alert_id, str(body.get("by", "field-app")),
-                                                         str(body.get("comment", "")), now))
-                changes.extend(self.book.tick(now))
-                self._commit_changes([c for c in changes if c[0] is not None])
-                if polled:
-                    self.consumer.commit()
-                self._flush_groups(now)
-        finally:
-            self._flush_groups(float("inf"))
-            for ch in self.channels:
+                self.step()
+            self._flush_groups(force=True)
+            for ch in self.channels.values():
                 ch.close()
-            self.consumer.close(autocommit=False)
-            self.producer.close(10)
-            self.mqtt.disconnect()
-            self.mqtt.loop_stop()
-            self.influx.close()
-            event(log, "router_stopped", notifications=self.sent)
+            self._finish()
+        except _Stopped:
+            event(log, "stopped_while_waiting", logging.WARNING)
+        finally:
+            self._shutdown()
 
     def stop(self) -> None:
         self.stopping.set()
 
-    def _apply(self, value: dict[str, Any], now: float) -> list[tuple[Any, list[Notification]]]:
-        kind = value.get("type")
-        if kind == "ack":
-            return [self.book.acknowledge(value["id"], value.get("by", ""), value.get("comment", ""), now)]
-        if kind == "silence":
-            silence = Silence(value["id"], value["matchers"], value["start"], value["end"], value.get("by", ""),
-                              value.get("comment", ""))
-            self.book.silence(silence)
-            self._save({f"silence/{silence.id}": silence.__dict__})
-            return []
-        return [self.book.observe(value, now)]
+    def step(self) -> None:
+        """One pass: poll, apply, persist state + outbox (confirmed), commit, dispatch, clean the outbox."""
+        polled = self._wait_for("poll", lambda: self.consumer.poll(timeout_ms=100))
+        while not self.rebalances.empty():
+            change, partitions = self.rebalances.get()
+            (self.assign if change == "assigned" else self.revoke)(partitions)
+        if unknown := sorted({tp.partition for tp in polled} - set(self.books)):
+            self.assign(unknown)   # (cannot happen with an eager assignor; never apply to an empty book)
+        if not self.books:
+            self.stopping.wait(0.5)   # nothing owned (more routers than partitions): poll would spin
+        now = self.clock()
+        changes: list[tuple[int, Change]] = []
+        for tp, records in polled.items():
+            for r in records:
+                changes.extend((tp.partition, c) for c in self._apply(tp.partition, r, now))
+            self.consumed[tp.partition] = records[-1].offset + 1
+        for p, book in self.books.items():
+            changes.extend((p, c) for c in book.tick(now))
+        self._persist([(p, c) for p, c in changes if c[0] is not None], now)
+        if polled:
+            self._commit()
+        self._forward_field_acks()
+        self._flush_groups()
+        self._finish()
+        self._write_influx()
+        self._gauges()
 
-    def _commit_changes(self, changes: list[tuple[Any, list[Notification]]]) -> None:
-        """Persist changed alerts and the outbox, record state changes in InfluxDB, then dispatch."""
+    def _commit(self) -> None:
+        """Commit the consumed offsets. A failure (a rebalance under way, Kafka away) is not retried here:
+        the next poll rejoins the group, and whoever owns a partition replays from the last commit (each
+        alert skips the records it has already applied)."""
+        try:
+            self.consumer.commit()
+        except KafkaError as exc:
+            self.metrics.errors.labels("kafka", "commit").inc()
+            event(log, "commit_failed", logging.WARNING, error=f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    def _apply(self, partition: int, record: Any, now: float) -> list[Change]:
+        """One alerts.events record: an observation, an ack or a silence; bad ones are dead-lettered."""
+        book = self.books[partition]
+        try:
+            value = json.loads(record.value)
+            kind = value.get("type", "observation")
+            self.metrics.records.labels(kind).inc()
+            if kind == "ack":
+                alert = book.find(value["id"])
+                if alert is None:
+                    event(log, "ack_unknown_alert", logging.WARNING, id=value["id"], partition=partition)
+                    return []
+                if alert.offset >= record.offset:
+                    return []  # applied before a crash: replayed
+                self.metrics.acks.labels(str(value.get("source", "cli"))).inc()
+                changed = book.acknowledge(value["id"], str(value.get("by", "")), str(value.get("comment", "")),
+                                           float(value.get("at") or now))
+            elif kind == "silence":
+                silence = Silence(value["id"], value["matchers"], value["start"], value["end"],
+                                  value.get("created_by", value.get("by", "")), value.get("comment", ""))
+                book.silence(silence)
+                self._save({partition: {f"silence/{silence.id}": silence.__dict__}}, "silence")
+                return []
+            else:
+                alert = book.alerts.get(f"{value['rule']}/{value['entity']}")
+                if alert is not None and alert.offset >= record.offset:
+                    return []
+                changed = book.observe(value, now)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._dead_letter_raw(f"kafka/{record.topic}/{partition}", record.value or b"",
+                                  f"not an observation, ack or silence: {type(exc).__name__}: {exc}"[:500])
+            return []
+        if changed[0] is not None:
+            changed[0].offset = record.offset
+        return [changed]
+
+    def _persist(self, changes: list[tuple[int, Change]], now: float) -> None:
+        """Write changed alerts and their outbox records (confirmed), record them for the wall, dispatch."""
         if not changes:
             return
-        notes = [n for _, ns in changes for n in ns]
-        records: dict[str, dict[str, Any] | None] = {a.key: a.to_dict() for a, _ in changes}
-        if notes:
-            records["outbox"] = {"items": [{"kind": n.kind, "alert": n.alert} for n in notes]}
-        self._save(records)
-        self._record(changes)
-        if notes:
-            self._dispatch(notes)
-            self._save({"outbox": {"items": []}})
+        records: dict[int, dict[str, Any]] = {}
+        deliveries = []
+        for p, (alert, notes) in changes:
+            assert alert is not None
+            records.setdefault(p, {})[alert.key] = alert.to_dict()
+            for n in notes:
+                self.metrics.transitions.labels(n.kind).inc()
+                for sub in self.config.subscriber:
+                    if not sub.wants(n):
+                        continue
+                    if sub.name not in self.channels:
+                        self.metrics.unserved.labels(sub.name).inc()
+                        continue
+                    records[p][outbox_key(sub.name, n)] = {"subscriber": sub.name, "note": n.to_dict()}
+                    deliveries.append((p, sub.name, n))
+        self._save(records, "state")
+        self._record([a for _, (a, _) in changes if a is not None], now)
+        for p, name, n in deliveries:
+            self.outbox[outbox_key(name, n)] = p
+            self._enqueue(name, p, n, time.monotonic())
 
-    def _record(self, changes: list[tuple[Any, list[Notification]]]) -> None:
-        now = time.time_ns()
-        lines = []
-        for i, (a, notes) in enumerate(changes):
-            kind = notes[0].kind if notes else a.state
-            lines.append(Point("alerts", {"rule": a.rule, "domain": a.domain, "site": a.site, "entity": a.entity}, {
-                "state": a.state, "kind": kind, "severity": a.severity, "value": float(a.value),
-                "threshold": float(a.threshold), "alert_id": a.id, "acked": int(a.acked_at is not None),
-                "acked_by": a.acked_by or "", "title_en": a.title_en, "title_zh": a.title_zh}, now + i).line())
+    def _enqueue(self, subscriber: str, partition: int, note: Notification, since: float) -> None:
+        """To the subscriber's channel now, or into the grouping window of (subscriber, rule, kind) opened
+        at `since` (monotonic seconds)."""
+        origin = (partition, self.generation[partition])
+        if self.config.group_window <= 0:
+            self.channels[subscriber].send(Delivery(subscriber, [note], [origin]))
+            return
+        key = (subscriber, note.alert["rule"], note.kind)
+        first, items = self.grouped.get(key, (since, []))
+        self.grouped[key] = (min(first, since), items + [(*origin, note)])
+
+    def _flush_groups(self, force: bool = False) -> None:
+        for gkey, (first, items) in list(self.grouped.items()):
+            if force or time.monotonic() - first >= self.config.group_window:
+                del self.grouped[gkey]
+                self.channels[gkey[0]].send(Delivery(gkey[0], [n for _, _, n in items], [(p, g) for p, g, _ in items]))
+
+    def _finish(self) -> None:
+        """Delete the outbox records of deliveries that are done; re-send those that came back "moved"
+        from partitions still ours."""
+        tombstones: dict[int, dict[str, Any]] = {}
+        while not self.finished.empty():
+            delivery, outcome = self.finished.get()
+            for (p, g), n in zip(delivery.origins, delivery.notes):
+                key = outbox_key(delivery.subscriber, n)
+                if outcome == "moved":
+                    if self.generation.get(p) == g:
+                        self.channels[delivery.subscriber].send(Delivery(delivery.subscriber, [n], [(p, g)]))
+                    continue
+                tombstones.setdefault(p, {})[key] = None
+                self.outbox.pop(key, None)
+        if tombstones:
+            self._save(tombstones, "outbox_done")
+
+    def _save(self, records: dict[int, dict[str, Any]], what: str) -> None:
+        """Write records to alerts.state (explicit partitions) and wait until Kafka confirmed every one."""
+        assert self.producer is not None
+        topic = state_topic(self.settings)
+
+        def write() -> None:
+            futures = [self.producer.send(topic, key=k.encode(), partition=p, value=None if v is None else
+                                          json.dumps(v, ensure_ascii=False).encode())
+                       for p, recs in records.items() for k, v in recs.items()]
+            for f in futures:
+                f.get(timeout=60)
+        self._wait_for(what, write)
+
+    # -- acknowledgements -------------------------------------------------------------------------------
+
+    def _forward_field_acks(self) -> None:
+        """MQTT acks -> alerts.events (to the owning partition); the broker gets its PUBACK after Kafka."""
+        while not self.field_acks.empty():
+            msg = self.field_acks.get()
+            alert_id = msg.topic.rsplit("/", 1)[-1]
+            try:
+                body = json.loads(msg.payload or b"{}")
+                if not isinstance(body, dict):
+                    raise ValueError(f"expected a JSON object like {{\"by\": \"name\"}}, got {type(body).__name__}")
+                id_partition(alert_id, self.partition_count)
+                by, comment, at = str(body.get("by") or "field-app")[:100], str(body.get("comment", ""))[:500], \
+                    float(body.get("at") or self.clock())
+            except (ValueError, TypeError) as exc:
+                self._dead_letter_raw(f"mqtt/{msg.topic}", msg.payload or b"", f"acknowledgement rejected: {exc}")
+            else:
+                self._wait_for("forward_ack", lambda: send_ack(self.producer, self.settings, alert_id, by, comment,
+                                                               "mqtt", at))
+            self.mqtt.ack(msg.mid, msg.qos)
+
+    def _link_ack(self, alert_id: str, by: str, comment: str, source: str) -> None:
+        if self.producer is None:
+            raise RuntimeError("not connected to Kafka yet")
+        send_ack(self.producer, self.settings, alert_id, by, comment, source, self.clock())
+
+    def _links(self, delivery: Delivery) -> dict[str, str]:
+        sub = next(s for s in self.config.subscriber if s.name == delivery.subscriber)
+        if self.link_key is None or sub.channel == "mqtt":
+            return {}
+        exp = int(self.clock() + self.config.link_ttl)
+        return {n.alert["id"]: sign_link(self.config.link_base, self.link_key, n.alert["id"], sub.name, exp)
+                for n in delivery.notes}
+
+    # -- dead letters -----------------------------------------------------------------------------------
+
+    def _dead_letter(self, sub: Subscriber, body: bytes, reason: str) -> bool:
+        """A notification that could not be delivered, kept with its reason; True once Kafka has it."""
         try:
-            self.writer.write(self.settings.influx.bucket_compliance, record=lines, write_precision=WritePrecision.NS)
-        except Exception as exc:  # noqa: BLE001 - the wall's history must not stop notifications
-            event(log, "influx_write_failed", logging.WARNING, error=str(exc)[:200])
+            self._dead_letter_raw(f"alerts/{sub.channel}/{sub.name}", body, f"delivery to {sub.name} failed: {reason}")
+        except _Stopped:
+            return False
+        return True
 
-    def _dispatch(self, notes: list[Notification], immediate: bool = False) -> None:
-        for n in notes:
-            for i, ch in enumerate(self.channels):
-                if not ch.sub.wants(n):
-                    continue
-                if self.config.group_window <= 0 or immediate:
-                    ch.send(n.kind, [n.alert])
-                    self.sent += 1
-                    continue
-                key = (i, n.alert["rule"], n.kind)
-                first, items = self.grouped.get(key, (time.time(), []))
-                self.grouped[key] = (first, items + [n.alert])
+    def _dead_letter_raw(self, source: str, raw: bytes, reason: str) -> None:
+        record = DeadLetter.of(source, raw, reason).model_dump_json().encode()
+        event(log, "dead_letter", logging.WARNING, source=source, reason=reason[:200])
+        self._wait_for("dead_letter", lambda: self.producer.send(  # type: ignore[union-attr]
+            self.settings.kafka.deadletter_topic, key=source.encode(), value=record).get(timeout=60))
 
-    def _flush_groups(self, now: float) -> None:
-        for key in [k for k, (first, _) in self.grouped.items() if now - first >= self.config.group_window]:
-            _, items = self.grouped.pop(key)
-            self.channels[key[0]].send(key[2], items)
-            self.sent += 1
+    # -- InfluxDB: the wall's history and the closed loop's times ---------------------------------------
 
-    def _dead_letter(self, sub: Subscriber, body: bytes, reason: str) -> None:
-        record = DeadLetter.of(f"alerts/{sub.channel}/{sub.name}", body, f"delivery to {sub.name} failed: {reason}")
-        self.producer.send(self.settings.kafka.deadletter_topic, key=sub.name.encode(),
-                           value=record.model_dump_json().encode())
-        self.producer.flush(30)
+    def _record(self, alerts: list[Alert], now: float) -> None:
+        """Queue one `alerts` point per change, and for fired alerts the episode's `alert_times` point
+        (time = fire time, so it is rewritten, not repeated: `fired`, then time to acknowledge `tta_s`
+        and time to resolve `ttr_s` as they happen). dashboards/alertloop.py reads both."""
+        base = int(now * 1e9)
+        for i, a in enumerate(alerts):
+            tags = {"rule": a.rule, "domain": a.domain, "site": a.site, "entity": a.entity}
+            self.influx_lines.append(Point("alerts", tags, {
+                "state": a.state, "severity": a.severity, "value": float(a.value), "threshold": float(a.threshold),
+                "alert_id": a.id, "acked": int(a.acked_at is not None), "acked_by": a.acked_by or "",
+                "fired_at": a.fired_at, "title_en": a.title_en, "title_zh": a.title_zh}, base + i).line())
+            if a.fired_at is not None:   # one point per episode, at its fire time: fields added as it closes
+                self.influx_lines.append(Point("alert_times", tags, {
+                    "alert_id": a.id, "severity": a.severity, "fired": 1,
+                    "tta_s": None if a.acked_at is None else max(a.acked_at - a.fired_at, 0.0),
+                    "ttr_s": None if a.resolved_at is None else max(a.resolved_at - a.fired_at, 0.0)},
+                    int(a.fired_at * 1e9)).line())
+        if len(self.influx_lines) > MAX_INFLUX_BACKLOG:
+            dropped = len(self.influx_lines) - MAX_INFLUX_BACKLOG
+            self.metrics.influx_dropped.inc(dropped)
+            event(log, "influx_backlog_full", logging.ERROR, dropped=dropped)
+            del self.influx_lines[:dropped]
+
+    def _write_influx(self) -> None:
+        """Write the backlog; during an InfluxDB outage keep it and retry with backoff (notifications go on)."""
+        if not self.influx_lines or time.monotonic() < self._influx_retry_at:
+            return
+        try:
+            with influx_client(self.settings) as client:
+                client.write_api(write_options=SYNCHRONOUS).write(
+                    self.settings.influx.bucket_compliance, record=self.influx_lines, write_precision=WritePrecision.NS)
+        except Exception as exc:  # noqa: BLE001 - InfluxDB down or no token: keep the lines, retry later
+            self.metrics.errors.labels("influxdb", "write").inc()
+            event(log, "influx_write_failed", logging.WARNING, lines=len(self.influx_lines),
+                  error=f"{type(exc).__name__}: {str(exc)[:200]}", retry_in=self._influx_delay)
+            self._influx_retry_at = time.monotonic() + self._influx_delay
+            self._influx_delay = min(self._influx_delay * 2, 60.0)
+            return
+        self.influx_lines.clear()
+        self._influx_delay = 1.0
+
+    def _gauges(self) -> None:
+        states: dict[str, int] = {"pending": 0, "firing": 0, "resolved": 0, "cleared": 0}
+        for book in self.books.values():
+            for a in book.alerts.values():
+                states[a.state] = states.get(a.state, 0) + 1
+        for state, n in states.items():
+            self.metrics.open.labels(state).set(n)
+        self.metrics.outbox.set(len(self.outbox))
+        self.metrics.influx_backlog.set(len(self.influx_lines))
+        for tp in self.consumer.assignment():   # no blocking call here: a rebalance may be under way
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None and tp.partition in self.consumed:
+                self.metrics.lag.labels(str(tp.partition)).set(highwater - self.consumed[tp.partition])
+
+    def _shutdown(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close(autocommit=False)
+        if self.producer is not None:
+            self.producer.close(10)
+        self._write_influx()
+        self.mqtt.disconnect()  # a persistent session: no UNSUBSCRIBE, acks sent meanwhile wait for us
+        self.mqtt.loop_stop()
+        if self.http is not None:
+            self.http.close()
+        event(log, "router_stopped", outbox=len(self.outbox))

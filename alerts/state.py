@@ -1,19 +1,49 @@
 """Alert state: a breach is an event, an alert is state (DESIGN.md, Alerts).
 
-One alert per (rule, entity): pending -> firing -> resolved, with a `for` duration (event time),
-hysteresis (resolve only below `clear_below`), reminders every `repeat` while firing and not
-acknowledged, severity escalation when unacknowledged too long, acknowledgement (who, when, comment),
-and silences that mute notifications without changing state. Pure: wall time is passed in.
+One alert per (rule, entity): pending -> firing -> resolved, or pending -> cleared when a breach ends
+before its `for` duration; every transition is returned so the router persists it. Hysteresis
+(resolve only below `clear_below`), reminders every `repeat` while firing and unacknowledged (after
+an outage at most one catch-up reminder, saying how many were missed), severity escalation,
+acknowledgement (who, when, comment) and silences that mute notifications without changing state.
+Pure: wall time is passed in.
+
+Ids: `<8 hex of the key's Kafka partition hash><4 hex of its sha1>-<episode>`. The episode grows
+with every new pending alert of the key and is persisted, so ids are never reused; the hash lets
+anyone holding an id (CLI, field app, ack link) send the acknowledgement to the partition that owns
+the alert, in order with the observations of that alert.
 """
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from kafka.partitioner.default import murmur2
+
 SEVERITIES = ("info", "minor", "major", "critical")
 Kind = Literal["firing", "reminder", "escalated", "resolved", "acknowledged"]
+ID_PATTERN = re.compile(r"^([0-9a-f]{8})[0-9a-f]{4}-[1-9][0-9]{0,9}$")
+
+
+def key_hash(key: str) -> int:
+    """The hash Kafka's default partitioner gives the record key `key` (murmur2, positive)."""
+    return murmur2(key.encode()) & 0x7FFFFFFF
+
+
+def alert_id(key: str, episode: int) -> str:
+    """The id of episode `episode` of the alert with key `<rule>/<entity>`."""
+    return f"{key_hash(key):08x}{hashlib.sha1(key.encode()).hexdigest()[:4]}-{episode}"
+
+
+def id_partition(alert_id_: str, partitions: int) -> int:
+    """The alerts.events partition that owns alert `alert_id_` (where its observations arrive)."""
+    match = ID_PATTERN.match(alert_id_)
+    if match is None:
+        raise ValueError(f"{alert_id_!r} is not an alert id (like 1a2b3c4d5e6f-3): copy it from the "
+                         "notification or `smartcity alerts list`")
+    return int(match.group(1), 16) % partitions
 
 
 @dataclass(frozen=True)
@@ -23,7 +53,7 @@ class RulePolicy:
     for_s: float = 0.0                # breach must last this long (event time) before firing
     clear_below: float | None = None  # resolve only when the value drops below this (None: when not breached)
     repeat_s: float = 3600.0          # reminder interval while firing and unacknowledged (wall time)
-    escalate_after_s: float | None = None  # raise severity one step when unacknowledged this long
+    escalate_after_s: float | None = None  # raise severity one step per this long unacknowledged
 
 
 @dataclass
@@ -35,7 +65,7 @@ class Alert:
     domain: str
     site: str
     severity: str
-    state: str                       # pending | firing | resolved
+    state: str                       # pending | firing | resolved | cleared (pending that recovered)
     value: float
     threshold: float
     since: int                       # event time (ns) of the first breach of this episode
@@ -44,8 +74,11 @@ class Alert:
     title_zh: str = ""
     target: str = ""
     episode: int = 1
+    seq: int = 0                     # notifications made for this key so far (idempotency keys)
+    offset: int = -1                 # alerts.events offset of the last record applied (replay guard)
     fired_at: float | None = None    # wall time (s)
     last_notified: float | None = None
+    missed_reminders: int = 0        # reminders skipped (router down) before the latest one
     escalations: int = 0
     acked_by: str | None = None
     acked_at: float | None = None
@@ -59,8 +92,12 @@ class Alert:
 
     @property
     def id(self) -> str:
-        """Short stable id of this alert episode (what `smartcity alerts ack ID` takes)."""
-        return hashlib.sha1(f"{self.key}#{self.episode}".encode()).hexdigest()[:10]
+        """Id of this alert episode (what `smartcity alerts ack ID` takes)."""
+        return alert_id(self.key, self.episode)
+
+    @property
+    def open(self) -> bool:
+        return self.state == "firing"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "id": self.id, "key": self.key}
@@ -72,10 +109,19 @@ class Alert:
 
 @dataclass(frozen=True)
 class Notification:
-    """Something to tell subscribers about one alert."""
+    """Something to tell subscribers about one alert; `key` (alert id, transition, sequence) is the
+    idempotency key every channel carries, so that subscribers can drop duplicates."""
 
     kind: Kind
     alert: dict[str, Any]
+    key: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "alert": self.alert, "key": self.key}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Notification":
+        return cls(d["kind"], d["alert"], d["key"])
 
 
 @dataclass
@@ -97,9 +143,12 @@ class Silence:
         return all(fnmatch.fnmatchcase(str(labels.get(k, "")), v) for k, v in self.matchers.items())
 
 
+Change = tuple[Alert | None, list[Notification]]
+
+
 @dataclass
 class AlertBook:
-    """All alerts and silences, and the transitions; returns what to notify."""
+    """The alerts and silences of one partition, and the transitions; returns what to persist and notify."""
 
     policies: dict[str, RulePolicy] = field(default_factory=dict)
     alerts: dict[str, Alert] = field(default_factory=dict)
@@ -108,7 +157,7 @@ class AlertBook:
     def policy(self, rule: str) -> RulePolicy:
         return self.policies.get(rule) or self.policies.get("*") or RulePolicy()
 
-    def observe(self, obs: dict[str, Any], now: float) -> tuple[Alert | None, list[Notification]]:
+    def observe(self, obs: dict[str, Any], now: float) -> Change:
         """Apply one rule observation (processors' `alerts.events` record); returns the changed alert."""
         key = f"{obs['rule']}/{obs['entity']}"
         alert = self.alerts.get(key)
@@ -116,58 +165,66 @@ class AlertBook:
         ts, breach, value = int(obs["ts"]), bool(obs["breach"]), float(obs["value"])
         if alert is not None and ts < alert.last_ts:
             return None, []  # older than what we know: a late copy of a superseded window
-        if alert is None or alert.state == "resolved":
+        if alert is None or alert.state in ("resolved", "cleared"):
             if not breach:
                 return None, []
-            episode = alert.episode + 1 if alert else 1
             alert = Alert(obs["rule"], obs["entity"], obs["domain"], obs["site"], obs["severity"], "pending",
                           value, float(obs["threshold"]), ts, ts, obs.get("title_en", ""), obs.get("title_zh", ""),
-                          obs.get("target", ""), episode=episode)
+                          obs.get("target", ""), episode=alert.episode + 1 if alert else 1,
+                          seq=alert.seq if alert else 0, offset=alert.offset if alert else -1)
             self.alerts[key] = alert
         alert.value, alert.last_ts = value, ts
         if alert.state == "pending":
             if not breach:
-                del self.alerts[key]
-                return None, []
+                alert.state = "cleared"   # persisted, so the next breach waits `for` again, with a new id
+                return alert, []
             if ts - alert.since >= pol.for_s * 1e9:
                 alert.state, alert.fired_at, alert.last_notified = "firing", now, now
                 return alert, self._notify("firing", alert, now)
             return alert, []
-        # firing
-        clear = pol.clear_below if pol.clear_below is not None else None
-        cleared = (value < clear) if clear is not None else not breach
+        cleared = value < pol.clear_below if pol.clear_below is not None else not breach
         if cleared:
             alert.state, alert.resolved_at = "resolved", now
             return alert, self._notify("resolved", alert, now)
         return alert, []
 
-    def tick(self, now: float) -> list[tuple[Alert, list[Notification]]]:
-        """Wall-clock duties: reminders and escalations of firing, unacknowledged alerts."""
-        changed = []
+    def tick(self, now: float) -> list[Change]:
+        """Wall-clock duties of firing, unacknowledged alerts: escalation, else a reminder when one is
+        due. However long the router was away, one notification catches up (with the count missed)."""
+        changed: list[Change] = []
         for alert in self.alerts.values():
             if alert.state != "firing" or alert.acked_at is not None or alert.fired_at is None:
                 continue
             pol = self.policy(alert.rule)
-            if pol.escalate_after_s and now - alert.fired_at >= pol.escalate_after_s * (alert.escalations + 1):
-                alert.escalations += 1
-                level = min(SEVERITIES.index(alert.severity) + 1, len(SEVERITIES) - 1)
-                alert.severity = SEVERITIES[level]
-                alert.last_notified = now
+            due = int((now - alert.fired_at) // pol.escalate_after_s) if pol.escalate_after_s else 0
+            if due > alert.escalations:
+                level = min(SEVERITIES.index(alert.severity) + due - alert.escalations, len(SEVERITIES) - 1)
+                alert.escalations, alert.severity, alert.last_notified = due, SEVERITIES[level], now
                 changed.append((alert, self._notify("escalated", alert, now)))
-            elif now - (alert.last_notified or alert.fired_at) >= pol.repeat_s:
-                alert.last_notified = (alert.last_notified or alert.fired_at) + pol.repeat_s
+                continue
+            last = alert.last_notified or alert.fired_at
+            if now - last >= pol.repeat_s:
+                intervals = int((now - last) // pol.repeat_s)
+                alert.missed_reminders = intervals - 1
+                alert.last_notified = last + intervals * pol.repeat_s
                 changed.append((alert, self._notify("reminder", alert, now)))
         return changed
 
-    def acknowledge(self, alert_id: str, by: str, comment: str, now: float) -> tuple[Alert | None, list[Notification]]:
-        """Acknowledge (or annotate a resolved) alert by id; no reminders after this."""
-        alert = next((a for a in self.alerts.values() if a.id == alert_id), None)
-        if alert is None:
+    def find(self, alert_id_: str) -> Alert | None:
+        return next((a for a in self.alerts.values() if a.id == alert_id_), None)
+
+    def acknowledge(self, alert_id_: str, by: str, comment: str, at: float) -> Change:
+        """Acknowledge (or annotate a resolved) alert by id; no reminders after this. Repeating the same
+        acknowledgement (several intakes forwarded it) changes nothing."""
+        alert = self.find(alert_id_)
+        if alert is None or (alert.acked_by == by and alert.ack_comment == comment):
             return None, []
         if alert.state == "resolved":
             alert.resolve_note = comment
-        alert.acked_by, alert.acked_at, alert.ack_comment = by, now, comment
-        return alert, self._notify("acknowledged", alert, now)
+        if alert.acked_at is None:
+            alert.acked_at = at   # time to acknowledge counts from the first acknowledgement
+        alert.acked_by, alert.ack_comment = by, comment
+        return alert, self._notify("acknowledged", alert, at)
 
     def silence(self, silence: Silence) -> None:
         self.silences[silence.id] = silence
@@ -175,4 +232,5 @@ class AlertBook:
     def _notify(self, kind: Kind, alert: Alert, now: float) -> list[Notification]:
         if any(s.mutes(alert, now) for s in self.silences.values()):
             return []
-        return [Notification(kind, alert.to_dict())]
+        alert.seq += 1
+        return [Notification(kind, alert.to_dict(), f"{alert.id}:{kind}:{alert.seq}")]

@@ -5,15 +5,16 @@ import json
 import sys
 from pathlib import Path
 
-from dashboards import pipeline, wall
+from dashboards import alertloop, pipeline, wall
 from dashboards.builder import Dashboard
 
 OUT = Path(__file__).with_name("json")
 
 
 def all_dashboards() -> list[Dashboard]:
-    """The city wall, one dashboard per domain, and pipeline health."""
-    return [wall.dashboard(), *(m.dashboard() for m in wall.domain_modules()), pipeline.dashboard()]
+    """The city wall, one dashboard per domain, pipeline health and the alert loop."""
+    return [wall.dashboard(), *(m.dashboard() for m in wall.domain_modules()), pipeline.dashboard(),
+            alertloop.dashboard()]
 
 
 def render(d: Dashboard) -> str:

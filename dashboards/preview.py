@@ -16,6 +16,7 @@ logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # CJK font
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
+from dashboards import alertloop  # noqa: E402
 from infra.clients import influx_client  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 
@@ -115,10 +116,7 @@ def render(path: Path, settings: Settings) -> tuple[list[Tile], int, bool]:
         for side in ax.spines.values():
             side.set_visible(False)
         if tile is None:
-            ax.set_facecolor("#8B0000" if firing else "#1E5631")
-            ax.text(0.5, 0.62, str(firing), ha="center", va="center", fontsize=64, color="white", transform=ax.transAxes)
-            ax.text(0.5, 0.2, ("当前告警 " if font else "") + "Firing alerts", ha="center", fontsize=20,
-                    color="white", transform=ax.transAxes)
+            alertloop.draw(ax, firing, alertloop.loop_stats(settings), font is not None)
             continue
         ok = tile.meets
         ax.set_facecolor({True: "#1E5631", False: "#8B0000", None: "#3A3A3A"}[ok])

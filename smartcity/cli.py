@@ -313,41 +313,59 @@ def demo(
     raise typer.Exit(run_demo(get_settings(), sensors=sensors, interval=interval))
 
 
-DEFAULT_ALERTS = Path(__file__).resolve().parents[1] / "deploy" / "config" / "alerts.toml"
-
-
 @alerts_app.command("serve")
 def alerts_serve(
-    config: Path = typer.Option(DEFAULT_ALERTS, help="rule policies and subscribers (TOML)"),
-    group: str = typer.Option("alert-router", help="Kafka consumer group"),
+    config: Optional[Path] = typer.Option(None, help="rule policies and subscribers (TOML); default "
+                                          "$SMARTCITY_ALERTS_CONFIG or ./deploy/config/alerts.toml"),
+    check_config: bool = typer.Option(False, "--check-config", help="validate the config, say what to fix, exit"),
+    group: str = typer.Option("alert-router", help="Kafka consumer group: routers in one group share the alerts"),
+    instance: str = typer.Option("1", help="this router's name in the group; keep it stable (it names the "
+                                 "MQTT session that holds field acks while the router is down)"),
+    http_port: int = typer.Option(9311, help="port of the acknowledge links (/ack) and Prometheus (/metrics); 0: off"),
+    http_host: str = typer.Option("127.0.0.1", help="address the HTTP port listens on"),
+    session_expiry: int = typer.Option(7 * 24 * 3600, min=1, help="seconds the broker keeps field acks for a "
+                                       "router that is down"),
     log_level: str = typer.Option("INFO"),
 ) -> None:
     """Turn rule observations into alerts and notify subscribers (MQTT, webhook, e-mail).
 
-    State (alerts, acknowledgements, silences) lives in the compacted Kafka topic alerts.state and
-    survives restarts. SIGTERM stops cleanly.
+    State (alerts, acknowledgements, silences, undelivered notifications) lives in the compacted Kafka
+    topic alerts.state and survives restarts; several routers with the same --group share the alerts
+    by partition (give each its own --instance and --http-port). A subscriber that cannot be served
+    is reported and skipped; Kafka, InfluxDB or Mosquitto outages are waited out. SIGTERM stops cleanly.
     """
-    from alerts.router import AlertConfig, AlertRouter
+    from alerts.router import AlertConfig, AlertRouter, default_config_path
     from infra import logs
     from infra.settings import get_settings
 
     logs.setup(log_level)
+    path = config or default_config_path()
     try:
-        router = AlertRouter(get_settings(), AlertConfig.load(config), group=group)
+        cfg = AlertConfig.load(path)
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        hint = "" if path.is_file() else (" (run from the repository root, pass --config FILE or set "
+                                          "SMARTCITY_ALERTS_CONFIG)")
+        typer.echo(f"error: {exc}{hint}", err=True)
         raise typer.Exit(2)
+    if check_config:
+        problems = cfg.problems()
+        for problem in problems:
+            typer.echo(f"problem: {problem}")
+        served = [s.name for s in cfg.subscriber if not s.problems()]
+        typer.echo(f"{path}: {len(cfg.subscriber)} subscribers, {len(served)} can be served "
+                   f"({', '.join(served) or 'none'}); {len(cfg.rules)} rule policies; "
+                   f"{'OK' if not problems else f'{len(problems)} problem(s)'}")
+        raise typer.Exit(1 if problems else 0)
+    router = AlertRouter(get_settings(), cfg, group=group, instance=instance, http_host=http_host,
+                         http_port=http_port, session_expiry=session_expiry)
     _run_until_signalled(router)
 
 
-def _command(key: str, body: dict) -> None:
+def _producer():  # noqa: ANN202
     from infra.clients import kafka_producer
     from infra.settings import get_settings
 
-    settings = get_settings()
-    producer = kafka_producer(settings)
-    producer.send(settings.kafka.alerts_topic, key=key.encode(), value=json.dumps(body, ensure_ascii=False).encode()).get(30)
-    producer.close()
+    return get_settings(), kafka_producer(get_settings())
 
 
 @alerts_app.command("ack")
@@ -356,8 +374,24 @@ def alerts_ack(
     by: str = typer.Option(..., "--by", help="who acknowledges"),
     comment: str = typer.Option("", "--comment", help="what is being done, or how it was resolved"),
 ) -> None:
-    """Acknowledge an alert (no more reminders) or add a resolution note to a resolved one."""
-    _command(f"ack/{alert_id}", {"type": "ack", "id": alert_id, "by": by, "comment": comment})
+    """Acknowledge an alert (no more reminders) or add a resolution note to a resolved one.
+
+    The acknowledgement goes to the router that owns the alert, in order with its observations; a
+    router that is down applies it when it is back.
+    """
+    from alerts.router import send_ack
+    from alerts.state import id_partition
+
+    try:
+        id_partition(alert_id, 1)   # the id's format, before connecting to anything
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    settings, producer = _producer()
+    try:
+        send_ack(producer, settings, alert_id, by, comment, "cli")
+    finally:
+        producer.close()
     typer.echo(f"acknowledgement of {alert_id} by {by} sent")
 
 
@@ -372,6 +406,9 @@ def alerts_silence(
     import time as _time
     import uuid as _uuid
 
+    from alerts.router import send_silence
+    from alerts.state import Silence
+
     matchers = {}
     for m in match:
         label, sep, pattern = m.partition("=")
@@ -380,26 +417,28 @@ def alerts_silence(
             raise typer.Exit(2)
         matchers[label] = pattern
     now = _time.time()
-    sid = _uuid.uuid4().hex[:8]
-    _command(f"silence/{sid}", {"type": "silence", "id": sid, "matchers": matchers, "start": now,
-                                "end": now + _duration(duration), "by": by, "comment": comment})
-    typer.echo(f"silence {sid} sent: {matchers} for {duration}")
+    silence = Silence(_uuid.uuid4().hex[:8], matchers, now, now + _duration(duration), by, comment)
+    settings, producer = _producer()
+    try:
+        send_silence(producer, settings, silence)
+    finally:
+        producer.close()
+    typer.echo(f"silence {silence.id} sent: {matchers} for {duration}")
 
 
 @alerts_app.command("list")
 def alerts_list(
-    state: Optional[str] = typer.Option(None, help="pending, firing or resolved"),
+    state: Optional[str] = typer.Option(None, help="pending, firing, resolved or cleared"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table"),
 ) -> None:
-    """Alerts as the router last saved them (from the compacted alerts.state topic)."""
+    """Alerts as the routers last saved them (from the compacted alerts.state topic)."""
     from rich.console import Console
     from rich.table import Table
 
-    from alerts.router import read_state
+    from alerts.router import alerts_in, read_state
     from infra.settings import get_settings
 
-    alerts = [a for k, a in read_state(get_settings()).items()
-              if "/" in k and not k.startswith("silence/") and (state is None or a["state"] == state)]
+    alerts = [a for a in alerts_in(read_state(get_settings())) if state is None or a["state"] == state]
     if as_json:
         for a in alerts:
             typer.echo(json.dumps(a, ensure_ascii=False))

@@ -1,26 +1,31 @@
 """The city demo: a simulated day of Laoshan through the real pipeline, then what arrived where.
 
-Starts a bridge, a processor and the alert router (logs in .stack/logs/), publishes yesterday (local
-time) for all five domains, waits until the processors have committed every record, prints per domain
-what was sent, what Kafka and InfluxDB hold, and the plan indicators against their targets, renders
-the city wall to .stack/wall.png; then stops the three processes.
+Starts a bridge, a processor and the alert router under supervision (logs in .stack/logs/), with a
+webhook receiver, an SMTP sink and an MQTT subscriber of its own; publishes yesterday (local time) for
+all five domains, waits until the processors have committed every record, closes the alert loop
+(sensors fall silent, offline alerts fire, are acknowledged and resolve: smartcity/demoloop.py),
+prints per domain what was sent, what Kafka and InfluxDB hold, the plan indicators against their
+targets and the alert deliveries with MTTA / MTTR, renders the city wall to .stack/wall.png; then
+stops the three processes.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
+from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from infra.clients import influx_client
-from infra.settings import REPO_ROOT, Settings, stack_dir
+from infra.settings import Settings, stack_dir
 from simulators.engine import MODELS, SimOptions, Simulation
 from simulators.publisher import Publisher
+from smartcity.demoloop import Receivers, Supervisor, close_the_loop, free_port, report_loop, router_env
 
 LOCAL = 8 * 3600
+STALE_AFTER = 15.0   # seconds of silence before the demo's processor reports a sensor offline
+READY = {"demo-bridge": "event=mqtt_connected", "demo-alerts": "event=partitions_assigned"}   # before publishing
 
 
 def _end_offsets(settings: Settings, topics: list[str], per_partition: bool = False) -> dict:
@@ -81,13 +86,10 @@ def run_demo(settings: Settings, sensors: int = 10, interval: int = 300, console
     topics = [settings.kafka.telemetry_topic(d) for d in domains] + [settings.kafka.deadletter_topic,
                                                                       settings.kafka.alerts_topic]
     before = _end_offsets(settings, topics)
-    procs = [subprocess.Popen([sys.executable, "-m", "smartcity.cli", *args], cwd=REPO_ROOT,
-                              stdout=open(logs / f"{name}.log", "ab"), stderr=subprocess.STDOUT)
-             for name, args in (("demo-bridge", ["bridge", "--client-id", "demo-bridge", "--metrics-port", "0"]),
-                                ("demo-processor", ["process", "--group", "demo-processors"]),
-                                ("demo-alerts", ["alerts", "serve", "--group", "demo-alerts"]))]
+    receivers = Receivers(settings)
+    supervisor = start_children(console, logs, receivers)
     try:
-        time.sleep(3)
+        supervisor.wait_ready(READY)
         options = SimOptions(domains=domains, sensors=sensors, ticks=86400 // interval, interval=interval, rate=0,
                              seed=2026, start_ns=start * 10**9, faults={"spike": 0.002, "malformed": 0.002})
         console.print(f"[bold]simulating[/bold] {time.strftime('%Y-%m-%d', time.gmtime(start + LOCAL))} (local) for "
@@ -110,11 +112,10 @@ def run_demo(settings: Settings, sensors: int = 10, interval: int = 300, console
                     break
                 status.update(f"waiting until the processors have committed every record ({lag:,} to go)")
                 time.sleep(2)
+        loop = close_the_loop(settings, console, receivers, domains, sensors, STALE_AFTER)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(60)
+        down = supervisor.stop()
+        receivers.close()
     after = _end_offsets(settings, topics)
     stored = _raw_counts(settings, start, stop)
     table = Table(title="what arrived where")
@@ -142,5 +143,18 @@ def run_demo(settings: Settings, sensors: int = 10, interval: int = 300, console
     complete = sum(stored.values()) >= valid
     console.print("[green]every valid reading reached InfluxDB[/green]" if complete else
                   f"[red]only {sum(stored.values()):,} of {valid:,} readings reached InfluxDB; see {logs}[/red]")
+    loop_closed = report_loop(console, settings, receivers, loop, supervisor, down)
     console.print(f"logs: {logs}  |  stack: smartcity stack status  |  stop: make stop")
-    return 0 if complete else 1
+    return 0 if complete and loop_closed else 1
+
+
+def start_children(console: Console, logs: Path, receivers: Receivers) -> Supervisor:
+    """The bridge, a processor (short stale timer, so the loop can close) and the alert router with the
+    demo's own receivers, under supervision."""
+    port = free_port()
+    supervisor = Supervisor(console, logs, router_env(receivers))
+    supervisor.start("demo-bridge", ["bridge", "--client-id", "demo-bridge", "--metrics-port", "0"])
+    supervisor.start("demo-processor", ["process", "--group", "demo-processors", "--stale-after", str(STALE_AFTER)])
+    supervisor.start("demo-alerts", ["alerts", "serve", "--config", str(receivers.config(logs / "demo-alerts.toml", port)),
+                                     "--group", "demo-alerts", "--instance", "demo", "--http-port", str(port)])
+    return supervisor

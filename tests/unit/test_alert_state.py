@@ -1,7 +1,10 @@
 """The alert state machine: one alert per (rule, entity), with for, hysteresis, reminders, ack, silences."""
 from __future__ import annotations
 
-from alerts.state import AlertBook, RulePolicy, Silence
+import pytest
+from kafka.partitioner.default import DefaultPartitioner, murmur2
+
+from alerts.state import Alert, AlertBook, RulePolicy, Silence, alert_id, id_partition
 
 S = 10**9
 
@@ -25,14 +28,76 @@ def test_breach_fires_once_and_resolves_below_the_hysteresis_level() -> None:
     assert kinds(book.observe(obs(60, 10800), now=3)) == ["resolved"]
 
 
-def test_for_duration_keeps_a_short_breach_pending() -> None:
+def test_for_duration_keeps_a_short_breach_pending_and_its_recovery_is_a_persisted_transition() -> None:
     book = AlertBook({"air.pm25_daily": RulePolicy(for_s=7200)})
-    assert kinds(book.observe(obs(90, 0), now=0)) == []
-    assert book.alerts["air.pm25_daily/st1"].state == "pending"
-    assert kinds(book.observe(obs(50, 3600), now=1)) == []          # recovered before `for`: forgotten
-    assert "air.pm25_daily/st1" not in book.alerts
-    book.observe(obs(90, 10000), now=2)
-    assert kinds(book.observe(obs(91, 17200), now=3)) == ["firing"]
+    pending, notes = book.observe(obs(90, 0), now=0)
+    assert notes == [] and pending.state == "pending"
+    cleared, notes = book.observe(obs(50, 3600), now=1)             # recovered before `for`
+    assert notes == [] and cleared is pending and cleared.state == "cleared"   # returned: the router saves it
+    restarted = AlertBook(book.policies, {k: Alert.from_dict(a.to_dict()) for k, a in book.alerts.items()})
+    assert kinds(restarted.observe(obs(90, 10000), now=2)) == []   # a single breach after a restart waits `for`
+    fired, notes = restarted.observe(obs(91, 17200), now=3)
+    assert [n.kind for n in notes] == ["firing"] and fired.id != pending.id and fired.episode == 2
+
+
+def test_ten_hours_away_give_one_reminder_that_says_how_many_were_missed() -> None:
+    book = AlertBook({"*": RulePolicy(repeat_s=3600)})
+    alert, _ = book.observe(obs(90, 0), now=0)
+    (changed, notes), = book.tick(10 * 3600 + 5)
+    assert [n.kind for n in notes] == ["reminder"] and notes[0].alert["missed_reminders"] == 9
+    assert book.tick(10 * 3600 + 6) == [] and book.tick(10 * 3600 + 60) == []
+    assert [n[0].kind for _, n in book.tick(11 * 3600)] == ["reminder"]   # the cadence goes on from the fire time
+
+
+def test_escalation_after_a_long_outage_is_one_notification() -> None:
+    book = AlertBook({"*": RulePolicy(repeat_s=600, escalate_after_s=3600)})
+    alert, _ = book.observe(obs(90, 0), now=0)
+    alert.severity = "minor"
+    (changed, notes), = book.tick(5 * 3600)
+    assert [n.kind for n in notes] == ["escalated"] and changed.severity == "critical"
+    assert book.tick(5 * 3600 + 1) == []
+
+
+def test_every_notification_has_its_own_idempotency_key_from_id_kind_and_sequence() -> None:
+    book = AlertBook({"*": RulePolicy(repeat_s=60)})
+    alert, (fired,) = book.observe(obs(90, 0), now=0)
+    (_, (reminder,)), = book.tick(60)
+    _, (acked,) = book.acknowledge(alert.id, "li", "on it", at=70)
+    assert [fired.key, reminder.key, acked.key] == [f"{alert.id}:firing:1", f"{alert.id}:reminder:2",
+                                                     f"{alert.id}:acknowledged:3"]
+
+
+def test_the_same_acknowledgement_twice_changes_nothing_and_keeps_the_first_time() -> None:
+    book = AlertBook({"*": RulePolicy()})
+    alert, _ = book.observe(obs(90, 0), now=0)
+    assert kinds(book.acknowledge(alert.id, "li", "on it", at=10)) == ["acknowledged"]
+    assert book.acknowledge(alert.id, "li", "on it", at=20) == (None, [])   # forwarded by two routers
+    assert kinds(book.acknowledge(alert.id, "li", "fixed the pump", at=30)) == ["acknowledged"]
+    assert alert.acked_at == 10 and alert.ack_comment == "fixed the pump"
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 6, 12])
+def test_an_alert_id_names_the_partition_kafka_gives_the_alerts_observations(partitions: int) -> None:
+    class Cluster:
+        def topics(self) -> set:
+            return {"t"}
+
+        def partitions_for_topic(self, topic: str) -> set:
+            return set(range(partitions))
+
+        def available_partitions_for_topic(self, topic: str) -> set:
+            return set(range(partitions))
+
+    for entity in ("st1", "laoshan-pm-07", "湾区-3", "x" * 80):
+        key = f"air.pm25_daily/{entity}"
+        expected = DefaultPartitioner().partition("t", key, key.encode(), None, None, Cluster())
+        assert id_partition(alert_id(key, 7), partitions) == expected == (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "1a2b3c4d5e6f", "1a2b3c4d5e6f-0", "1A2B3C4D5E6F-1", "../x-1", "1a2b3c4d5e6f-1/x"])
+def test_a_malformed_alert_id_is_rejected_with_what_to_do(bad: str) -> None:
+    with pytest.raises(ValueError, match="copy it from the notification"):
+        id_partition(bad, 3)
 
 
 def test_reminders_repeat_until_acknowledged() -> None:
@@ -41,7 +106,7 @@ def test_reminders_repeat_until_acknowledged() -> None:
     assert [kinds(([], n)) for _, n in book.tick(1059)] == []
     assert [n[0].kind for _, n in book.tick(1060)] == ["reminder"]
     assert [n[0].kind for _, n in book.tick(1121)] == ["reminder"]
-    assert kinds(book.acknowledge(alert.id, "li.wei", "crew dispatched", now=1130)) == ["acknowledged"]
+    assert kinds(book.acknowledge(alert.id, "li.wei", "crew dispatched", at=1130)) == ["acknowledged"]
     assert book.tick(5000) == []
     assert alert.acked_by == "li.wei" and alert.ack_comment == "crew dispatched"
 
