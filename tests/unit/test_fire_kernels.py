@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from processors.fire import danger_level, fwi_daily
 
+AT = 1_790_000_000 * 10**9  # a UTC ns timestamp (2026-09-21), for the entry in force
+
 TABLE = np.loadtxt(Path(__file__).parents[1] / "fixtures" / "fwi_vanwagner_pickett_1985.txt", skiprows=4)
 MONTH, _, TEMP, RH, WIND, RAIN = TABLE[:, :6].T
 EXPECTED = dict(zip(["ffmc", "dmc", "dc", "isi", "bui", "fwi"], TABLE[:, 6:].T))
@@ -38,7 +40,7 @@ def test_codes_carry_from_one_call_to_the_next() -> None:
 
 
 def test_danger_levels_follow_the_cut_points() -> None:
-    assert danger_level(np.array([0, 4.9, 5, 9.9, 10, 19.9, 20, 29.9, 30, 80])).tolist() == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert danger_level(np.array([0, 4.9, 5, 9.9, 10, 19.9, 20, 29.9, 30, 80]), at=AT).tolist() == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
 
 
 @given(st.floats(-10, 40), st.floats(5, 100), st.floats(0, 60), st.floats(0, 50), st.integers(1, 12))
