@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from infra.settings import REPO_ROOT, Settings
+from schemas.registry import domains
 
 NATIVE = REPO_ROOT / "deploy" / "native"
 TOPICS_FILE = REPO_ROOT / "deploy" / "config" / "topics.txt"
@@ -31,15 +33,25 @@ def ensure_stack_up() -> str:
 
 
 def topic_specs(path: Path = TOPICS_FILE) -> list[tuple[str, int, dict[str, str]]]:
-    """The (name, partitions, configs) rows of deploy/config/topics.txt."""
+    """The (name, partitions, configs) rows of deploy/config/topics.txt, with a `{domain}` row expanded
+    once per registered domain (`{partitions}`: the domain's own count), so topics follow the registry."""
     specs = []
     for line in path.read_text().splitlines():
         fields = line.split("#", 1)[0].split()
         if not fields:
             continue
         configs = dict(f.split("=", 1) for f in fields[2:])
-        specs.append((fields[0], int(fields[1]), configs))
+        if "{domain}" in fields[0]:
+            specs += [(fields[0].format(domain=d.name), int(fields[1].format(partitions=d.partitions)), configs)
+                      for d in domains().values()]
+        else:
+            specs.append((fields[0], int(fields[1]), configs))
     return specs
+
+
+def device_accounts() -> list[str]:
+    """MQTT device accounts: one per domain (the ACL's `city/%u/...` patterns give each its own topics)."""
+    return list(domains())
 
 
 def create_topics(settings: Settings, prefix: str | None = None) -> list[str]:
@@ -68,3 +80,21 @@ def delete_topics(settings: Settings, names: list[str]) -> None:
         admin.delete_topics(names, timeout_ms=30_000)
     finally:
         admin.close()
+
+
+def main(argv: list[str]) -> int:
+    """For the deploy scripts: `python -m infra.stack topics` prints `name partitions config=value...`
+    per topic; `python -m infra.stack accounts` prints the device accounts, one per line."""
+    if argv == ["topics"]:
+        print("\n".join(" ".join([name, str(parts), *(f"{k}={v}" for k, v in cfg.items())])
+                        for name, parts, cfg in topic_specs()))
+    elif argv == ["accounts"]:
+        print("\n".join(device_accounts()))
+    else:
+        print("usage: python -m infra.stack {topics|accounts}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -19,5 +19,5 @@ class AirValues(DomainValues):
 
 DOMAIN = Domain(
     name="air", title="Air quality", title_zh="空气质量", values=AirValues,
-    standard="HJ 633-2012 (AQI), GB 3095-2012 (limits)",
+    standard="HJ 633-2012 (AQI), GB 3095-2012 (limits)", partitions=6,
 )

@@ -24,5 +24,5 @@ class GarbageValues(DomainValues):
 
 DOMAIN = Domain(
     name="garbage", title="Garbage sorting", title_zh="垃圾分类", values=GarbageValues,
-    standard="GB/T 19095-2019 (categories); plan l.273 (rates)",
+    standard="GB/T 19095-2019 (categories); plan l.273 (rates)", partitions=6,
 )

@@ -37,5 +37,5 @@ class ParkingValues(DomainValues):
 
 DOMAIN = Domain(
     name="parking", title="Parking occupancy", title_zh="停车泊位", values=ParkingValues,
-    standard="plan l.163/l.192; occupancy bands from SFpark/Shoup practice",
+    standard="plan l.163/l.192; occupancy bands from SFpark/Shoup practice", partitions=6,
 )

@@ -48,6 +48,7 @@ class Domain:
     title_zh: str
     values: type[DomainValues]
     standard: str
+    partitions: int = 3   # of its Kafka topic telemetry.<name>: the parallelism of its processors
 
     @property
     def fields(self) -> list[str]:

@@ -19,16 +19,12 @@ from typing import Callable, Protocol
 import numpy as np
 
 from schemas import domain as get_domain
-from simulators.air import AirModel
 from simulators.base import Model, Sensors
 from simulators.faults import FAULTS, FaultInjector
-from simulators.fire import FireModel
 from simulators.formats import encode
-from simulators.garbage import GarbageModel
-from simulators.parking import ParkingModel
-from simulators.seawater import SeawaterModel
+from simulators.registry import models
 
-MODELS: dict[str, type[Model]] = {m.domain: m for m in (AirModel, SeawaterModel, ParkingModel, FireModel, GarbageModel)}
+MODELS: dict[str, type[Model]] = models()  # every domain's generator, discovered (simulators/registry.py)
 LATE_BY_TICKS = 3  # a late message goes out after the sensor's next readings: out of order
 
 

@@ -385,6 +385,18 @@ def alerts_list(
     Console().print(table)
 
 
+@app.command()
+def docs(check: bool = typer.Option(False, "--check", help="only report (exit 1) whether docs/domains is stale")) -> None:
+    """Write docs/domains/<domain>.md from each domain's plug-ins: schema, what it writes, indicators,
+    alert rules and the plan entries it is judged by (commit the result)."""
+    from smartcity.domaindocs import write
+
+    stale = write(check)
+    if check and stale:
+        typer.echo(f"stale: {', '.join(p.name for p in stale)}; run smartcity docs", err=True)
+        raise typer.Exit(1)
+
+
 @dashboards_app.command("generate")
 def dashboards_generate(check: bool = typer.Option(False, "--check", help="only report whether the JSON is stale")) -> None:
     """Write dashboards/json/*.json from the Python definitions (commit the result)."""

@@ -7,7 +7,8 @@ mkdir -p "$cfg/certs" "$cfg/data"
 cat /deploy/compose/mosquitto-listeners.conf /deploy/config/mosquitto/mosquitto.conf > "$cfg/mosquitto.conf"
 cp /deploy/config/mosquitto/acl "$cfg/acl"
 : > "$cfg/passwd"
-for user in bridge router subscriber field lorawan air seawater parking fire garbage; do
+# device accounts: one per domain plug-in, listed by the compose `registry` job
+for user in bridge router subscriber field lorawan $(cat /registry/accounts); do
   mosquitto_passwd -b "$cfg/passwd" "$user" "${MQTT_PASSWORD:?set MQTT_PASSWORD in .env}"
 done
 if [ ! -s "$cfg/certs/server.crt" ]; then

@@ -51,7 +51,9 @@ broker_ready() {
 topics() {
   local existing
   existing="$(kjava org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list 2>/dev/null)"
-  grep -v '^#' "$CONFIG_DIR/topics.txt" | while read -r name parts cfgs; do
+  local specs
+  specs="$(registry topics)"
+  while read -r name parts cfgs; do
     [ -n "$name" ] || continue
     grep -qx "$name" <<<"$existing" && continue
     local extra=()
@@ -60,7 +62,7 @@ topics() {
       --if-not-exists --topic "$name" --partitions "$parts" --replication-factor 1 "${extra[@]}" >/dev/null \
       || die "could not create topic $name"
     log "created topic $name ($parts partitions)"
-  done
+  done <<<"$specs"
 }
 
 start() {

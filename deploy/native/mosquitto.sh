@@ -8,9 +8,9 @@ source "$(dirname "$0")/lib.sh"
 DIR="$STACK_DIR/mosquitto"
 PIDFILE="$DIR/mosquitto.pid"
 LOGFILE="$DIR/mosquitto.log"
-# Accounts the ACL knows; device accounts are named after the domains they publish for.
-DOMAINS="${SMARTCITY_DOMAINS:-air seawater parking fire garbage}"
-ACCOUNTS="bridge router subscriber field lorawan $DOMAINS"
+# Accounts the ACL knows; device accounts are named after the domains they publish for, one per
+# domain plug-in (from the registry, resolved when the passwords are written).
+SERVICE_ACCOUNTS="bridge router subscriber field lorawan"
 
 install() {
   if command -v mosquitto >/dev/null && command -v mosquitto_passwd >/dev/null; then return 0; fi
@@ -45,7 +45,9 @@ configure() {
   certs
   # Passwords: one generated secret per account, kept in .stack/secrets/mqtt-<user>.
   : > "$DIR/passwd.new"
-  for u in $ACCOUNTS; do mosquitto_passwd -b "$DIR/passwd.new" "$u" "$(secret "mqtt-$u")"; done
+  local devices
+  devices="$(registry accounts)"
+  for u in $SERVICE_ACCOUNTS $devices; do mosquitto_passwd -b "$DIR/passwd.new" "$u" "$(secret "mqtt-$u")"; done
   mv "$DIR/passwd.new" "$DIR/passwd"
   cp "$CONFIG_DIR/mosquitto/acl" "$DIR/acl"
   {

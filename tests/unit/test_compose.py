@@ -36,3 +36,23 @@ def test_compose_secrets_come_from_the_environment_not_the_file() -> None:
     text = (DEPLOY / "docker-compose.yml").read_text()
     assert "${MQTT_PASSWORD:?" in text and "${INFLUX_TOKEN:?" in text
     assert "password:" not in text.lower().replace("_password:", "")
+
+
+def test_the_image_carries_every_package() -> None:
+    import tomllib
+
+    include = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    for package in (p.rstrip("*") for p in include):
+        assert f"COPY {package} {package}" in dockerfile, f"deploy/Dockerfile does not copy {package}/"
+
+
+def test_no_deploy_file_lists_the_domains_by_hand() -> None:
+    from schemas.registry import domains
+
+    for path in [DEPLOY / "docker-compose.yml", *(DEPLOY / "compose").iterdir(), *(DEPLOY / "native").iterdir(),
+                 DEPLOY / "config" / "topics.txt"]:
+        if path.is_file():
+            text = path.read_text()
+            named = [d for d in domains() if f" {d} " in text or f"telemetry.{d}" in text or f'"{d}"' in text]
+            assert not named, f"{path.relative_to(DEPLOY)} names domains {named}: take them from the registry"
