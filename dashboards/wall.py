@@ -64,14 +64,14 @@ def site_map() -> Panel:
 import "array"
 import "join"
 sites = array.from(rows: [{rows}])
-firing = from(bucket: "compliance") |> {RANGE}
+firing = union(tables: [array.from(rows: [{{site: "", firing: 0}}]), from(bucket: "compliance") |> {RANGE}
   |> filter(fn: (r) => r._measurement == "alerts" and r._field == "state")
   |> group(columns: ["rule", "entity", "site"]) |> last()
   |> filter(fn: (r) => r._value == "firing")
   |> group(columns: ["site"]) |> count() |> group()
-  |> map(fn: (r) => ({{site: r.site, firing: r._value}}))
+  |> map(fn: (r) => ({{site: r.site, firing: r._value}}))])  // never empty: join.left refuses an empty side
 join.left(left: sites, right: firing, on: (l, r) => l.site == r.site,
-          as: (l, r) => ({{l with status: if exists r.firing then 2 else 0}}))''', ("site", "lat", "lon", "status"),
+          as: (l, r) => ({{l with status: if exists r.firing and r.firing > 0 then 2 else 0}}))''', ("site", "lat", "lon", "status"),
                   width=14, height=13, thresholds=[(None, "green"), (1, "orange"), (2, "red")])
 
 
