@@ -32,9 +32,11 @@ STATE_TEXT = {"met": ("meets", "达标"), "missed": ("misses", "未达标"), "ba
               "not-measured": ("not measured", "未监测"), "no-data": ("no data", "无数据")}
 
 
-def latest_indicators(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
-    """The latest district indicator point per (domain, indicator), all its fields."""
-    flux = (f'from(bucket: "{settings.influx.bucket_compliance}") |> range(start: 0) '
+def latest_indicators(settings: Settings, start_ns: int = 0, stop_ns: int | None = None
+                      ) -> dict[tuple[str, str], dict[str, Any]]:
+    """The latest district indicator point per (domain, indicator) in [start_ns, stop_ns), all its fields."""
+    stop = f", stop: time(v: {stop_ns})" if stop_ns is not None else ""
+    flux = (f'from(bucket: "{settings.influx.bucket_compliance}") |> range(start: time(v: {start_ns}){stop}) '
             '|> filter(fn: (r) => r._measurement == "indicator" and r.scope == "district") |> last()')
     out: dict[tuple[str, str], dict[str, Any]] = {}
     with influx_client(settings) as client:
