@@ -24,6 +24,7 @@ from processors.plugin import (
     local_day,
     local_year,
     split_key,
+    year_ends,
 )
 from schemas.thresholds import PlanThresholds, load_plan
 
@@ -226,12 +227,12 @@ class AirProcessor(DomainProcessor):
                         "air.pm25_daily", site, "air", site, "major", day_means["pm25"], limit,
                         day_means["pm25"] > limit, start, f"Daily PM2.5 at {site}", f"{site} PM2.5日均值",
                         f"GB 3095-2012 24-h limit {limit:g} µg/m³; plan annual target 35 (33.5)"))
-        self._year_to_date(out, fresh, days)
+        for last_day in year_ends(days):
+            self._year_to_date(out, fresh, last_day)
 
-    def _year_to_date(self, out: Output, fresh: dict[tuple[str, int], float], days: np.ndarray) -> None:
+    def _year_to_date(self, out: Output, fresh: dict[tuple[str, int], float], last_day: int) -> None:
         """PM2.5 of the year so far per station and district, with the year-end outlook (recomputed from
         the daily means already in InfluxDB plus this batch's)."""
-        last_day = int(days.max())
         first, days_in_year = local_year(last_day)
         last = int(day_start(last_day))
         hist_days, hist_values, hist_sites = self.daily_history("air_daily", "pm25", first, last_day + 1)

@@ -30,6 +30,7 @@ from processors.plugin import (
     indicator,
     local_day,
     local_year,
+    year_ends,
 )
 from schemas.thresholds import PlanThresholds, load_plan
 
@@ -139,13 +140,13 @@ class GarbageProcessor(DomainProcessor):
                     out.points.append(indicator("garbage", name, "district", fields[name], start,
                                                 target=self.plan.value(target, start) if target else None,
                                                 source=source, **(extra if name != "collection_rate" else {})))
-        self._year_to_date(out, buffer, days)
+        for last_day in year_ends(days):
+            self._year_to_date(out, last_day)
         return out
 
-    def _year_to_date(self, out: Output, buffer, days: np.ndarray) -> None:  # noqa: ANN001
+    def _year_to_date(self, out: Output, last_day: int) -> None:
         """Recycling rate of the year so far (recycled kg / generated kg) with its year-end outlook: the
         rate the rest of the year's waste must reach for the plan's 35%."""
-        last_day = int(days.max())
         first, days_in_year = local_year(last_day)
         last = int(day_start(last_day))
         per_day: dict[str, dict[int, float]] = {}

@@ -13,6 +13,7 @@ import numpy as np
 from infra.lineprotocol import Point, escape  # noqa: F401 - part of the plug-in contract
 from processors.outlook import seasonal_profile
 from schemas.batch import ReadingBatch
+from schemas.sites import load_registry
 from schemas.thresholds import DAY_NS, LOCAL_OFFSET_NS, PlanThresholds
 
 HOUR_NS = 3600 * 10**9
@@ -46,6 +47,14 @@ def day_of_year(days: np.ndarray) -> np.ndarray:
     """0-based day of the year of local day numbers."""
     d = np.asarray(days, np.int64).astype("datetime64[D]")
     return (d - d.astype("datetime64[Y]")).astype(np.int64)
+
+
+def year_ends(days: np.ndarray) -> list[int]:
+    """The latest of `days` in each calendar year they touch: where year-to-date indicators are due (a
+    batch spanning New Year closes the old year and opens the new one)."""
+    d = np.asarray(days, np.int64)
+    years = d.astype("datetime64[D]").astype("datetime64[Y]")
+    return [int(d[years == y].max()) for y in np.unique(years)]
 
 
 def local_year(day: int) -> tuple[int, int]:
@@ -103,6 +112,8 @@ class DomainProcessor(ABC):
         self.plan = plan
         self.history = history
         self.bucket = compliance_bucket
+        self._profiles: dict[tuple[str, str, int, str], np.ndarray | None] = {}
+        load_registry()  # an operator registry (SMARTCITY_SITES) with a mistake fails at start, naming the file
 
     @abstractmethod
     def compute(self, buffer: ReadingBatch, days: np.ndarray) -> Output:
@@ -122,12 +133,15 @@ class DomainProcessor(ABC):
 
     def past_profile(self, measurement: str, field: str, year_first_day: int, where: str = "true") -> np.ndarray | None:
         """Seasonal profile (366 days) of the PROFILE_YEARS years before the year starting on local day
-        `year_first_day`, or None with less than PROFILE_MIN_DAYS days of history."""
-        days, values, _ = self.daily_history(measurement, field, year_first_day - 366 * PROFILE_YEARS,
-                                          year_first_day, where)
-        if len(np.unique(days)) < PROFILE_MIN_DAYS:
-            return None
-        return seasonal_profile(day_of_year(days), values)
+        `year_first_day`, or None with less than PROFILE_MIN_DAYS days of history. Past years do not
+        change while a year runs: read once per process (a restart reads it again, same answer)."""
+        key = (measurement, field, year_first_day, where)
+        if key not in self._profiles:
+            days, values, _ = self.daily_history(measurement, field, year_first_day - 366 * PROFILE_YEARS,
+                                                 year_first_day, where)
+            self._profiles[key] = (seasonal_profile(day_of_year(days), values)
+                                   if len(np.unique(days)) >= PROFILE_MIN_DAYS else None)
+        return self._profiles[key]
 
 
 def group_means(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ from processors.plugin import (
     local_day,
     local_year,
     split_key,
+    year_ends,
 )
 from schemas.thresholds import PlanThresholds, load_plan
 
@@ -126,13 +127,13 @@ class SeawaterProcessor(DomainProcessor):
             out.points.append(indicator("seawater", "good_share", "district", good_share(classes), d,
                                         target=self.plan.value("plan.seawater.good_share", d), source="plan l.261",
                                         sites=len(todays), good_sites=good, classed_sites=measured))
-        self._year_to_date(out, days)
+        for last_day in year_ends(days):
+            self._year_to_date(out, last_day)
         return out
 
-    def _year_to_date(self, out: Output, days: np.ndarray) -> None:
+    def _year_to_date(self, out: Output, last_day: int) -> None:
         """Class I-II share of the year's site-days so far (good / classed) and its year-end outlook: the
         share the rest of the year must keep for the plan's 100% (infeasible once one site-day missed)."""
-        last_day = int(days.max())
         first, days_in_year = local_year(last_day)
         last = int(day_start(last_day))
         where = 'r.domain == "seawater" and r.indicator == "good_share"'

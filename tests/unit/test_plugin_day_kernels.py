@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from processors.air import AirProcessor
 from processors.fire import FireProcessor
 from processors.garbage import GarbageProcessor
 from processors.parking import ParkingProcessor
-from processors.plugin import local_day
+from processors.plugin import local_day, year_ends
 from schemas.batch import ReadingBatch
 from schemas.batch import get_domain as domain
 from schemas.sites import expected_sites, load_registry
@@ -135,3 +136,33 @@ def test_collection_rate_never_goes_negative_when_overdue_bins_fell_silent() -> 
     out = p.compute(b, np.array([local_day(np.array([day3]))[0]]))
     rate = next(p for p in out.points if p.measurement == "indicator" and p.tags["indicator"] == "collection_rate")
     assert rate.fields["value"] == pytest.approx(1 / 4)
+
+
+def test_year_ends_are_the_last_day_of_each_year_touched() -> None:
+    days = local_day(np.array([ns(2026, 12, 30, 9), ns(2026, 12, 31, 23, 59), ns(2027, 1, 1, 0, 1)]))
+    assert year_ends(days) == [int(days[1]), int(days[2])]
+
+
+def test_a_batch_across_new_year_closes_the_old_year_and_opens_the_new_one() -> None:
+    p = AirProcessor(load_plan(), lambda q: [], "compliance")
+    hours = [ns(2026, 12, 31, h, 30) for h in range(24)] + [ns(2027, 1, 1, h, 30) for h in range(24)]
+    rows = [{"pm25": 30.0 if i < 24 else 40.0, "pm10": 50.0, "so2": 5.0, "no2": 20.0, "co": 0.5, "o3": 60.0}
+            for i in range(48)]
+    out = run(p, batch("air", ["zhonghan"] * 48, hours, rows))
+    ytd = {pt.ts: pt.fields for pt in out.points if pt.measurement == "indicator" and pt.tags["scope"] == "district"}
+    old, new = ytd[ns(2026, 12, 31)], ytd[ns(2027, 1, 1)]
+    assert old["value"] == pytest.approx(30.0) and old["remaining_days"] == 0 and old["feasible"] == 1
+    assert new["value"] == pytest.approx(40.0) and new["remaining_days"] == 364
+    assert new["required_rest"] == pytest.approx((35 * 365 - 40) / 364)
+
+
+def test_a_broken_operator_registry_fails_at_start_naming_the_file(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    bad = tmp_path / "sites.toml"
+    bad.write_text('[[site]]\nid = "x"\nname = "x"\nname_zh = "x"\ndomain = "fire"\nlat = 0\nlon = 0\n')
+    monkeypatch.setenv("SMARTCITY_SITES", str(bad))
+    load_registry.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=f"(?s)site registry {bad}.*site.0.lat"):
+            FireProcessor(load_plan(), lambda q: [], "compliance")
+    finally:
+        load_registry.cache_clear()
