@@ -79,6 +79,7 @@ def ratio_outlook(numerator: np.ndarray, denominator: np.ndarray, remaining_deno
     if d_sum > 0 and r_sum > 0:
         level = n_sum / float((den[ok] * p_obs).sum())  # the observed ratio with the season taken out
         projection = (n_sum + level * float((rest * p_rest).sum())) / (d_sum + r_sum)
+        projection = float(np.clip(projection, *bounds))  # a share shaped by a busy season still ends <= 100%
         required = (target * (d_sum + r_sum) - n_sum) / r_sum
     else:
         projection = current

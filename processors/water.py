@@ -152,11 +152,15 @@ class SeawaterProcessor(DomainProcessor):
         classed = np.array([counts["classed_sites"][d] for d in observed])
         remaining = days_in_year - (last_day - first + 1)
         target = self.plan.value("plan.seawater.good_share", last)
-        o = ratio_outlook(good, classed, np.full(remaining, float(classed.mean())), target, bounds=(0.0, 1.0))
+        profile = self.past_profile("indicator", "value", first, where)
+        index = np.array(observed) - first
+        o = ratio_outlook(good, classed, np.full(remaining, float(classed.mean())), target, bounds=(0.0, 1.0),
+                          profile_observed=None if profile is None else profile[index],
+                          profile_rest=None if profile is None else profile[days_in_year - remaining:days_in_year])
         out.points.append(indicator("seawater", "good_share_ytd", "district", o.current, last, target=target,
                                     source="plan l.261, year to date (site-days)", projection=o.projection,
                                     required_rest=o.required_rest, remaining_days=o.remaining_days,
-                                    feasible=int(o.feasible), seasonal=0, days=len(observed)))
+                                    feasible=int(o.feasible), seasonal=int(o.seasonal), days=len(observed)))
 
 
 PROCESSOR = SeawaterProcessor

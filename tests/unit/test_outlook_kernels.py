@@ -80,3 +80,9 @@ def test_level_outlook_carries_the_trend_and_says_the_pace_needed() -> None:
 def test_level_outlook_already_met_and_nothing_known() -> None:
     assert level_outlook(np.array([0, 1]), np.array([2100.0, 2100.0]), 2, 2000).required_rest == 0.0
     assert np.isnan(level_outlook(np.array([0]), np.array([np.nan]), 10, 5).current)
+
+
+def test_a_seasonal_projection_stays_inside_the_bounds_of_a_share() -> None:
+    o = ratio_outlook(np.array([0.9]), np.ones(1), np.ones(3), 1.0, bounds=(0.0, 1.0),
+                      profile_observed=np.array([0.5]), profile_rest=np.full(3, 2.0))
+    assert o.projection == 1.0 and o.required_rest == pytest.approx((4 - 0.9) / 3) and not o.feasible

@@ -166,3 +166,20 @@ def test_a_broken_operator_registry_fails_at_start_naming_the_file(tmp_path: Pat
             FireProcessor(load_plan(), lambda q: [], "compliance")
     finally:
         load_registry.cache_clear()
+
+
+def test_pm25_outlook_uses_the_seasonal_pattern_of_past_years_from_history() -> None:
+    first = ns(2023, 1, 1)
+    past = [{"_time": first + d * 86400 * 10**9, "site": "zhonghan",
+             "_value": 30 + 15 * np.cos(2 * np.pi * (d % 365) / 365)} for d in range(3 * 365)]  # winter-heavy
+    p = AirProcessor(load_plan(), lambda flux: past if "air_daily" in flux else [], "compliance")
+    hours = [ns(2026, 12, 1, h, 30) for h in range(24)]
+    rows = [{"pm25": 20.0, "pm10": 50.0, "so2": 5.0, "no2": 20.0, "co": 0.5, "o3": 60.0}] * 24
+    out = run(p, batch("air", ["zhonghan"] * 24, hours, rows))
+    ytd = next(pt.fields for pt in out.points if pt.measurement == "indicator" and pt.tags["scope"] == "district")
+    assert ytd["seasonal"] == 1 and ytd["value"] == pytest.approx(20.0)
+    assert ytd["projection"] > 20.5  # December ahead is dirtier than 1 December in the past years' pattern
+    flat = AirProcessor(load_plan(), lambda flux: [], "compliance")
+    plain = next(pt.fields for pt in run(flat, batch("air", ["zhonghan"] * 24, hours, rows)).points
+                 if pt.measurement == "indicator" and pt.tags["scope"] == "district")
+    assert plain["seasonal"] == 0 and plain["projection"] == pytest.approx(20.0)
