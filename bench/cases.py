@@ -119,7 +119,7 @@ def kernels() -> dict:
     days = np.unique((batch.ts + 8 * 3600 * 10**9) // (86400 * 10**9))
     t_air, _ = best(lambda: len(plugin.compute(batch, days).points), repeats=2)
     conc = np.random.default_rng(2).uniform(0, 600, 1_000_000)
-    t_iaqi, _ = best(lambda: len(iaqi("PM25_24H", conc)))
+    t_iaqi, _ = best(lambda: len(iaqi("PM25_24H", conc, at=start)))
     days_fwi, stations = 365, 1000
     w = np.random.default_rng(3)
     args = (w.uniform(0, 30, (days_fwi, stations)), w.uniform(10, 100, (days_fwi, stations)),

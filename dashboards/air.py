@@ -1,33 +1,34 @@
-"""Air quality dashboard (HJ 633 AQI colours, GB 3095 daily means) and the wall's PM2.5 tile."""
-from dashboards.builder import RANGE, SITE_FILTER, Dashboard, site_variable, stat, table, timeseries
+"""Air quality dashboard (HJ 633 AQI colours, GB 3095 daily means, PM2.5 against the plan)."""
+from dashboards.panels import RANGE, SITE_FILTER, Dashboard, site_variable, stat, table, timeseries
+from dashboards.targets import outlook_table, target
+from schemas.thresholds import load_plan, today
 
-# HJ 633-2012 category colours
-AQI_COLOURS = [(None, "#00E400"), (51, "#FFFF00"), (101, "#FF7E00"), (151, "#FF0000"), (201, "#99004C"), (301, "#7E0023")]
-PM25_TARGET = [(None, "green"), (33.5, "yellow"), (35, "red")]  # plan l.267: 35 binding, 33.5 stretch
+# HJ 633-2012 category colours, one per IAQI band (优 良 轻度 中度 重度 严重)
+AQI_COLOURS = ["#00E400", "#FFFF00", "#FF7E00", "#FF0000", "#99004C", "#7E0023"]
 
 
-def wall_tile():
-    return stat("PM2.5 年均值(至今) PM2.5 year to date vs 35 / 33.5", f'''
-from(bucket: "compliance") |> {RANGE}
-  |> filter(fn: (r) => r._measurement == "indicator" and r.domain == "air" and r.indicator == "pm25_ytd" and r.scope == "district")
-  |> filter(fn: (r) => r._field == "value" or r._field == "projection")
-  |> last() |> keep(columns: ["_time", "_field", "_value"])''', ("_field", "_value"),
-                unit="conc:ugm3", decimals=1, thresholds=PM25_TARGET, width=5, height=7,
-                description="Year-to-date mean of valid daily means and the run-rate projection; target 35 µg/m³ (binding), 33.5 (stretch), plan l.267")
+def aqi_steps() -> list[tuple[float | None, str]]:
+    """AQI colour steps from the plan file's HJ 633 IAQI breakpoints: a band starts one above its
+    lower breakpoint (AQI is an integer, rounded up)."""
+    levels = load_plan().get("hj633.iaqi", today()).array()[1:6]
+    return [(None, AQI_COLOURS[0])] + [(float(v) + 1, c) for v, c in zip(levels, AQI_COLOURS[1:])]
 
 
 def dashboard() -> Dashboard:
+    pm25 = target("plan.air.pm25_annual")
     return Dashboard("laoshan-air", "空气质量 Air quality", [
-        stat("PM2.5 年均值 YTD (district)", f'''
+        stat(f"PM2.5 年均值 YTD vs {pm25.value():g} (stretch "
+             f"{load_plan().value('plan.air.pm25_annual_stretch', today()):g}) µg/m³", f'''
 from(bucket: "compliance") |> {RANGE}
   |> filter(fn: (r) => r._measurement == "indicator" and r.domain == "air" and r.indicator == "pm25_ytd")
   |> filter(fn: (r) => r._field == "value") |> last() |> keep(columns: ["scope", "_value"])''', ("scope", "_value"),
-             unit="conc:ugm3", decimals=1, thresholds=PM25_TARGET, width=24, height=5),
+             unit="conc:ugm3", decimals=1, thresholds=pm25.steps(), width=24, height=5),
+        outlook_table("air", height=4),
         timeseries("小时AQI Hourly AQI (HJ 633 colours)", f'''
 from(bucket: "compliance") |> {RANGE}
   |> filter(fn: (r) => r._measurement == "air_hourly" and r._field == "aqi" and {SITE_FILTER})
   |> keep(columns: ["_time", "_value", "site"])''', ("_time", "_value", "site"),
-                   thresholds=AQI_COLOURS, width=12, field_config={"custom": {"thresholdsStyle": {"mode": "area"}}}),
+                   thresholds=aqi_steps(), width=12, threshold_style="area"),
         timeseries("PM2.5 小时均值 Hourly mean (µg/m³)", f'''
 from(bucket: "compliance") |> {RANGE}
   |> filter(fn: (r) => r._measurement == "air_hourly" and r._field == "pm25" and {SITE_FILTER})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dashboards.builder import RANGE, Dashboard, Panel, stat, table
+from dashboards.panels import RANGE, Dashboard, Panel, stat, table
 from infra.clients import influx_client
 from infra.settings import Settings
 

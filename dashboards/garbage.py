@@ -1,31 +1,27 @@
-"""Garbage sorting dashboard (rates against the plan, bin fill heatmap) and the wall's 35% tile."""
-from dashboards.builder import RANGE, SITE_FILTER, Dashboard, heatmap, site_variable, stat, timeseries
-
-RATE_35 = [(None, "red"), (0.35, "green")]
-
-
-def wall_tile():
-    return stat("回收利用率 Recycling rate vs the plan's 35%", f'''
-from(bucket: "compliance") |> {RANGE}
-  |> filter(fn: (r) => r._measurement == "indicator" and r.domain == "garbage" and r.indicator == "recycling_rate" and r._field == "value")
-  |> last() |> keep(columns: ["_time", "_value"])''', ("_value",), unit="percentunit", decimals=1, thresholds=RATE_35,
-                width=4, height=7,
-                description="The plan's 资源化利用率 35% (l.273) is shown against the recycling rate (回收利用率), "
-                            "which the national target uses; the weighted resource-utilisation rate is on the garbage dashboard")
+"""Garbage sorting dashboard: the plan's rates (targets from the plan file), the year-to-date recycling
+rate with its outlook, bin fill heatmap."""
+from dashboards.panels import RANGE, SITE_FILTER, Dashboard, heatmap, site_variable, stat, timeseries
+from dashboards.targets import Target, outlook_table, target
 
 
 def dashboard() -> Dashboard:
-    def rate(title: str, name: str, thresholds):  # noqa: ANN001, ANN202
+    def rate(title: str, name: str, t: Target | None, description: str = ""):  # noqa: ANN202
+        steps = (t or target("plan.garbage.recycling_rate")).steps()
         return stat(title, f'''
 from(bucket: "compliance") |> {RANGE}
   |> filter(fn: (r) => r._measurement == "indicator" and r.domain == "garbage" and r.indicator == "{name}" and r._field == "value")
-  |> last() |> keep(columns: ["_value"])''', ("_value",), unit="percentunit", decimals=1, thresholds=thresholds,
-                    width=6, height=5)
+  |> last() |> keep(columns: ["_value"])''', ("_value",), unit="percentunit", decimals=1, thresholds=steps,
+                    width=6, height=5, description=description)
+    recycling, harmless = target("plan.garbage.recycling_rate"), target("plan.garbage.harmless_rate")
+    collection = target("plan.garbage.collection_rate")
     return Dashboard("laoshan-garbage", "垃圾分类 Garbage sorting", [
-        rate("回收利用率 Recycling rate (plan 35%)", "recycling_rate", RATE_35),
-        rate("资源化利用率 Resource utilisation (weighted)", "resource_rate", RATE_35),
-        rate("无害化处理率 Harmless treatment (plan 100%)", "harmless_rate", [(None, "red"), (1.0, "green")]),
-        rate("集中清运率 Collection (plan 100%)", "collection_rate", [(None, "red"), (1.0, "green")]),
+        rate(f"回收利用率 Recycling rate, year to date (plan {recycling.value():.0%})", "recycling_rate_ytd", recycling,
+             "The plan's 资源化利用率 35% (l.273) is shown against the recycling rate (回收利用率), which the national "
+             "target uses; the weighted resource-utilisation rate is beside it"),
+        rate("资源化利用率 Resource utilisation (weighted, today)", "resource_rate", None),
+        rate(f"无害化处理率 Harmless treatment (plan {harmless.value():.0%})", "harmless_rate", harmless),
+        rate(f"集中清运率 Collection (plan {collection.value():.0%})", "collection_rate", collection),
+        outlook_table("garbage", height=4),
         heatmap("垃圾桶满溢 Bin fill level (hourly max)", f'''
 from(bucket: "telemetry") |> {RANGE}
   |> filter(fn: (r) => r._measurement == "garbage" and r._field == "fill_level" and {SITE_FILTER})

@@ -1,4 +1,5 @@
-"""Generate every dashboard's JSON into dashboards/json/ (python -m dashboards.generate [--check])."""
+"""Generate every dashboard's JSON into dashboards/json/ (`smartcity dashboards generate [--check]`): the
+JSON carries the plan file's targets in force today, so regenerate after a plan change or an override."""
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ import sys
 from pathlib import Path
 
 from dashboards import alertloop, pipeline, wall
-from dashboards.builder import Dashboard
+from dashboards.panels import Dashboard
 
 OUT = Path(__file__).with_name("json")
 
@@ -35,7 +36,7 @@ def main(argv: list[str]) -> int:
         else:
             path.write_text(text)
     if stale:
-        print(f"out of date: {', '.join(stale)}; run python -m dashboards.generate", file=sys.stderr)
+        print(f"out of date: {', '.join(stale)}; run smartcity dashboards generate (the Python or the plan file changed)", file=sys.stderr)
         return 1
     return 0
 

@@ -1,5 +1,5 @@
 """Pipeline health: what the services report about themselves into InfluxDB (`pipeline` measurement)."""
-from dashboards.builder import RANGE, Dashboard, stat, timeseries
+from dashboards.panels import RANGE, Dashboard, stat, timeseries
 
 
 def dashboard() -> Dashboard:

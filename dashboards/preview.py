@@ -1,13 +1,17 @@
 """A static picture of the city wall for people who cannot open Grafana (the daily briefing).
 
-Reads the latest district indicators from InfluxDB and draws one tile per domain: today's value
-against the plan's target, green when it meets it, red when it does not; plus the firing alerts.
+Reads the latest district indicators from InfluxDB and draws one tile per plan target of the plan
+file (dashboards/targets.py): the figure against the target stored with it (the entry in force on the
+figure's own local day), green when met, red when missed, amber while the parking baseline is not set,
+grey when the pipeline does not measure it; "Will we make it?" under each cumulative one; plus the
+firing alerts. Chinese labels whenever a CJK font is installed.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -17,45 +21,35 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
 from dashboards import alertloop  # noqa: E402
+from dashboards.targets import TARGETS, Standing, fmt  # noqa: E402
 from infra.clients import influx_client  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 
-
-@dataclass
-class Tile:
-    """One domain's headline: value vs target, and whether lower is better."""
-
-    domain: str
-    title_en: str
-    title_zh: str
-    value: float | None
-    target: float | None
-    unit: str
-    lower_is_better: bool = False
-    note: str = ""
-    note_zh: str = ""
-
-    @property
-    def meets(self) -> bool | None:
-        if self.value is None or self.target is None:
-            return None
-        return self.value <= self.target if self.lower_is_better else self.value >= self.target
-
-    def text(self, value: float | None) -> str:
-        if value is None:
-            return "no data"
-        return f"{value:.0%}" if self.unit == "%" else f"{value:.1f} {self.unit}".strip()
+CJK_NAMES = ("WenQuanYi", "Noto Sans CJK", "Noto Serif CJK", "Source Han", "SimHei", "Droid Sans Fallback")
+CJK_FILES = ("wqy", "notosanscjk", "notoserifcjk", "sourcehan", "simhei", "droidsansfallback")
+COLOURS = {"met": "#1E5631", "missed": "#8B0000", "baseline-not-set": "#B36B00", "not-measured": "#3A3A3A",
+           "no-data": "#3A3A3A"}
+STATE_TEXT = {"met": ("meets", "达标"), "missed": ("misses", "未达标"), "baseline-not-set": ("baseline not set", "基线未设置"),
+              "not-measured": ("not measured", "未监测"), "no-data": ("no data", "无数据")}
 
 
-def _latest(settings: Settings) -> dict[tuple[str, str], dict[str, float]]:
-    flux = (f'from(bucket: "{settings.influx.bucket_compliance}") |> range(start: 0) '
+def latest_indicators(settings: Settings, start_ns: int = 0, stop_ns: int | None = None
+                      ) -> dict[tuple[str, str], dict[str, Any]]:
+    """The latest district indicator point per (domain, indicator) in [start_ns, stop_ns), all its fields."""
+    stop = f", stop: time(v: {stop_ns})" if stop_ns is not None else ""
+    flux = (f'from(bucket: "{settings.influx.bucket_compliance}") |> range(start: time(v: {start_ns}){stop}) '
             '|> filter(fn: (r) => r._measurement == "indicator" and r.scope == "district") |> last()')
-    out: dict[tuple[str, str], dict[str, float]] = {}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
     with influx_client(settings) as client:
         for t in client.query_api().query(flux):
             for r in t.records:
                 out.setdefault((r.values["domain"], r.values["indicator"]), {})[r.get_field()] = r.get_value()
     return out
+
+
+def standings(indicators: dict[tuple[str, str], dict[str, Any]]) -> list[Standing]:
+    """Every plan target with the latest figure that measures it."""
+    return [Standing(t, indicators.get((t.domain, t.indicator), {}) if t.indicator else {}) for t in TARGETS]
 
 
 def _firing(settings: Settings) -> int:
@@ -66,70 +60,72 @@ def _firing(settings: Settings) -> int:
         return sum(int(r.get_value()) for t in client.query_api().query(flux) for r in t.records)
 
 
-def tiles(settings: Settings) -> tuple[list[Tile], int]:
-    """The five domain tiles from InfluxDB, and the number of firing alerts."""
-    ind = _latest(settings)
-
-    def get(domain: str, name: str, field: str = "value") -> float | None:
-        return ind.get((domain, name), {}).get(field)
-
-    air = ind.get(("air", "pm25_ytd"), {})
-    return [
-        Tile("air", "PM2.5 year to date", "PM2.5 年均值(至今)", air.get("value"), air.get("target", 35.0), "µg/m³",
-             lower_is_better=True, note=f"stretch {air.get('stretch', 33.5):g}; projection "
-                                       f"{air['projection']:.1f}" if "projection" in air else "stretch 33.5"),
-        Tile("seawater", "Sea water class I-II share", "近岸海域优良率", get("seawater", "good_share"),
-             get("seawater", "good_share", "target"), "%"),
-        Tile("parking", "Commercial lots networked", "经营性停车场联网率", get("parking", "networked_rate"),
-             get("parking", "networked_rate", "target"), "%",
-             note=f"district occupancy {get('parking', 'occupancy') or 0:.0%}"),
-        Tile("fire", "Forest zones with a danger level", "林区火险等级覆盖", get("fire", "zones_covered"),
-             get("fire", "zones_covered", "target"), "%",
-             note=f"highest level today: {int(get('fire', 'max_level') or 0)}"),
-        Tile("garbage", "Recycling rate (plan: 35%)", "回收利用率(规划35%)", get("garbage", "recycling_rate"),
-             get("garbage", "recycling_rate", "target"), "%", note="the plan's 35% shown against the recycling rate",
-             note_zh="规划资源化利用率35%对照回收利用率"),
-    ], _firing(settings)
-
-
 def cjk_font() -> str | None:
-    """A font with Chinese glyphs, if the machine has one (fonts-wqy-zenhei, fonts-noto-cjk)."""
+    """A font with Chinese glyphs, if the machine has one (fonts-wqy-zenhei, fonts-noto-cjk). Matplotlib's
+    font cache may predate the font's installation: the font files on disk are added to it explicitly."""
     for f in font_manager.fontManager.ttflist:
-        if any(k in f.name for k in ("WenQuanYi", "Noto Sans CJK", "Noto Serif CJK", "Source Han", "SimHei")):
+        if any(k in f.name for k in CJK_NAMES):
             return f.name
+    for path in font_manager.findSystemFonts():
+        if any(k in Path(path).name.lower().replace("-", "").replace("_", "") for k in CJK_FILES):
+            try:
+                font_manager.fontManager.addfont(path)
+            except (OSError, RuntimeError, ValueError):
+                continue
+            name = font_manager.FontProperties(fname=path).get_name()
+            if any(k in name for k in CJK_NAMES):
+                return name
     return None
 
 
-def render(path: Path, settings: Settings) -> tuple[list[Tile], int, bool]:
-    """Draw the wall to `path` (PNG); returns the tiles, the firing count and whether Chinese was drawn."""
-    data, firing = tiles(settings)
+def _tile(ax: Any, s: Standing, chinese: bool) -> None:
+    t = s.target
+    ax.set_facecolor(COLOURS[s.state])
+    label = f"{t.title_zh}\n{t.title_en}" if chinese else t.title_en
+    ax.text(0.5, 0.93, label, ha="center", va="top", fontsize=12, color="white", transform=ax.transAxes)
+    big = {"baseline-not-set": "基线未设置" if chinese else "baseline not set",
+           "not-measured": "未监测" if chinese else "not measured", "no-data": "无数据" if chinese else "no data"}
+    ax.text(0.5, 0.52, big.get(s.state, fmt(s.value, t.unit)), ha="center", va="center",
+            fontsize=30 if s.state in ("met", "missed") else 22, fontweight="bold", color="white", transform=ax.transAxes)
+    en, zh = s.target_text()
+    ax.text(0.5, 0.33, zh if chinese else en, ha="center", fontsize=13, color="white", transform=ax.transAxes)
+    o_en, o_zh = s.outlook_text()
+    note = (o_zh if chinese else o_en) or ((t.not_measured_zh if chinese else t.not_measured) if t.not_measured else "")
+    if note:
+        note = "\n".join(textwrap.fill(part.strip(), 54) for part in note.split(";"))
+        ax.text(0.5, 0.04, note, ha="center", va="bottom", fontsize=9.5, color="#EEEEEE", transform=ax.transAxes)
+
+
+def render(path: Path, settings: Settings) -> tuple[list[Standing], int, bool]:
+    """Draw the wall from InfluxDB to `path` (PNG, 1600x900); returns every target's standing, the
+    firing count and whether Chinese was drawn."""
+    data, firing = standings(latest_indicators(settings)), _firing(settings)
+    return data, firing, draw(path, data, firing, alertloop.loop_stats(settings))
+
+
+def draw(path: Path, data: list[Standing], firing: int, loop: alertloop.LoopStats | None = None) -> bool:
+    """Draw the tiles of `data`, the firing count and the alert loop (MTTA/MTTR, open alerts by age) to
+    `path`; returns whether Chinese was drawn."""
     font = cjk_font()
     if font:
         plt.rcParams["font.family"] = [font, "DejaVu Sans"]
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9), dpi=100)
+    cols = 4
+    rows = -(-(len(data) + 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(16, 9), dpi=100)
     fig.patch.set_facecolor("#111217")
-    title = "崂山城市运行 Laoshan city wall" if font else "Laoshan city wall"
-    fig.suptitle(title, color="white", fontsize=26, fontweight="bold")
-    for ax, tile in zip(axes.flat, data + [None]):
+    fig.suptitle("崂山城市运行 · 规划目标 Laoshan city wall: plan targets" if font else "Laoshan city wall: plan targets",
+                 color="white", fontsize=22, fontweight="bold")
+    cells = list(axes.flat)
+    for ax in cells:
         ax.set_xticks([])
         ax.set_yticks([])
         for side in ax.spines.values():
             side.set_visible(False)
-        if tile is None:
-            alertloop.draw(ax, firing, alertloop.loop_stats(settings), font is not None)
-            continue
-        ok = tile.meets
-        ax.set_facecolor({True: "#1E5631", False: "#8B0000", None: "#3A3A3A"}[ok])
-        label = f"{tile.title_zh}\n{tile.title_en}" if font else tile.title_en
-        ax.text(0.5, 0.86, label, ha="center", va="top", fontsize=17, color="white", transform=ax.transAxes)
-        ax.text(0.5, 0.47, tile.text(tile.value), ha="center", va="center", fontsize=50, fontweight="bold",
-                color="white", transform=ax.transAxes)
-        target = "target " + ("≤ " if tile.lower_is_better else "≥ ") + tile.text(tile.target) if tile.target is not None else "no target"
-        ax.text(0.5, 0.2, target, ha="center", fontsize=18, color="white", transform=ax.transAxes)
-        note = tile.note_zh if font and tile.note_zh else tile.note
-        if note:
-            ax.text(0.5, 0.07, note, ha="center", fontsize=12, color="#DDDDDD", transform=ax.transAxes)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+        ax.set_facecolor("#111217")
+    for ax, s in zip(cells, data):
+        _tile(ax, s, font is not None)
+    alertloop.draw(cells[len(data)], firing, loop or alertloop.LoopStats(), font is not None)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     fig.savefig(path, facecolor=fig.get_facecolor())
     plt.close(fig)
-    return data, firing, font is not None
+    return font is not None

@@ -6,8 +6,8 @@ from typing import Any
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError
 
-from dashboards.builder import DATASOURCE
 from dashboards.generate import all_dashboards
+from dashboards.panels import DATASOURCE
 from infra.settings import Settings
 
 

@@ -1,25 +1,60 @@
-"""The city wall: one tile per domain (plan target vs today's value), a map of every site coloured by
-its alert status, and the firing alerts. Readable from across the room: big numbers, few panels."""
+"""The city wall: one tile per plan target (value against the target read from the plan file, red
+where missed), "Will we make it?" for the cumulative ones, a map of every site coloured by its alert
+status, and the firing alerts. Readable from across the room: big numbers, few panels."""
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from types import ModuleType
 
-from dashboards.builder import RANGE, Dashboard, Panel, geomap, table
+from dashboards.panels import RANGE, Dashboard, Panel, geomap, stat, table
+from dashboards.targets import TARGETS, Target, outlook_table
 from schemas.sites import load_sites
 
+UNITS = {"%": "percentunit", "µg/m³": "conc:ugm3", "spaces": "none"}
 
-def domain_modules() -> list:
-    """Dashboard modules of the domains (those with a `wall_tile`), in the schemas' domain order."""
+
+def domain_modules() -> list[ModuleType]:
+    """Dashboard modules of the domains (dashboards/<domain>.py with a `dashboard`), in the schemas' order."""
     from schemas import domain_names
 
     found = {}
     for info in pkgutil.iter_modules(importlib.import_module("dashboards").__path__):
-        module = importlib.import_module(f"dashboards.{info.name}")
-        if hasattr(module, "wall_tile") and hasattr(module, "dashboard"):
-            found[info.name] = module
+        if info.name in domain_names():
+            module = importlib.import_module(f"dashboards.{info.name}")
+            if hasattr(module, "dashboard"):
+                found[info.name] = module
     order = ["air", "seawater", "parking", "fire", "garbage"]
-    return [found[n] for n in order + sorted(set(found) - set(order)) if n in found and n in domain_names()]
+    return [found[n] for n in order + sorted(set(found) - set(order)) if n in found]
+
+
+def target_tile(t: Target) -> Panel:
+    """The wall tile of one measured plan target: the latest district value, coloured by the target in
+    force today (regenerate after a plan change). Spaces added without an operator baseline shows
+    'baseline not set' instead of a number."""
+    select = (f'r._measurement == "indicator" and r.domain == "{t.domain}" and r.indicator == "{t.indicator}" '
+              'and r.scope == "district"')
+    if t.indicator == "spaces_added":
+        flux = f'''
+from(bucket: "compliance") |> {RANGE}
+  |> filter(fn: (r) => {select})
+  |> filter(fn: (r) => r._field == "value" or r._field == "baseline_set")
+  |> last() |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value") |> group()
+  |> map(fn: (r) => ({{_time: r._time, _value: if r.baseline_set == 1 and exists r.value then float(v: r.value) else -1.0}}))
+  |> sort(columns: ["_time"]) |> last()'''
+        mappings = {"-1": ("基线未设置 baseline not set", "orange")}
+    else:
+        flux = f'''
+from(bucket: "compliance") |> {RANGE}
+  |> filter(fn: (r) => {select} and r._field == "value")
+  |> last() |> keep(columns: ["_time", "_value"])'''
+        mappings = None
+    sign = "<" if t.lower_is_better else "≥"
+    goal = t.value()
+    shown = f"{goal:,.0f}" if t.unit == "spaces" else (f"{goal:.0%}" if t.unit == "%" else f"{goal:g} {t.unit}")
+    return stat(f"{t.title_zh} {t.title_en} ({sign} {shown})", flux, ("_value",), unit=UNITS[t.unit],
+                decimals=1 if t.unit != "spaces" else 0, thresholds=t.steps(), width=6, height=6, mappings=mappings,
+                description=f"{t.key}: source and dates in schemas/plan.toml; red where the target is missed")
 
 
 def site_map() -> Panel:
@@ -29,14 +64,14 @@ def site_map() -> Panel:
 import "array"
 import "join"
 sites = array.from(rows: [{rows}])
-firing = from(bucket: "compliance") |> {RANGE}
+firing = union(tables: [array.from(rows: [{{site: "", firing: 0}}]), from(bucket: "compliance") |> {RANGE}
   |> filter(fn: (r) => r._measurement == "alerts" and r._field == "state")
   |> group(columns: ["rule", "entity", "site"]) |> last()
   |> filter(fn: (r) => r._value == "firing")
   |> group(columns: ["site"]) |> count() |> group()
-  |> map(fn: (r) => ({{site: r.site, firing: r._value}}))
+  |> map(fn: (r) => ({{site: r.site, firing: r._value}}))])  // never empty: join.left refuses an empty side
 join.left(left: sites, right: firing, on: (l, r) => l.site == r.site,
-          as: (l, r) => ({{l with status: if exists r.firing then 2 else 0}}))''', ("site", "lat", "lon", "status"),
+          as: (l, r) => ({{l with status: if exists r.firing and r.firing > 0 then 2 else 0}}))''', ("site", "lat", "lon", "status"),
                   width=14, height=13, thresholds=[(None, "green"), (1, "orange"), (2, "red")])
 
 
@@ -53,6 +88,7 @@ from(bucket: "compliance") |> {RANGE}
 
 
 def dashboard() -> Dashboard:
-    tiles = [m.wall_tile() for m in domain_modules()]
-    return Dashboard("laoshan-city-wall", "崂山城市运行 Laoshan city wall", tiles + [site_map(), firing_alerts()],
-                     tags=["wall"], time_from="now-7d", refresh="30s")
+    tiles = [target_tile(t) for t in TARGETS if not t.not_measured]
+    return Dashboard("laoshan-city-wall", "崂山城市运行 Laoshan city wall",
+                     tiles + [outlook_table(), site_map(), firing_alerts()], tags=["wall"], time_from="now-7d",
+                     refresh="30s")

@@ -5,22 +5,26 @@ striving for 33.5. Breakpoints, limits and validity rules come from the plan fil
 """
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 
+from processors.outlook import ratio_outlook
 from processors.plugin import (
-    DAY_NS,
     DomainProcessor,
     Observation,
     Output,
     Point,
+    by_local_day,
     day_start,
     group_means,
     hour_start,
     indicator,
     local_day,
+    local_year,
     split_key,
+    year_ends,
 )
 from schemas.thresholds import PlanThresholds, load_plan
 
@@ -32,8 +36,9 @@ CATEGORIES = {1: ("优", "excellent", (0, 228, 0)), 2: ("良", "good", (255, 255
 TRUNCATED = {"SO2_1H", "O3_8H"}
 
 
-def iaqi(item: str, concentrations: np.ndarray, *, plan: PlanThresholds | None = None, at: int | None = None) -> np.ndarray:
-    """Individual AQI of `item` for each concentration (µg/m³; CO mg/m³), rounded up as HJ 633 says.
+def iaqi(item: str, concentrations: np.ndarray, *, at: int, plan: PlanThresholds | None = None) -> np.ndarray:
+    """Individual AQI of `item` for each concentration (µg/m³; CO mg/m³), rounded up as HJ 633 says,
+    with the breakpoints in force on the local day of `at` (UTC ns).
 
     NaN where not computable: missing or negative concentration, or above the table of SO2_1H/O3_8H
     (use the 24-h / 1-h value instead). Above the top of a full table the IAQI is 500.
@@ -78,7 +83,7 @@ def aqi(iaqis: dict[str, np.ndarray]) -> AQI:
     return AQI(top, primary, exceeding, category)
 
 
-def hourly_aqi(means: dict[str, np.ndarray], *, plan: PlanThresholds | None = None, at: int | None = None) -> AQI:
+def hourly_aqi(means: dict[str, np.ndarray], *, at: int, plan: PlanThresholds | None = None) -> AQI:
     """Real-time hourly AQI from hourly means (µg/m³; co mg/m³) with the 1-h items where HJ 633 has
     them; SO2 above the 1-h table falls back to its 24-h breakpoints (note a)."""
     so2_1h = iaqi("SO2_1H", means["so2"], plan=plan, at=at)
@@ -121,25 +126,31 @@ class YearToDate(NamedTuple):
 
     mean: float              # mean of the valid daily means so far
     valid_days: int
-    projection: float        # the year-end annual mean if the rest of the year averages the same
+    projection: float        # the expected year-end annual mean (seasonal where history exists)
     required_rest: float     # what the remaining days must average for the binding target
+    remaining_days: int
+    feasible: bool           # False: even 0 µg/m³ for the rest of the year would not make it
     target: float            # 35 (binding)
     stretch: float           # 33.5
+    seasonal: bool           # whether past years' seasonal pattern shaped the projection
 
 
-def year_to_date(daily_means: np.ndarray, days_in_year: int, elapsed_days: int, *,
-                 plan: PlanThresholds | None = None, at: int | None = None) -> YearToDate:
-    """Year-to-date PM2.5 mean of valid daily means, its run-rate projection and the mean the rest of
-    the year needs for the plan's binding 35 µg/m³."""
+def year_to_date(daily_means: np.ndarray, days_in_year: int, *, at: int, plan: PlanThresholds | None = None,
+                 profile: np.ndarray | None = None) -> YearToDate:
+    """Year-to-date PM2.5 mean of valid daily means (`daily_means[i]`: day i of the year, NaN when not
+    valid), its year-end projection and the mean the remaining days need for the plan's binding target
+    in force on the local day of `at`; `profile`: the seasonal profile of past years (366 days)."""
     plan = plan or load_plan()
     target = plan.value("plan.air.pm25_annual", at)
     stretch = plan.value("plan.air.pm25_annual_stretch", at)
-    valid = np.asarray(daily_means, float)
-    valid = valid[~np.isnan(valid)]
-    mean = float(valid.mean()) if len(valid) else float("nan")
-    remaining = max(days_in_year - elapsed_days, 0)
-    required = (target * days_in_year - mean * elapsed_days) / remaining if remaining and len(valid) else float("nan")
-    return YearToDate(mean, len(valid), mean, required, target, stretch)
+    values = np.asarray(daily_means, float)
+    elapsed = len(values)
+    rest = np.ones(max(days_in_year - elapsed, 0))
+    o = ratio_outlook(values, np.ones(elapsed), rest, target, lower_is_better=True,
+                      profile_observed=None if profile is None else profile[:elapsed],
+                      profile_rest=None if profile is None else profile[elapsed:elapsed + len(rest)])
+    return YearToDate(o.current, int((~np.isnan(values)).sum()), o.projection, o.required_rest, o.remaining_days,
+                      o.feasible, target, stretch, o.seasonal)
 
 
 # -- plug-in: hourly and daily means, AQI, year-to-date PM2.5 ------------------------------------------
@@ -165,11 +176,18 @@ class AirProcessor(DomainProcessor):
         uniq, means, counts = group_means(keys, b.values[:, cols])
         sites_hours = [split_key(k) for k in uniq]
         hour_ts = np.array([h for _, h in sites_hours], np.int64)
-        result = hourly_aqi({p: means[:, j] for j, p in enumerate(POLLUTANTS)}, plan=self.plan)
-        limit = self.plan.value("alert.air.aqi_hourly")
-        in_days = np.isin(local_day(hour_ts), days)
-        for i in np.flatnonzero(in_days):
-            site, hour = sites_hours[i]
+        for start, rows in by_local_day(hour_ts):
+            if local_day(np.array([start]))[0] in days:
+                self._hourly(out, [sites_hours[i] for i in rows], means[rows], counts[rows], start)
+        self._daily(out, sites_hours, means, days)
+        return out
+
+    def _hourly(self, out: Output, sites_hours: list[tuple[str, int]], means: np.ndarray, counts: np.ndarray,
+                day: int) -> None:
+        """Hourly means and AQI of one local day, judged by the breakpoints and alert level of that day."""
+        result = hourly_aqi({p: means[:, j] for j, p in enumerate(POLLUTANTS)}, plan=self.plan, at=day)
+        limit = self.plan.value("alert.air.aqi_hourly", day)
+        for i, (site, hour) in enumerate(sites_hours):
             fields = {p: round(float(means[i, j]), 3) for j, p in enumerate(POLLUTANTS)}
             fields.update(aqi=result.aqi[i], category=int(result.category[i]), primary=result.primary[i],
                           exceeding=result.exceeding[i], n=int(counts[i].max()))
@@ -179,19 +197,17 @@ class AirProcessor(DomainProcessor):
                     "air.aqi_hourly", site, "air", site, "major", float(result.aqi[i]), limit,
                     bool(result.aqi[i] > limit), hour, f"Hourly AQI at {site}", f"{site} 小时AQI",
                     "HJ 633-2012: AQI above 150 is 中度污染"))
-        self._daily(out, sites_hours, means, days)
-        return out
 
     def _daily(self, out: Output, sites_hours: list[tuple[str, int]], means: np.ndarray, days: np.ndarray) -> None:
         by_site: dict[str, dict[int, np.ndarray]] = {}
         for (site, hour), row in zip(sites_hours, means):
             by_site.setdefault(site, {})[hour] = row
-        min_hours = int(self.plan.value("gb3095.valid_hours_per_day"))
-        min_o3 = int(self.plan.value("gb3095.valid_hours_o3_8h"))
         fresh: dict[tuple[str, int], float] = {}
         for site, rows in by_site.items():
             for day in days:
                 start = int(day_start(day))
+                min_hours = int(self.plan.value("gb3095.valid_hours_per_day", start))
+                min_o3 = int(self.plan.value("gb3095.valid_hours_o3_8h", start))
                 grid = np.array([rows.get(start + h * 3600 * 10**9, np.full(len(POLLUTANTS), np.nan))
                                  for h in range(-7, 24)])  # 7 hours of the day before, for 8-h O3
                 day_means = {p: float(daily_mean(grid[7:, j][None, :], min_hours)[0]) for j, p in enumerate(POLLUTANTS)}
@@ -211,30 +227,35 @@ class AirProcessor(DomainProcessor):
                         "air.pm25_daily", site, "air", site, "major", day_means["pm25"], limit,
                         day_means["pm25"] > limit, start, f"Daily PM2.5 at {site}", f"{site} PM2.5日均值",
                         f"GB 3095-2012 24-h limit {limit:g} µg/m³; plan annual target 35 (33.5)"))
-        self._year_to_date(out, fresh, days)
+        for last_day in year_ends(days):
+            self._year_to_date(out, fresh, last_day)
 
-    def _year_to_date(self, out: Output, fresh: dict[tuple[str, int], float], days: np.ndarray) -> None:
-        last = int(day_start(days.max()))
-        year = int(np.datetime64(last + 8 * 3600 * 10**9, "ns").astype("datetime64[Y]").astype(int)) + 1970
-        year_start = int(np.datetime64(f"{year}-01-01T00:00:00", "ns").astype(np.int64)) - 8 * 3600 * 10**9
-        rows = self.history(
-            f'from(bucket: "{self.bucket}") |> range(start: time(v: {year_start}), stop: time(v: {last + DAY_NS})) '
-            '|> filter(fn: (r) => r._measurement == "air_daily" and r._field == "pm25")')
-        daily = {(r["site"], int(r["_time"])): r["_value"] for r in rows}
-        daily.update(fresh)
-        days_in_year = 366 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 365
-        elapsed = int((last - year_start) // DAY_NS) + 1
-        sites = sorted({s for s, _ in daily})
-        per_day: dict[int, list[float]] = {}
-        for (site, t), v in daily.items():
-            per_day.setdefault(t, []).append(v)
-        scopes = {s: np.array([v for (site, _), v in daily.items() if site == s]) for s in sites}
-        scopes["district"] = np.array([np.mean(v) for v in per_day.values()])
-        for scope, values in scopes.items():
-            ytd = year_to_date(values, days_in_year, elapsed, plan=self.plan, at=last)
+    def _year_to_date(self, out: Output, fresh: dict[tuple[str, int], float], last_day: int) -> None:
+        """PM2.5 of the year so far per station and district, with the year-end outlook (recomputed from
+        the daily means already in InfluxDB plus this batch's)."""
+        first, days_in_year = local_year(last_day)
+        last = int(day_start(last_day))
+        hist_days, hist_values, hist_sites = self.daily_history("air_daily", "pm25", first, last_day + 1)
+        daily = {(site, int(d)): v for d, site, v in zip(hist_days, hist_sites, hist_values)}
+        daily.update({(site, int(local_day(np.array([t]))[0])): v for (site, t), v in fresh.items()})
+        elapsed = last_day - first + 1
+        grid: dict[str, np.ndarray] = {}
+        for (site, d), v in daily.items():
+            if first <= d <= last_day:
+                grid.setdefault(site, np.full(elapsed, np.nan))[d - first] = v
+        if not grid:
+            return
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a day no station has: NaN, skipped
+            grid["district"] = np.nanmean(np.vstack(list(grid.values())), axis=0)
+        profile = self.past_profile("air_daily", "pm25", first)
+        for scope, values in grid.items():
+            ytd = year_to_date(values, days_in_year, plan=self.plan, at=last, profile=profile)
             out.points.append(indicator("air", "pm25_ytd", scope, ytd.mean, last, target=ytd.target,
                                         source="plan l.267", stretch=ytd.stretch, projection=ytd.projection,
-                                        required_rest=ytd.required_rest, valid_days=ytd.valid_days))
+                                        required_rest=ytd.required_rest, remaining_days=ytd.remaining_days,
+                                        feasible=int(ytd.feasible), seasonal=int(ytd.seasonal),
+                                        valid_days=ytd.valid_days))
 
 
 PROCESSOR = AirProcessor

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from processors.plugin import DAY_NS, DomainProcessor, Observation, Output, Point, day_start, indicator, local_day
+from schemas.sites import expected_sites
 from schemas.thresholds import PlanThresholds, load_plan
 
 DMC_DAY_LENGTH = np.array([6.5, 7.5, 9.0, 12.8, 13.9, 13.9, 12.4, 10.9, 9.4, 8.0, 7.0, 6.0])
@@ -126,7 +127,7 @@ def fwi_daily(temp: np.ndarray, rh: np.ndarray, wind: np.ndarray, rain: np.ndarr
     return FWICodes(out["ffmc"], out["dmc"], out["dc"], i, b, fwi(i, b))
 
 
-def danger_level(fwi_: np.ndarray, plan: PlanThresholds | None = None, at: int | None = None) -> np.ndarray:
+def danger_level(fwi_: np.ndarray, *, at: int, plan: PlanThresholds | None = None) -> np.ndarray:
     """QX/T 77-2007 danger level 1..5 from FWI with the operator's cut points (plan file)."""
     cuts = (plan or load_plan()).get("fire.fwi_level_cuts", at).array()
     return np.searchsorted(cuts, np.asarray(fwi_, float), side="right") + 1
@@ -170,19 +171,19 @@ class FireProcessor(DomainProcessor):
                 codes = fwi_daily(np.array([obs["temperature"]]), np.array([obs["humidity"]]), np.array([obs["wind_speed"]]),
                                   np.array([obs["rain_24h"]]), np.array([month]), ffmc0=f0, dmc0=d0, dc0=c0)
                 carried[site] = (float(codes.ffmc[0]), float(codes.dmc[0]), float(codes.dc[0]))
-                level = int(danger_level(codes.fwi, self.plan, start)[0])
+                level = int(danger_level(codes.fwi, plan=self.plan, at=start)[0])
                 out.points.append(Point("fire_daily", {"site": site}, {
                     **{k: round(float(getattr(codes, k)[0]), 3) for k in codes._fields}, "level": level,
                     "noon_temperature": obs["temperature"], "noon_humidity": obs["humidity"],
                     "noon_wind": obs["wind_speed"], "rain_24h": obs["rain_24h"]}, start))
-                threshold = self.plan.value("alert.fire.level")
+                threshold = self.plan.value("alert.fire.level", start)
                 name_zh, name_en, _ = LEVEL_NAMES[level]
                 out.observations.append(Observation(
                     "fire.danger", site, "fire", site, "critical" if level == 5 else "major", level, threshold,
                     level >= threshold, start, f"Fire danger {name_en} ({level}) at {site}",
                     f"{site} 森林火险等级 {level} ({name_zh})", "plan l.202: 森林防火监控"))
         self._detections(out, buffer, np.isin(day_of, days))
-        self._district(out, days, sites)
+        self._district(out, days)
         return out
 
     def _carried(self, sites: list[str], first_day: int) -> dict[str, tuple[float, float, float]]:
@@ -211,17 +212,22 @@ class FireProcessor(DomainProcessor):
                 int(buffer.ts[i]), f"Camera {what_en} detection at {buffer.site[i]}", f"{buffer.site[i]} 监控发现{what_zh}",
                 "plan l.202: 森林防火监控信息化"))
 
-    def _district(self, out: Output, days: np.ndarray, zones: list[str]) -> None:
-        """Highest level of the day, and the share of zones whose level is known (the plan's target)."""
+    def _district(self, out: Output, days: np.ndarray) -> None:
+        """Highest level of the day, and the share of the zones that SHOULD report (site registry) whose
+        level is known: a silent zone lowers it (the plan's target: every zone, every day)."""
+        expected = expected_sites("fire")
         for day in days:
             start = int(day_start(day))
-            levels = [p.fields["level"] for p in out.points if p.measurement == "fire_daily" and p.ts == start]
+            levels = {p.tags["site"]: p.fields["level"] for p in out.points
+                      if p.measurement == "fire_daily" and p.ts == start}
             if levels:
-                out.points.append(indicator("fire", "max_level", "district", float(max(levels)), start,
+                out.points.append(indicator("fire", "max_level", "district", float(max(levels.values())), start,
                                             source="QX/T 77-2007", zones=len(levels)))
-                out.points.append(indicator("fire", "zones_covered", "district", len(levels) / len(zones), start,
-                                            target=1.0, source="plan l.202: fire danger known for every zone daily",
-                                            zones=len(levels), registered=len(zones)))
+            covered = sorted(set(levels) & set(expected))
+            missing = ",".join(sorted(set(expected) - set(levels)))
+            out.points.append(indicator("fire", "zones_covered", "district", len(covered) / len(expected), start,
+                                        target=self.plan.value("plan.fire.zones_covered", start), source="plan l.202: fire danger known for every zone daily",
+                                        zones=len(covered), registered=len(expected), missing=missing))
 
 
 PROCESSOR = FireProcessor

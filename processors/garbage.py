@@ -4,38 +4,65 @@
 - resource-utilisation rate (资源化利用率) = that plus incineration with energy recovery weighted by a
   coefficient (national usage; operator-set); the plan's 35% is shown against the recycling rate
 - harmless-treatment rate (无害化处理率) = harmlessly treated / generated
-- collection: a bin above 90% full that is not emptied within the deadline is overdue
+- collection: a bin above 90% full that is not emptied within the deadline is overdue (collection rate =
+  bins not overdue / bins known that day)
+Every rate is bounded to [0, 1]: inputs that would push one outside (more recovered than generated, a
+negative mass) are clipped and flagged `inconsistent=1` with the reason, and logged, never shown as a
+rate above 100% or below 0.
 """
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import numpy as np
 
-from processors.plugin import DAY_NS, DomainProcessor, Observation, Output, Point, day_start, indicator, local_day
+from infra.logs import event
+from processors.outlook import ratio_outlook
+from processors.plugin import (
+    DAY_NS,
+    DomainProcessor,
+    Observation,
+    Output,
+    Point,
+    bounded_share,
+    day_start,
+    indicator,
+    local_day,
+    local_year,
+    year_ends,
+)
 from schemas.thresholds import PlanThresholds, load_plan
+
+log = logging.getLogger("smartcity.processor.garbage")
 
 
 class Rates(NamedTuple):
     recycling: np.ndarray
     resource_utilisation: np.ndarray
     harmless: np.ndarray
+    inconsistent: np.ndarray   # True where an input pushed a rate outside [0, 1] (clipped)
+    reason: list[str]          # why, per period ("" when consistent)
 
 
 def rates(generated: np.ndarray, recovered: np.ndarray, kitchen_resource: np.ndarray, incinerated: np.ndarray,
           harmless: np.ndarray, *, incineration_coefficient: float = 0.3) -> Rates:
-    """The three rates per period (NaN where nothing was generated)."""
+    """The three rates per period, bounded to [0, 1] (NaN where nothing was generated), and which
+    periods had inconsistent inputs."""
     gen = np.asarray(generated, float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ok = gen > 0
-        recycling = np.where(ok, (np.asarray(recovered) + np.asarray(kitchen_resource)) / gen, np.nan)
-        resource = np.where(ok, recycling + incineration_coefficient * np.asarray(incinerated) / gen, np.nan)
-        harmless_rate = np.where(ok, np.asarray(harmless) / gen, np.nan)
-    return Rates(recycling, resource, harmless_rate)
+    recycled = np.asarray(recovered, float) + np.asarray(kitchen_resource, float)
+    recycling, bad_r = bounded_share(recycled, gen)
+    weighted = recycled + incineration_coefficient * np.asarray(incinerated, float)
+    resource, bad_u = bounded_share(weighted, gen)
+    harmless_rate, bad_h = bounded_share(np.asarray(harmless, float), gen)
+    reason = ["; ".join(text for bad, text in ((bad_r[i], "recovered + kitchen to resource outside [0, generated]"),
+                                                (bad_u[i], "weighted resource use outside [0, generated]"),
+                                                (bad_h[i], "harmlessly treated outside [0, generated]")) if bad)
+              for i in range(len(gen))]
+    return Rates(recycling, resource, harmless_rate, bad_r | bad_u | bad_h, reason)
 
 
-def overdue_bins(full_since_ns: np.ndarray, now_ns: int, *, plan: PlanThresholds | None = None,
-                 at: int | None = None) -> np.ndarray:
+def overdue_bins(full_since_ns: np.ndarray, now_ns: int, *, at: int, plan: PlanThresholds | None = None) -> np.ndarray:
     """True for bins full (>= the full level) for longer than the collection deadline."""
     deadline = (plan or load_plan()).value("garbage.collection_deadline", at) * 1e9
     since = np.asarray(full_since_ns, float)
@@ -60,7 +87,8 @@ CATEGORY_FIELDS = ("recyclable_kg", "hazardous_kg", "kitchen_kg", "residual_kg")
 
 class GarbageProcessor(DomainProcessor):
     """Per day: generated (the plant's intake by category), recycling / resource-utilisation / harmless
-    rates, and the collection rate (bins not overdue / bins reporting); per bin: overdue events."""
+    rates, and the collection rate (bins not overdue / bins known); per bin: overdue events; the
+    recycling rate of the year so far with its year-end outlook."""
 
     domain = "garbage"
     horizon_days = 3
@@ -72,11 +100,11 @@ class GarbageProcessor(DomainProcessor):
         day_of = local_day(buffer.ts)
         plant = ~np.isnan(v[:, col("harmless_kg")])
         bins = ~np.isnan(v[:, col("fill_level")])
-        full = self.plan.value("garbage.bin_full")
-        coefficient = self.plan.value("garbage.incineration_coefficient")
         for day in days:
             start = int(day_start(day))
             end = start + DAY_NS
+            full = self.plan.value("garbage.bin_full", start)
+            coefficient = self.plan.value("garbage.incineration_coefficient", start)
             report = plant & (day_of == day)
             fields: dict[str, float] = {}
             if report.any():
@@ -88,21 +116,67 @@ class GarbageProcessor(DomainProcessor):
                           incineration_coefficient=coefficient)
                 fields.update(total, generated_kg=generated, recycling_rate=float(r.recycling[0]),
                               resource_rate=float(r.resource_utilisation[0]), harmless_rate=float(r.harmless[0]))
-            overdue = self._overdue(out, buffer, bins & (buffer.ts < end), end, start, full)
-            reporting = len(set(buffer.sensor_id[bins & (day_of == day)]))
-            if reporting:
-                fields.update(bins=reporting, bins_overdue=overdue, collection_rate=1 - overdue / reporting)
+                if r.inconsistent[0]:
+                    fields.update(inconsistent=1, reason=r.reason[0])
+                    event(log, "inconsistent_garbage_report", logging.WARNING, day=start, reason=r.reason[0],
+                          generated_kg=generated, recovered_kg=total["recovered_kg"],
+                          kitchen_resource_kg=total["kitchen_resource_kg"], harmless_kg=total["harmless_kg"])
+            known = bins & (buffer.ts < end)  # every bin seen up to the day's end: the overdue ones included
+            overdue = self._overdue(out, buffer, known, end, start, full)
+            bins_known = len(set(buffer.sensor_id[known]))
+            if bins_known and (bins & (day_of == day)).any():
+                fields.update(bins=bins_known, bins_overdue=overdue,
+                              collection_rate=float(bounded_share(np.array([bins_known - overdue]),
+                                                                  np.array([bins_known]))[0][0]))
             if not fields:
                 continue
             out.points.append(Point("garbage_daily", {"scope": "district"}, fields, start))
+            extra = {"inconsistent": 1, "reason": fields["reason"]} if "reason" in fields else {}
             for name, target, source in (("recycling_rate", "plan.garbage.recycling_rate", "plan l.273 (回收利用率)"),
                                          ("harmless_rate", "plan.garbage.harmless_rate", "plan l.273"),
                                          ("collection_rate", "plan.garbage.collection_rate", "plan l.273"),
                                          ("resource_rate", None, "national weighting, coefficient in plan file")):
                 if name in fields:
                     out.points.append(indicator("garbage", name, "district", fields[name], start,
-                                                target=self.plan.value(target) if target else None, source=source))
+                                                target=self.plan.value(target, start) if target else None,
+                                                source=source, **(extra if name != "collection_rate" else {})))
+        for last_day in year_ends(days):
+            self._year_to_date(out, last_day)
         return out
+
+    def _year_to_date(self, out: Output, last_day: int) -> None:
+        """Recycling rate of the year so far (recycled kg / generated kg) with its year-end outlook: the
+        rate the rest of the year's waste must reach for the plan's 35%."""
+        first, days_in_year = local_year(last_day)
+        last = int(day_start(last_day))
+        per_day: dict[str, dict[int, float]] = {}
+        for name in ("generated_kg", "recovered_kg", "kitchen_resource_kg"):
+            d, v, _ = self.daily_history("garbage_daily", name, first, last_day + 1)
+            per_day[name] = dict(zip(d.tolist(), v.tolist()))
+        for p in out.points:  # this batch's days replace what InfluxDB had
+            if p.measurement == "garbage_daily" and "generated_kg" in p.fields:
+                d = int(local_day(np.array([p.ts]))[0])
+                for name in per_day:
+                    per_day[name][d] = p.fields[name]
+        gen_days = sorted(d for d in per_day["generated_kg"] if first <= d <= last_day)
+        if not gen_days:
+            return
+        generated = np.array([per_day["generated_kg"][d] for d in gen_days])
+        recycled = np.array([per_day["recovered_kg"].get(d, 0.0) + per_day["kitchen_resource_kg"].get(d, 0.0)
+                             for d in gen_days])
+        remaining = days_in_year - (last_day - first + 1)
+        profile = self.past_profile("garbage_daily", "recycling_rate", first)
+        index = np.array(gen_days) - first
+        target = self.plan.value("plan.garbage.recycling_rate", last)
+        o = ratio_outlook(recycled, generated, np.full(remaining, float(generated.mean())), target,
+                          bounds=(0.0, 1.0), profile_observed=None if profile is None else profile[index],
+                          profile_rest=None if profile is None else profile[days_in_year - remaining:days_in_year])
+        value, bad = bounded_share(np.array([recycled.sum()]), np.array([generated.sum()]))
+        out.points.append(indicator("garbage", "recycling_rate_ytd", "district", float(value[0]), last, target=target,
+                                    source="plan l.273 (回收利用率), year to date", projection=o.projection,
+                                    required_rest=o.required_rest, remaining_days=o.remaining_days,
+                                    feasible=int(o.feasible), seasonal=int(o.seasonal), inconsistent=int(bad[0]),
+                                    days=len(gen_days)))
 
     def _overdue(self, out: Output, buffer, mask: np.ndarray, at: int, day: int, full: float) -> int:  # noqa: ANN001
         """Count (and report) bins full for longer than the deadline at time `at`."""
@@ -114,10 +188,10 @@ class GarbageProcessor(DomainProcessor):
         sensors = buffer.sensor_id[order].astype(str)
         cuts = np.flatnonzero(sensors[1:] != sensors[:-1]) + 1
         count = 0
-        deadline = self.plan.value("garbage.collection_deadline")
+        deadline = self.plan.value("garbage.collection_deadline", day)
         for rows in np.split(order, cuts):
             since = full_since(buffer.ts[rows], buffer.values[rows, col], level=full)
-            late = bool(overdue_bins(np.array([since]), at, plan=self.plan)[0])
+            late = bool(overdue_bins(np.array([since]), at, plan=self.plan, at=day)[0])
             count += late
             hours = (at - since) / 3.6e12 if late else 0.0
             sensor, site = str(buffer.sensor_id[rows[0]]), str(buffer.site[rows[0]])

@@ -7,7 +7,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from processors.plugin import DomainProcessor, Observation, Output, Point, hour_start, indicator, local_day, split_key
+from processors.outlook import level_outlook
+from processors.plugin import (
+    DomainProcessor,
+    Observation,
+    Output,
+    Point,
+    hour_start,
+    indicator,
+    local_day,
+    local_year,
+    split_key,
+)
+from schemas.sites import expected_sites, load_registry
 from schemas.thresholds import PlanThresholds, load_plan
 
 
@@ -19,7 +31,7 @@ def occupancy(capacity: np.ndarray, occupied: np.ndarray, free: np.ndarray) -> n
         return np.clip(np.where(cap > 0, occ / cap, np.nan), 0.0, 1.0)
 
 
-def saturated(share: np.ndarray, *, plan: PlanThresholds | None = None, at: int | None = None) -> np.ndarray:
+def saturated(share: np.ndarray, *, at: int, plan: PlanThresholds | None = None) -> np.ndarray:
     """True where occupancy is above the saturation level (90% by default)."""
     with np.errstate(invalid="ignore"):
         return np.asarray(share, float) > (plan or load_plan()).value("parking.saturated", at)
@@ -34,8 +46,11 @@ def networked_rate(last_seen_ns: np.ndarray, now_ns: int, heartbeat_s: float) ->
     return float(np.mean(online & ~np.isnan(seen)))
 
 
-def spaces_added(current_capacity: np.ndarray, baseline_spaces: float) -> float:
-    """Public spaces now networked minus the baseline: progress towards the plan's +20,000."""
+def spaces_added(current_capacity: np.ndarray, baseline_spaces: float | None) -> float:
+    """Public spaces now networked minus the operator's baseline: progress towards the plan's +20,000.
+    NaN while the baseline is not set: without it the figure would be the whole networked capacity."""
+    if baseline_spaces is None:
+        return float("nan")
     return float(np.nansum(current_capacity) - baseline_spaces)
 
 
@@ -58,7 +73,7 @@ class ParkingProcessor(DomainProcessor):
             f'from(bucket: "{self.bucket}") |> range(start: -30d) '
             '|> filter(fn: (r) => r._measurement == "parking_hourly" and r._field == "capacity") '
             '|> keep(columns: ["site", "_value", "_time"]) |> last()')}
-        registered = sorted(known | set(buffer.site.astype(str)))
+        registered = sorted(set(expected_sites("parking")) | known | set(buffer.site.astype(str)))
         hours = hour_start(buffer.ts)
         sel = np.isin(local_day(buffer.ts), days)
         keys = np.char.add(buffer.site.astype(str), np.char.add("|", hours.astype(str)))[sel]
@@ -71,10 +86,10 @@ class ParkingProcessor(DomainProcessor):
         np.maximum.at(peak, inverse, np.where(ok, s, -np.inf))
         lot_cap = np.zeros(len(uniq))
         np.maximum.at(lot_cap, inverse, np.nan_to_num(cap))
-        level = self.plan.value("parking.saturated")
         per_hour: dict[int, list[tuple[str, float, float]]] = {}
         for i, key in enumerate(uniq):
             site, hour = split_key(key)
+            level = self.plan.value("parking.saturated", hour)
             sat = bool(peak[i] > level)
             out.points.append(Point("parking_hourly", {"site": site}, {
                 "occupancy": round(float(mean[i]), 4), "occupancy_max": round(float(peak[i]), 4),
@@ -83,18 +98,46 @@ class ParkingProcessor(DomainProcessor):
                 "parking.saturated", site, "parking", site, "minor", float(peak[i]), level, sat, hour,
                 f"Parking lot {site} saturated", f"{site} 停车场饱和", "practice: above 90% a lot is saturated"))
             per_hour.setdefault(hour, []).append((site, float(mean[i]), float(lot_cap[i])))
-        baseline = self.plan.value("parking.baseline_public_spaces")
-        for hour, lots in per_hour.items():
+        facts = load_registry().parking
+        for hour, lots in sorted(per_hour.items()):
             total_cap = sum(c for _, _, c in lots)
             occupied = sum(m * c for _, m, c in lots)
             out.points.append(indicator("parking", "occupancy", "district", occupied / total_cap if total_cap else float("nan"),
                                         hour, source="SFpark/Shoup bands", lots=len(lots)))
             out.points.append(indicator("parking", "networked_rate", "district", len(lots) / len(registered), hour,
-                                        target=self.plan.value("plan.parking.networked_share"), source="plan l.192",
+                                        target=self.plan.value("plan.parking.networked_share", hour), source="plan l.192",
                                         online=len(lots), registered=len(registered)))
-            out.points.append(indicator("parking", "spaces_added", "district", spaces_added(np.array([c for _, _, c in lots]), baseline),
-                                        hour, target=self.plan.value("plan.parking.new_public_spaces"), source="plan l.163"))
+        if per_hour:
+            self._spaces_added(out, per_hour, facts.baseline_public_spaces)
         return out
+
+    def _spaces_added(self, out: Output, per_hour: dict[int, list[tuple[str, float, float]]],
+                      baseline: int | None) -> None:
+        """Public spaces added per hour against the plan's +20,000, with the year-end outlook of the latest
+        hour; while the operator has not set the baseline, 'baseline not set' (baseline_set=0, no value)."""
+        last_hour = max(per_hour)
+        for hour, lots in sorted(per_hour.items()):
+            networked = float(sum(c for _, _, c in lots))
+            target = self.plan.value("plan.parking.new_public_spaces", hour)
+            extra: dict[str, float | int] = {"networked_spaces": networked, "baseline_set": int(baseline is not None)}
+            added = spaces_added(np.array([networked]), baseline)
+            if hour == last_hour and baseline is not None:
+                extra.update(self._outlook(hour, added, target))
+            out.points.append(indicator("parking", "spaces_added", "district", added, hour, target=target,
+                                        source="plan l.163; baseline: operator registry", **extra))
+
+    def _outlook(self, hour: int, added: float, target: float) -> dict[str, float | int]:
+        """Year-end projection of spaces added (trend of the daily latest values) and spaces per day needed."""
+        today = int(local_day(np.array([hour]))[0])
+        first, days_in_year = local_year(today)
+        days, values, _ = self.daily_history("indicator", "value", first, today,
+                                             'r.domain == "parking" and r.indicator == "spaces_added"')
+        latest: dict[int, float] = {int(d): v for d, v in zip(days, values)}  # rows come time-ordered: last wins
+        latest[today] = added
+        x = np.array(sorted(latest)) - first
+        o = level_outlook(x, np.array([latest[d + first] for d in x]), days_in_year, target)
+        return {"projection": o.projection, "required_rest": o.required_rest, "remaining_days": o.remaining_days,
+                "feasible": int(o.feasible)}
 
 
 PROCESSOR = ParkingProcessor

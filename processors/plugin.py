@@ -6,17 +6,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from infra.lineprotocol import Point, escape  # noqa: F401 - part of the plug-in contract
+from processors.outlook import seasonal_profile
 from schemas.batch import ReadingBatch
-from schemas.thresholds import PlanThresholds
+from schemas.sites import load_registry
+from schemas.thresholds import DAY_NS, LOCAL_OFFSET_NS, PlanThresholds
 
-LOCAL_OFFSET_NS = 8 * 3600 * 10**9
-DAY_NS = 86400 * 10**9
 HOUR_NS = 3600 * 10**9
+PROFILE_YEARS = 3          # past years read for a seasonal profile
+PROFILE_MIN_DAYS = 300     # fewer distinct past days than this: no seasonal profile (flat projection)
 
 
 def local_day(ts: np.ndarray) -> np.ndarray:
@@ -31,6 +33,35 @@ def day_start(day: np.ndarray | int) -> np.ndarray:
 
 def hour_start(ts: np.ndarray) -> np.ndarray:
     return (np.asarray(ts, np.int64) // HOUR_NS) * HOUR_NS
+
+
+def by_local_day(ts: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(UTC ns of the local midnight, row indices) for each local day in `ts`: the unit in which plan
+    entries are picked, so every row is judged by the entry in force on its own local day."""
+    days = local_day(ts)
+    for day in np.unique(days):
+        yield int(day_start(day)), np.flatnonzero(days == day)
+
+
+def day_of_year(days: np.ndarray) -> np.ndarray:
+    """0-based day of the year of local day numbers."""
+    d = np.asarray(days, np.int64).astype("datetime64[D]")
+    return (d - d.astype("datetime64[Y]")).astype(np.int64)
+
+
+def year_ends(days: np.ndarray) -> list[int]:
+    """The latest of `days` in each calendar year they touch: where year-to-date indicators are due (a
+    batch spanning New Year closes the old year and opens the new one)."""
+    d = np.asarray(days, np.int64)
+    years = d.astype("datetime64[D]").astype("datetime64[Y]")
+    return [int(d[years == y].max()) for y in np.unique(years)]
+
+
+def local_year(day: int) -> tuple[int, int]:
+    """(local day number of 1 January, number of days) of the year that contains local day `day`."""
+    year = np.datetime64(int(day), "D").astype("datetime64[Y]")
+    first = int(year.astype("datetime64[D]").astype(np.int64))
+    return first, int((year + 1).astype("datetime64[D]").astype(np.int64)) - first
 
 
 @dataclass
@@ -81,10 +112,36 @@ class DomainProcessor(ABC):
         self.plan = plan
         self.history = history
         self.bucket = compliance_bucket
+        self._profiles: dict[tuple[str, str, int, str], np.ndarray | None] = {}
+        load_registry()  # an operator registry (SMARTCITY_SITES) with a mistake fails at start, naming the file
 
     @abstractmethod
     def compute(self, buffer: ReadingBatch, days: np.ndarray) -> Output:
         """Indicators for the local `days` touched by the latest batch, from every buffered reading."""
+
+    def daily_history(self, measurement: str, field: str, first_day: int, stop_day: int,
+                      where: str = "true") -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(local day numbers, values, site tags) of `measurement`/`field` points in the compliance
+        bucket over local days [first_day, stop_day), optionally filtered by a Flux predicate on `r`."""
+        rows = self.history(
+            f'from(bucket: "{self.bucket}") |> range(start: time(v: {int(day_start(first_day))}), '
+            f'stop: time(v: {int(day_start(stop_day))})) '
+            f'|> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}" and {where}) '
+            '|> keep(columns: ["_time", "_value", "site"])')
+        ts = np.array([int(r["_time"]) for r in rows], np.int64)
+        return local_day(ts), np.array([float(r["_value"]) for r in rows]), [r.get("site", "") for r in rows]
+
+    def past_profile(self, measurement: str, field: str, year_first_day: int, where: str = "true") -> np.ndarray | None:
+        """Seasonal profile (366 days) of the PROFILE_YEARS years before the year starting on local day
+        `year_first_day`, or None with less than PROFILE_MIN_DAYS days of history. Past years do not
+        change while a year runs: read once per process (a restart reads it again, same answer)."""
+        key = (measurement, field, year_first_day, where)
+        if key not in self._profiles:
+            days, values, _ = self.daily_history(measurement, field, year_first_day - 366 * PROFILE_YEARS,
+                                                 year_first_day, where)
+            self._profiles[key] = (seasonal_profile(day_of_year(days), values)
+                                   if len(np.unique(days)) >= PROFILE_MIN_DAYS else None)
+        return self._profiles[key]
 
 
 def group_means(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -97,6 +154,18 @@ def group_means(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nd
     np.add.at(counts, inverse, present)
     with np.errstate(invalid="ignore", divide="ignore"):
         return uniq, np.where(counts > 0, sums / counts, np.nan), counts
+
+
+def bounded_share(numerator: np.ndarray, denominator: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(numerator / denominator clipped to [0, 1], NaN where the denominator is not positive; True where
+    the inputs were inconsistent: a negative part, or more in the part than in the whole). A rate of
+    the plan can neither flatter (above 100%) nor go negative; the flag keeps the reason visible."""
+    num, den = np.asarray(numerator, float), np.asarray(denominator, float)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        ok = den > 0
+        raw = np.where(ok, num / np.where(ok, den, 1.0), np.nan)
+        inconsistent = ok & ((num < 0) | (num > den))
+    return np.clip(raw, 0.0, 1.0), inconsistent
 
 
 def split_key(key: str) -> tuple[str, int]:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from processors.outlook import ratio_outlook
 from processors.plugin import (
+    DAY_NS,
     DomainProcessor,
     Observation,
     Output,
     Point,
+    by_local_day,
     day_start,
     group_means,
     indicator,
     local_day,
+    local_year,
     split_key,
+    year_ends,
 )
 from schemas.thresholds import PlanThresholds, load_plan
 
@@ -21,7 +26,7 @@ FACTORS = ("ph", "dissolved_oxygen", "cod", "inorganic_nitrogen", "phosphate", "
 CLASS_NAMES = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "劣四类 (worse than IV)"}
 
 
-def factor_class(factor: str, values: np.ndarray, *, plan: PlanThresholds | None = None, at: int | None = None) -> np.ndarray:
+def factor_class(factor: str, values: np.ndarray, *, at: int, plan: PlanThresholds | None = None) -> np.ndarray:
     """Class 1..4 of one factor's values (5: worse than IV, NaN: not measured)."""
     plan = plan or load_plan()
     v = np.asarray(values, dtype=float)[..., None]
@@ -37,8 +42,8 @@ def factor_class(factor: str, values: np.ndarray, *, plan: PlanThresholds | None
 
 
 def seawater_class(ph: np.ndarray, do: np.ndarray, cod: np.ndarray, inorganic_n: np.ndarray,
-                   phosphate: np.ndarray, petroleum: np.ndarray, *, plan: PlanThresholds | None = None,
-                   at: int | None = None) -> np.ndarray:
+                   phosphate: np.ndarray, petroleum: np.ndarray, *, at: int,
+                   plan: PlanThresholds | None = None) -> np.ndarray:
     """GB 3097-1997 class per sample: the worst class over the measured factors (1..4, 5 worse than
     IV, NaN when no factor was measured)."""
     classes = np.stack([factor_class(f, v, plan=plan, at=at)
@@ -56,7 +61,7 @@ def good_share(site_classes: np.ndarray) -> float:
 
 
 def green_tide_level(chl: np.ndarray, turbidity: np.ndarray, chl_before: np.ndarray, turbidity_before: np.ndarray,
-                     *, plan: PlanThresholds | None = None, at: int | None = None) -> np.ndarray:
+                     *, at: int, plan: PlanThresholds | None = None) -> np.ndarray:
     """0 none, 1 watch (chlorophyll-a above its threshold), 2 warning (chlorophyll-a and turbidity both
     above their thresholds and both rising against the previous period)."""
     plan = plan or load_plan()
@@ -87,38 +92,75 @@ class SeawaterProcessor(DomainProcessor):
         keys = np.char.add(b.site.astype(str), np.char.add("|", day_start(local_day(b.ts)).astype(str)))
         uniq, means, _ = group_means(keys, b.values)
         f = {name: means[:, b.fields.index(name)] for name in b.fields}
-        classes = seawater_class(f["ph"], f["dissolved_oxygen"], f["cod"], f["inorganic_nitrogen"],
-                                 f["phosphate"], f["petroleum"], plan=self.plan)
         site_day = [split_key(k) for k in uniq]
+        day_ts = np.array([d for _, d in site_day], np.int64)
         index = {sd: i for i, sd in enumerate(site_day)}
-        prev = [index.get((s, d - 86400 * 10**9)) for s, d in site_day]
+        prev = [index.get((s, d - DAY_NS)) for s, d in site_day]
         chl_before = np.array([f["chlorophyll_a"][p] if p is not None else np.inf for p in prev])
         tur_before = np.array([f["turbidity"][p] if p is not None else np.inf for p in prev])
-        tide = green_tide_level(f["chlorophyll_a"], f["turbidity"], chl_before, tur_before, plan=self.plan)
-        starts = set(day_start(days).tolist())
-        for d in sorted(starts):
-            todays = [i for i, (_, t) in enumerate(site_day) if t == d]
-            for i in todays:
+        wanted = set(day_start(days).tolist())
+        for d, todays in by_local_day(day_ts):
+            if d not in wanted:
+                continue
+            part = {name: values[todays] for name, values in f.items()}
+            classes = seawater_class(*(part[name] for name in FACTORS), plan=self.plan, at=d)
+            tide = green_tide_level(part["chlorophyll_a"], part["turbidity"], chl_before[todays], tur_before[todays],
+                                    plan=self.plan, at=d)
+            chl_limit = self.plan.value("seawater.greentide.chlorophyll_a", d)
+            for k, i in enumerate(todays):
                 site = site_day[i][0]
                 fields = {n: round(float(f[n][i]), 4) for n in b.fields}
-                fields.update(water_class=classes[i], green_tide=int(tide[i]))
+                fields.update(water_class=classes[k], green_tide=int(tide[k]))
                 out.points.append(Point("seawater_daily", {"site": site}, fields, d))
-                if not np.isnan(classes[i]):
-                    c = int(classes[i])
+                if not np.isnan(classes[k]):
+                    c = int(classes[k])
                     out.observations.append(Observation(
                         "seawater.class", site, "seawater", site, SEVERITY.get(c, "minor"), c, 2.0, c >= 3, d,
                         f"Sea-water class at {site}: {CLASS_NAMES[c]}", f"{site} 海水水质 {CLASS_NAMES[c]} 类",
                         "plan l.261: 近岸海域水质优良率100% (GB 3097-1997 class I-II)"))
-                if tide[i] == 2:
+                if tide[k] == 2:
                     out.observations.append(Observation(
-                        "seawater.green_tide", site, "seawater", site, "major", float(f["chlorophyll_a"][i]),
-                        self.plan.value("seawater.greentide.chlorophyll_a"), True, d,
-                        f"Green-tide warning at {site}", f"{site} 浒苔预警", "plan l.261: 浒苔监测预警"))
-            share = good_share(classes[todays]) if todays else float("nan")
-            out.points.append(indicator("seawater", "good_share", "district", share, d,
-                                        target=self.plan.value("plan.seawater.good_share"), source="plan l.261",
-                                        sites=len(todays)))
+                        "seawater.green_tide", site, "seawater", site, "major", float(part["chlorophyll_a"][k]),
+                        chl_limit, True, d, f"Green-tide warning at {site}", f"{site} 浒苔预警", "plan l.261: 浒苔监测预警"))
+            good = int(np.sum(classes <= 2))
+            measured = int(np.sum(~np.isnan(classes)))
+            out.points.append(indicator("seawater", "good_share", "district", good_share(classes), d,
+                                        target=self.plan.value("plan.seawater.good_share", d), source="plan l.261",
+                                        sites=len(todays), good_sites=good, classed_sites=measured))
+        for last_day in year_ends(days):
+            self._year_to_date(out, last_day)
         return out
+
+    def _year_to_date(self, out: Output, last_day: int) -> None:
+        """Class I-II share of the year's site-days so far (good / classed) and its year-end outlook: the
+        share the rest of the year must keep for the plan's 100% (infeasible once one site-day missed)."""
+        first, days_in_year = local_year(last_day)
+        last = int(day_start(last_day))
+        where = 'r.domain == "seawater" and r.indicator == "good_share"'
+        counts = {}
+        for name in ("good_sites", "classed_sites"):
+            d, v, _ = self.daily_history("indicator", name, first, last_day + 1, where)
+            counts[name] = dict(zip(d.tolist(), v.tolist()))
+        for p in out.points:
+            if p.measurement == "indicator" and p.tags["indicator"] == "good_share":
+                d = int(local_day(np.array([p.ts]))[0])
+                counts["good_sites"][d], counts["classed_sites"][d] = p.fields["good_sites"], p.fields["classed_sites"]
+        observed = sorted(d for d, n in counts["classed_sites"].items() if n > 0 and first <= d <= last_day)
+        if not observed:
+            return
+        good = np.array([counts["good_sites"].get(d, 0.0) for d in observed])
+        classed = np.array([counts["classed_sites"][d] for d in observed])
+        remaining = days_in_year - (last_day - first + 1)
+        target = self.plan.value("plan.seawater.good_share", last)
+        profile = self.past_profile("indicator", "value", first, where)
+        index = np.array(observed) - first
+        o = ratio_outlook(good, classed, np.full(remaining, float(classed.mean())), target, bounds=(0.0, 1.0),
+                          profile_observed=None if profile is None else profile[index],
+                          profile_rest=None if profile is None else profile[days_in_year - remaining:days_in_year])
+        out.points.append(indicator("seawater", "good_share_ytd", "district", o.current, last, target=target,
+                                    source="plan l.261, year to date (site-days)", projection=o.projection,
+                                    required_rest=o.required_rest, remaining_days=o.remaining_days,
+                                    feasible=int(o.feasible), seasonal=int(o.seasonal), days=len(observed)))
 
 
 PROCESSOR = SeawaterProcessor

@@ -1,4 +1,5 @@
-"""The plan-threshold file: load, validate, override, and pick the entry in force at a timestamp."""
+"""The plan-threshold file: load, validate, override, and pick the entry in force on a reading's LOCAL
+(UTC+8, Asia/Shanghai) day: the plan and the standards are Chinese, so a day starts at local midnight."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,9 +9,12 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 DEFAULT_FILE = Path(__file__).with_name("plan.toml")
+LOCAL_TZ = dt.timezone(dt.timedelta(hours=8), "UTC+8")
+LOCAL_OFFSET_NS = 8 * 3600 * 10**9
+DAY_NS = 86400 * 10**9
 
 
 class Threshold(BaseModel):
@@ -43,6 +47,7 @@ class PlanThresholds(BaseModel):
 
     version: str
     threshold: list[Threshold]
+    _by_key: dict[str, list[Threshold]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _no_overlap(self) -> "PlanThresholds":
@@ -55,12 +60,14 @@ class PlanThresholds(BaseModel):
                 if a.valid_to is None or a.valid_to >= b.valid_from:
                     raise ValueError(f"{key}: entries from {a.valid_from} and {b.valid_from} overlap; "
                                      f"give the first a 'to' before {b.valid_from}")
+        self._by_key = by_key
         return self
 
-    def get(self, key: str, at: dt.date | dt.datetime | int | None = None) -> Threshold:
-        """The entry for `key` in force at `at` (a date, datetime, or UTC ns timestamp; default today)."""
-        day = _day(at)
-        candidates = [t for t in self.threshold if t.key == key]
+    def get(self, key: str, at: dt.date | dt.datetime | int | np.integer) -> Threshold:
+        """The entry for `key` in force on the local (UTC+8) day of `at`: a date (already local), an aware
+        datetime, or a UTC ns timestamp. `at` is required: a reading is judged by its own day, never today's."""
+        day = local_date(at)
+        candidates = self._by_key.get(key, [])
         if not candidates:
             raise KeyError(f"no threshold {key!r} in the plan file")
         for t in candidates:
@@ -69,7 +76,7 @@ class PlanThresholds(BaseModel):
         raise KeyError(f"threshold {key!r} is not in force on {day} (entries: "
                        + ", ".join(f"{t.valid_from}..{t.valid_to or ''}" for t in candidates) + ")")
 
-    def value(self, key: str, at: dt.date | dt.datetime | int | None = None) -> float:
+    def value(self, key: str, at: dt.date | dt.datetime | int | np.integer) -> float:
         value = self.get(key, at).value
         if isinstance(value, tuple):
             raise TypeError(f"{key} is a table row; use get(...).array()")
@@ -82,14 +89,27 @@ class PlanThresholds(BaseModel):
         return PlanThresholds(version=f"{self.version}+{override.version}", threshold=list(keep.values()))
 
 
-def _day(at: dt.date | dt.datetime | int | None) -> dt.date:
-    if at is None:
-        return dt.datetime.now(dt.timezone.utc).date()
-    if isinstance(at, int):
-        return dt.datetime.fromtimestamp(at / 1e9, dt.timezone.utc).date()
+def local_date(at: dt.date | dt.datetime | int | np.integer) -> dt.date:
+    """The local (UTC+8) calendar day of a UTC ns timestamp or an aware datetime; a date is taken as local.
+
+    Integer arithmetic on ns (no float rounding at midnight). A naive datetime is refused: it has no
+    clock, and guessing one is how a reading at 00:30 local ends up judged by yesterday's rule."""
+    if isinstance(at, (int, np.integer)) and not isinstance(at, bool):
+        return dt.date(1970, 1, 1) + dt.timedelta(days=(int(at) + LOCAL_OFFSET_NS) // DAY_NS)
     if isinstance(at, dt.datetime):
-        return at.astimezone(dt.timezone.utc).date() if at.tzinfo else at.date()
-    return at
+        if at.tzinfo is None:
+            raise ValueError(f"naive datetime {at.isoformat()}: give it a timezone (UTC or UTC+8) "
+                             "so the plan entry of its local day can be picked")
+        return at.astimezone(LOCAL_TZ).date()
+    if isinstance(at, dt.date):
+        return at
+    raise TypeError(f"cannot tell the local day of {at!r} ({type(at).__name__}); pass a UTC ns timestamp, "
+                    "an aware datetime or a local date")
+
+
+def today() -> dt.date:
+    """Today's local (UTC+8) date: for views of 'now' (the wall, the dashboards' generated targets)."""
+    return dt.datetime.now(LOCAL_TZ).date()
 
 
 def read_file(path: Path) -> PlanThresholds:

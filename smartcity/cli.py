@@ -493,14 +493,17 @@ def dashboards_push() -> None:
 
 @app.command()
 def wall(png: Path = typer.Option(Path("wall.png"), "--png", help="where to write the picture")) -> None:
-    """Render the city wall (plan target vs today's value per domain) from InfluxDB to a PNG."""
-    from dashboards.preview import render
+    """Render the city wall (every plan target of the plan file against its latest figure, and whether
+    the year can still make it) from InfluxDB to a PNG."""
+    from dashboards.preview import STATE_TEXT, render
+    from dashboards.targets import fmt
     from infra.settings import get_settings
 
-    tiles, firing, chinese = render(png, get_settings())
-    for t in tiles:
-        status = {True: "meets", False: "misses", None: "no data"}[t.meets]
-        typer.echo(f"{t.domain:9} {t.title_en:34} {t.text(t.value):>12}  target {t.text(t.target):>10}  {status}")
+    standings, firing, chinese = render(png, get_settings())
+    for s in standings:
+        outlook = s.outlook_text()[0]
+        typer.echo(f"{s.target.domain:9} {s.target.title_en:42} {fmt(s.value, s.target.unit):>10}  "
+                   f"{s.target_text()[0]:18} {STATE_TEXT[s.state][0]}" + (f"  | {outlook}" if outlook else ""))
     typer.echo(f"firing alerts: {firing}")
     if not chinese:
         typer.echo("note: no CJK font found, labels are English only (apt-get install fonts-wqy-zenhei)", err=True)

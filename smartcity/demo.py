@@ -65,14 +65,22 @@ def _raw_counts(settings: Settings, start: int, stop: int) -> dict[str, int]:
         return {r.values["_measurement"]: int(r.get_value()) for t in client.query_api().query(flux) for r in t.records}
 
 
-def _indicators(settings: Settings, start: int, stop: int) -> list[tuple[str, str, str, float, float | None]]:
-    flux = (f'from(bucket: "{settings.influx.bucket_compliance}") |> range(start: time(v: {start * 10**9}), '
-            f'stop: time(v: {stop * 10**9})) |> filter(fn: (r) => r._measurement == "indicator" and r.scope == "district") '
-            '|> filter(fn: (r) => r._field == "value" or r._field == "target") |> last() '
-            '|> pivot(rowKey: ["domain", "indicator", "scope"], columnKey: ["_field"], valueColumn: "_value")')
-    with influx_client(settings) as client:
-        rows = [r.values for t in client.query_api().query(flux) for r in t.records]
-    return sorted((r["domain"], r["indicator"], r.get("source", ""), r.get("value"), r.get("target")) for r in rows)
+def plan_report(settings: Settings, start: int, stop: int) -> Table:
+    """Every plan target of the plan file against the simulated day's figure (judged by the target stored
+    with it: the entry in force on that local day), and "Will we make it?" for the cumulative ones."""
+    from dashboards.preview import STATE_TEXT, latest_indicators, standings
+    from dashboards.targets import fmt
+
+    table = Table(title="plan targets (district, the simulated day) - will we make it?")
+    for col in ("domain", "target", "value", "plan", "state", "year-end outlook"):
+        table.add_column(col)
+    colour = {"met": "green", "missed": "red", "baseline-not-set": "yellow"}
+    for s in standings(latest_indicators(settings, start * 10**9, stop * 10**9)):
+        state = STATE_TEXT[s.state][0]
+        table.add_row(s.target.domain, s.target.title_en, fmt(s.value, s.target.unit), s.target_text()[0],
+                      f"[{colour[s.state]}]{state}[/]" if s.state in colour else state,
+                      s.outlook_text()[0] or s.target.not_measured)
+    return table
 
 
 def run_demo(settings: Settings, sensors: int = 10, interval: int = 300, console: Console | None = None) -> int:
@@ -129,12 +137,7 @@ def run_demo(settings: Settings, sensors: int = 10, interval: int = 300, console
     events = after[settings.kafka.alerts_topic] - before[settings.kafka.alerts_topic]
     console.print(f"dead letters (malformed + out-of-range, kept with reasons): {dead:,}; "
                   f"rule observations to alerts.events: {events:,}")
-    plan = Table(title="plan indicators (district, the simulated day)")
-    for col in ("domain", "indicator", "value", "target", "source"):
-        plan.add_column(col)
-    for domain, name, source, value, target in _indicators(settings, start, stop):
-        plan.add_row(domain, name, "-" if value is None else f"{value:.3f}", "-" if target is None else f"{target:g}", source)
-    console.print(plan)
+    console.print(plan_report(settings, start, stop))
     from dashboards.preview import render
 
     picture = stack_dir() / "wall.png"

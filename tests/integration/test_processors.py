@@ -11,6 +11,7 @@ import pytest
 
 from infra.settings import Settings
 from processors.fire import fwi_daily
+from schemas.sites import expected_sites
 from tests.conftest import DAY_START
 from tests.helpers import flux_rows
 
@@ -77,6 +78,13 @@ def indicator(settings: Settings, domain: str, name: str) -> dict:
     return {(r["scope"], int(r["_time"].timestamp())): r["_value"] for r in rows}
 
 
+def fields_of(settings: Settings, domain: str, name: str, scope: str, ts: int) -> dict:
+    rows = flux_rows(settings, settings.influx.bucket_compliance,
+                     f'r._measurement == "indicator" and r.domain == "{domain}" and r.indicator == "{name}" '
+                     f'and r.scope == "{scope}"')
+    return {r["_field"]: r["_value"] for r in rows if int(r["_time"].timestamp()) == ts}
+
+
 def test_every_indicator_matches_the_simulators_ground_truth(pipeline_day) -> None:  # noqa: ANN001
     a, _, truth = pipeline_day
     hour = lambda t: (t["site"], t["ts"] // 10**9 // 3600 * 3600)  # noqa: E731
@@ -95,7 +103,16 @@ def test_every_indicator_matches_the_simulators_ground_truth(pipeline_day) -> No
     for site, mean in daily.items():
         assert air_daily[(site, day)]["pm25"] == pytest.approx(mean, abs=1e-3)
     ytd = indicator(a, "air", "pm25_ytd")
-    assert ytd[("district", day)] == pytest.approx(sum(daily.values()) / len(daily), abs=1e-3)
+    district = sum(daily.values()) / len(daily)
+    assert ytd[("district", day)] == pytest.approx(district, abs=1e-3)
+    # "will we make it?": one valid day so far (the buckets are fresh), the rest of the year to go
+    outlook = fields_of(a, "air", "pm25_ytd", "district", day)
+    local = time.gmtime(day + 8 * 3600)
+    days_in_year = 366 if local.tm_year % 4 == 0 else 365
+    remaining = days_in_year - local.tm_yday
+    assert outlook["remaining_days"] == remaining and outlook["target"] == 35.0
+    assert outlook["required_rest"] == pytest.approx((35.0 * (1 + remaining) - district) / remaining, abs=1e-3)
+    assert outlook["projection"] == pytest.approx(district, abs=1e-3) and outlook["seasonal"] == 0
     # seawater: daily class per buoy (worst factor) and the district's class I-II share
     water = means_by(truth, "seawater", lambda t: t["site"])
     classes = {site: reference_class(m) for site, m in water.items()}
@@ -108,7 +125,14 @@ def test_every_indicator_matches_the_simulators_ground_truth(pipeline_day) -> No
     parking = stored(a, "parking_hourly")
     for key, m in lots.items():
         assert parking[key]["occupancy"] == pytest.approx(m["occupied"] / m["capacity"], abs=1e-4), key
-    assert set(indicator(a, "parking", "networked_rate").values()) == {1.0}
+    # networked management counts every registered lot: the simulator runs 5 sensors over the 7 lots
+    registered = len(expected_sites("parking"))
+    assert set(indicator(a, "parking", "networked_rate").values()) == {len({k[0] for k in lots}) / registered}
+    # spaces added: the shipped registry has no baseline, so no value, only the "baseline not set" state
+    assert indicator(a, "parking", "spaces_added") == {}
+    spaces = flux_rows(a, a.influx.bucket_compliance,
+                       'r._measurement == "indicator" and r.indicator == "spaces_added" and r._field == "baseline_set"')
+    assert spaces and {r["_value"] for r in spaces} == {0}
     # fire: the day's FWI per zone from the observation nearest local noon, from the start-up codes
     noon = day + 12 * 3600
     fire = stored(a, "fire_daily")
@@ -129,6 +153,13 @@ def test_every_indicator_matches_the_simulators_ground_truth(pipeline_day) -> No
     assert indicator(a, "garbage", "recycling_rate")[("district", day)] == pytest.approx(
         (p["recovered_kg"] + p["kitchen_resource_kg"]) / generated, rel=1e-6)
     assert indicator(a, "garbage", "harmless_rate")[("district", day)] == pytest.approx(p["harmless_kg"] / generated, rel=1e-6)
+    recycled = (p["recovered_kg"] + p["kitchen_resource_kg"]) / generated
+    assert indicator(a, "garbage", "recycling_rate_ytd")[("district", day)] == pytest.approx(recycled, rel=1e-6)
+    assert 0 <= indicator(a, "garbage", "collection_rate")[("district", day)] <= 1
+    # fire: every registered zone reported, so coverage is complete; seawater's year so far
+    assert indicator(a, "fire", "zones_covered")[("district", day)] == len(zones) / len(expected_sites("fire"))
+    assert indicator(a, "seawater", "good_share_ytd")[("district", day)] == pytest.approx(
+        sum(c <= 2 for c in classes.values()) / len(classes))
 
 
 def test_a_processor_killed_mid_stream_ends_with_the_same_compliance_bucket(pipeline_day) -> None:  # noqa: ANN001

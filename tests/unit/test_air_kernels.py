@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.air import ITEMS, aqi, daily_mean, hourly_aqi, iaqi, rolling_8h, year_to_date
 from processors.plugin import group_means
+
+AT = 1_790_000_000 * 10**9  # a UTC ns timestamp (2026-09-21), for the entry in force
 
 
 @pytest.mark.parametrize("item, c, expected", [
@@ -26,22 +28,23 @@ from processors.plugin import group_means
     ("NO2_1H", 100, 50), ("O3_1H", 160, 50),
 ])
 def test_iaqi_hand_computed_cases(item: str, c: float, expected: float) -> None:
-    assert iaqi(item, np.array([c]))[0] == expected
+    assert iaqi(item, np.array([c]), at=AT)[0] == expected
 
 
 @pytest.mark.parametrize("item, c", [("SO2_1H", 801), ("O3_8H", 801), ("PM25_24H", -1), ("PM25_24H", np.nan)])
 def test_iaqi_not_computable_is_nan(item: str, c: float) -> None:
-    assert np.isnan(iaqi(item, np.array([c]))[0])
+    assert np.isnan(iaqi(item, np.array([c]), at=AT)[0])
 
 
 def test_above_a_full_table_the_iaqi_is_500() -> None:
-    assert iaqi("PM25_24H", np.array([800.0]))[0] == 500
+    assert iaqi("PM25_24H", np.array([800.0]), at=AT)[0] == 500
 
 
+@settings(deadline=None)  # a loaded shared machine must not fail a property on time
 @given(st.sampled_from(ITEMS), st.lists(st.floats(0, 3000), min_size=2, max_size=30))
 def test_iaqi_is_monotone_in_concentration(item: str, cs: list[float]) -> None:
     c = np.sort(np.array(cs))
-    v = iaqi(item, c)
+    v = iaqi(item, c, at=AT)
     finite = v[~np.isnan(v)]
     assert (np.diff(finite) >= 0).all()
 
@@ -64,7 +67,7 @@ def test_hourly_aqi_falls_back_to_24h_so2_above_the_1h_table() -> None:
     means = {k: np.array([10.0]) for k in ("pm25", "pm10", "no2", "co", "o3")}
     means["so2"] = np.array([900.0])
     # SO2 24h: (300-200)/(1600-800)*(900-800)+200 = 212.5 -> 213
-    assert hourly_aqi(means).aqi[0] == 213
+    assert hourly_aqi(means, at=AT).aqi[0] == 213
 
 
 def test_group_means_ignore_missing_values() -> None:
@@ -92,6 +95,15 @@ def test_8h_rolling_mean_needs_6_valid_hours() -> None:
 
 
 def test_year_to_date_against_the_plan_targets() -> None:
-    ytd = year_to_date(np.array([30.0, 40.0, np.nan, 50.0]), days_in_year=365, elapsed_days=4)
+    ytd = year_to_date(np.array([30.0, 40.0, np.nan, 50.0]), days_in_year=365, at=AT)
     assert ytd.mean == 40.0 and ytd.valid_days == 3 and ytd.target == 35.0 and ytd.stretch == 33.5
-    assert ytd.required_rest == pytest.approx((35 * 365 - 40 * 4) / 361)
+    # the annual mean is over valid days: 3 so far + 361 to come; (35 * 364 - 120) / 361
+    assert ytd.required_rest == pytest.approx((35 * 364 - 120) / 361) and ytd.remaining_days == 361
+    assert ytd.projection == 40.0 and ytd.feasible and not ytd.seasonal
+
+
+def test_year_to_date_projects_with_the_season_still_to_come() -> None:
+    profile = np.ones(366)
+    profile[2:365] = 2.0  # the rest of the year runs twice as polluted as its first two days
+    ytd = year_to_date(np.array([20.0, 20.0]), days_in_year=365, at=AT, profile=profile)
+    assert ytd.seasonal and ytd.projection == pytest.approx((40 + 20 * 2 * 363) / 365)

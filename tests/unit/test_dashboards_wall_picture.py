@@ -1,0 +1,70 @@
+"""The wall picture: every plan target, red where missed, 'baseline not set' instead of a flattering
+number, the outlook sentence, and Chinese labels when a CJK font exists on disk."""
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from dashboards.preview import cjk_font, draw, standings
+from dashboards.targets import TARGETS, plan_target_keys
+
+DAY = {"remaining_days": 35, "feasible": 1}
+INDICATORS = {
+    ("air", "pm25_ytd"): {"value": 35.4, "target": 35.0, "stretch": 33.5, "projection": 35.3, "required_rest": 31.2, **DAY},
+    ("seawater", "good_share_ytd"): {"value": 1.0, "target": 1.0, "projection": 1.0, "required_rest": 1.0, **DAY},
+    ("parking", "networked_rate"): {"value": 1.0, "target": 1.0},
+    ("parking", "spaces_added"): {"target": 20000.0, "baseline_set": 0, "networked_spaces": 6030.0},
+    ("fire", "zones_covered"): {"value": 0.8, "target": 1.0},
+    ("garbage", "recycling_rate_ytd"): {"value": 0.38, "target": 0.35, "projection": 0.38, "required_rest": 0.1, **DAY},
+    ("garbage", "harmless_rate"): {"value": 1.0, "target": 1.0},
+    ("garbage", "collection_rate"): {"value": 0.9, "target": 1.0},
+}
+
+
+def test_every_target_has_a_tile_with_the_right_state() -> None:
+    data = standings(INDICATORS)
+    assert {s.target.key for s in data} == plan_target_keys() - {"plan.air.pm25_annual_stretch"}
+    state = {s.target.key: s.state for s in data}
+    assert state == {"plan.air.pm25_annual": "missed", "plan.seawater.good_share": "met",
+                     "plan.parking.networked_share": "met", "plan.parking.new_public_spaces": "baseline-not-set",
+                     "plan.fire.zones_covered": "missed", "plan.garbage.recycling_rate": "met",
+                     "plan.garbage.harmless_rate": "met", "plan.garbage.collection_rate": "missed",
+                     "plan.forest.coverage": "not-measured"}
+
+
+def test_the_outlook_says_what_the_rest_of_the_year_must_deliver() -> None:
+    pm25 = next(s for s in standings(INDICATORS) if s.target.key == "plan.air.pm25_annual")
+    en, zh = pm25.outlook_text()
+    assert en.startswith("must average ≤ 31.2 µg/m³ for the remaining 35 days to finish below 35")
+    assert "剩余35天" in zh and "31.2" in zh
+    spaces = next(s for s in standings(INDICATORS) if s.target.key == "plan.parking.new_public_spaces")
+    assert spaces.outlook_text()[0] == "baseline not set (networked now: 6,030)"
+
+
+def test_an_out_of_reach_target_says_so() -> None:
+    hopeless = dict(INDICATORS)
+    hopeless[("air", "pm25_ytd")] = {**INDICATORS[("air", "pm25_ytd")], "required_rest": -3.0, "feasible": 0}
+    pm25 = next(s for s in standings(hopeless) if s.target.key == "plan.air.pm25_annual")
+    assert pm25.outlook_text()[0].startswith("out of reach")
+
+
+def test_the_picture_is_1600_by_900_and_chinese_when_a_cjk_font_is_on_disk(tmp_path: Path) -> None:
+    out = tmp_path / "wall.png"
+    chinese = draw(out, standings(INDICATORS), firing=3)
+    header = out.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", header[16:24]) == (1600, 900)
+    on_disk = any("wqy" in p.name.lower() or "cjk" in p.name.lower() for p in Path("/usr/share/fonts").rglob("*.tt*"))
+    assert chinese == on_disk == (cjk_font() is not None)
+
+
+@pytest.mark.parametrize("t", TARGETS, ids=lambda t: t.key)
+def test_steps_turn_red_exactly_where_the_target_is_missed(t) -> None:  # noqa: ANN001
+    steps = t.steps()
+    goal = t.value()
+    colour_at = lambda v: [c for s, c in steps if s is None or v >= s][-1]  # noqa: E731  Grafana: last step <= v
+    if t.lower_is_better:
+        assert colour_at(goal) == "red" and colour_at(goal - 0.01) != "red"
+    else:
+        assert colour_at(goal) == "green" and colour_at(goal - 0.001) == "red"
