@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Resolve Apache Kafka 4.x from Maven Central (cached), format KRaft storage once, start a single
 # combined broker/controller on loopback and create the pipeline's topics. Idempotent.
-#   deploy/native/kafka.sh {start|stop|topics}
+#   deploy/native/kafka.sh {start|stop|topics|resolve}
 SERVICE=kafka
 source "$(dirname "$0")/lib.sh"
 
@@ -96,5 +96,6 @@ case "${1:-start}" in
   start) start ;;
   stop) stop ;;
   topics) topics ;;
-  *) die "usage: $0 {start|stop|topics}" ;;
+  resolve) resolve ;;   # only the jars (the chaos suite resolves before entering its namespace)
+  *) die "usage: $0 {start|stop|topics|resolve}" ;;
 esac
