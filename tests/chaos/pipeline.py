@@ -157,6 +157,8 @@ class Lane:
             (self.dir / "secrets").mkdir(parents=True, exist_ok=True)
             for name in ("influx-token", *(f"mqtt-{p.name[5:]}" for p in (stack.STATE / "secrets").glob("mqtt-*"))):
                 shutil.copy(stack.STATE / "secrets" / name, self.dir / "secrets" / name)
+            if not (self.dir / "mosquitto" / "certs").exists():   # the stack's CA: no key generation per lane
+                shutil.copytree(stack.STATE / "mosquitto" / "certs", self.dir / "mosquitto" / "certs")
             stack.script("mosquitto", "start", env=self.script_env)
         create_topics(self.settings)
         with influx_client(self.settings) as client:

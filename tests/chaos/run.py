@@ -6,6 +6,7 @@ died, a payload went uncounted or a security check failed.
   python -m tests.chaos.run --full      # every fault, one 10-minute Kafka outage (<= 20 min)
   python -m tests.chaos.run --short     # a few faults, a small fuzz (<= 3 min; part of `make test`)
   python -m tests.chaos.run --only bridge-kill,poison --keep   # chosen lanes, private stack kept up
+  python -m tests.chaos.run --down      # stop the private stack (a short run leaves it up for the next)
 
 Runs itself inside the network namespace of tests/chaos/stack.py against a private stack.
 """
@@ -23,7 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.clients import kafka_consumer
 from infra.settings import Settings
+from infra.stack import create_topics
 from tests.chaos import stack
 from tests.chaos.payloads import oversized, poison_messages
 from tests.chaos.pipeline import Lane, Load, Outcome, first_sensor, wait_ready
@@ -202,7 +205,7 @@ class Run:
             self.outcomes[NEW_GROUP] = outcome
 
     def reconcile(self, lane: Lane, outcome: Outcome, probe: str | None, fault_end: float, drain: float,
-                  idle: float = 40) -> None:
+                  idle: float = 60) -> None:
         offered, valid, invalid = lane.truth()
         proxy = lane.proxy_stats()
         rejected = set(proxy["rejected"])
@@ -224,6 +227,19 @@ class Run:
         if retried:
             outcome.notes.append(f"{len(retried)} lines refused by InfluxDB (422) were retried until stored, "
                                  "not isolated and dead-lettered")
+
+
+def warm_up(settings: Settings, timeout: float = 180) -> None:
+    """Until a consumer group can join: a fresh Kafka creates its offsets topic on the first join,
+    which must not be charged to the first lanes' recovery."""
+    create_topics(settings, prefix="warmup.")
+    consumer = kafka_consumer(settings, "chaos-warmup", "warmup.telemetry.air")
+    deadline = time.monotonic() + timeout
+    try:
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=1000)
+    finally:
+        consumer.close()
 
 
 def table(run: Run, extra: list[tuple[str, bool, str]]) -> tuple[str, bool]:
@@ -261,17 +277,24 @@ def main(argv: list[str]) -> int:
     mode.add_argument("--short", action="store_true", help="a few faults (<= 3 min), as in make test")
     parser.add_argument("--only", default="", help="comma-separated lanes (see FAULTS in this file)")
     parser.add_argument("--fuzz", type=int, default=None, help="generated payloads (default 100,000 full, 3,000 short)")
-    parser.add_argument("--keep", action="store_true", help="leave the private stack running")
+    parser.add_argument("--keep", action="store_true", help="leave the private stack running (--short always does)")
+    parser.add_argument("--down", action="store_true", help="only stop the private stack")
     args = parser.parse_args(argv)
+    if args.down:
+        if stack.STATE.exists():
+            stack.down()
+        return 0
     if not stack.inside():
         stack.prepare_outside()
         return stack.reexec_inside(argv)
     from tests.chaos import fuzz, security
 
     started = time.monotonic()
+    stack.stop_orphan_lane_brokers()
     if not any(stack.pid_of(s) for s in stack.SERVICES) and stack.STATE.exists():
         shutil.rmtree(stack.STATE)   # a fresh private stack for every run that starts one
     stack.up()
+    warm_up(Settings())
     names = [n for n in args.only.split(",") if n] or (FULL if args.full else SHORT)
     unknown = set(names) - set(FULL)
     if unknown:
@@ -309,7 +332,7 @@ def main(argv: list[str]) -> int:
         shutil.copy(stack.STATE / "report.md", run.folder / "report.md")
         print(header + report)
         print(f"\n{'PASS' if ok else 'FAIL'}: report in {stack.STATE / 'report.md'}")
-        if not args.keep:
+        if args.full and not args.keep:
             stack.down()
     return 0 if ok else 1
 

@@ -38,7 +38,7 @@ def deploy_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     for key in [k for k in env if k.startswith("SMARTCITY_") and k != "SMARTCITY_CHAOS_INSIDE"]:
         env.pop(key)   # nothing of the caller's stack may leak in
     env.update({"SMARTCITY_STACK_DIR": str(STATE), "PYTHONPATH": str(REPO_ROOT),
-                "SMARTCITY_KAFKA_HEAP": "512m", **(extra or {})})
+                "SMARTCITY_KAFKA_HEAP": "512m", "SMARTCITY_TOPICS_FILE": "/dev/null", **(extra or {})})
     return env
 
 
@@ -88,6 +88,19 @@ def up() -> None:
     """Start (or keep) all three private services."""
     for service in SERVICES:
         script(service, "start")
+
+
+def stop_orphan_lane_brokers() -> None:
+    """Lane brokers an interrupted run left behind (Mosquitto processes of this namespace whose
+    config lies under .stack/chaos/lanes): stopped by PID."""
+    pids = subprocess.run(["ip", "netns", "pids", NETNS], capture_output=True, text=True).stdout.split()
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"mosquitto") and any(str(STATE / "lanes").encode() in a for a in cmdline):
+            os.kill(int(pid), signal.SIGTERM)
 
 
 def down() -> None:
