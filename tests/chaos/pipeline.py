@@ -75,6 +75,7 @@ class Outcome:
     dl_influx: tuple[int, int] = (0, 0)     # (dead-lettered, refused by InfluxDB) by the processor
     alerts: frozenset = frozenset()         # (rule, entity) of firing notifications delivered
     recovery: float | None = None
+    comparable: bool = False                # same load as the `none` lane, so the same alerts are due
     died: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -151,8 +152,9 @@ class Lane:
 
     # -- set-up ---------------------------------------------------------------------------------
 
-    def setup(self) -> None:
-        """The lane's broker, topics, buckets, tokens, the proxy, and the router's config."""
+    def setup(self, influx: bool = True) -> None:
+        """The lane's broker, topics, buckets and tokens (unless not `influx`), the proxy, and the
+        router's config."""
         if self.mqtt_port:
             (self.dir / "secrets").mkdir(parents=True, exist_ok=True)
             for name in ("influx-token", *(f"mqtt-{p.name[5:]}" for p in (stack.STATE / "secrets").glob("mqtt-*"))):
@@ -161,6 +163,18 @@ class Lane:
                 shutil.copytree(stack.STATE / "mosquitto" / "certs", self.dir / "mosquitto" / "certs")
             stack.script("mosquitto", "start", env=self.script_env)
         create_topics(self.settings)
+        if influx:
+            self._influx_setup()
+        self.proxy = subprocess.Popen([sys.executable, "-m", "tests.chaos.proxy", "--listen", str(self.proxy_port),
+                                       "--target", str(stack.INFLUX_PORT)], env=stack.deploy_env(),
+                                      stdout=subprocess.DEVNULL, stderr=open(self.logs / "proxy.log", "ab"))
+        (self.logs / "alerts.toml").write_text(
+            'group_window = 0\n[[subscriber]]\nname = "chaos"\nchannel = "webhook"\n'
+            f'url = "http://127.0.0.1:{self.webhook.port}/alerts"\nsecret_env = "{WEBHOOK_SECRET_ENV}"\n'
+            "tries = 20\nbackoff = 0.5\n")
+
+    def _influx_setup(self) -> None:
+        """The lane's buckets, and tokens of the stack's services' shape for them."""
         with influx_client(self.settings) as client:
             api = client.buckets_api()
             for name in (self.settings.influx.bucket_raw, self.settings.influx.bucket_compliance):
@@ -172,13 +186,6 @@ class Lane:
                                ("processor", [f"read:{raw}", f"write:{raw}", f"read:{comp}", f"write:{comp}"])):
             # the same shape as deploy/native/influxdb.sh gives the stack's services, for this lane's buckets
             stack.script("influxdb", "token", f"{service}-{self.tag}", *perms, env=self.script_env)
-        self.proxy = subprocess.Popen([sys.executable, "-m", "tests.chaos.proxy", "--listen", str(self.proxy_port),
-                                       "--target", str(stack.INFLUX_PORT)], env=stack.deploy_env(),
-                                      stdout=subprocess.DEVNULL, stderr=open(self.logs / "proxy.log", "ab"))
-        (self.logs / "alerts.toml").write_text(
-            'group_window = 0\n[[subscriber]]\nname = "chaos"\nchannel = "webhook"\n'
-            f'url = "http://127.0.0.1:{self.webhook.port}/alerts"\nsecret_env = "{WEBHOOK_SECRET_ENV}"\n'
-            "tries = 20\nbackoff = 0.5\n")
 
     def env(self, service: str | None) -> dict[str, str]:
         env = stack.deploy_env(self.script_env)
@@ -360,6 +367,18 @@ class Lane:
             if done or time.monotonic() > deadline or time.monotonic() - last_change > idle:
                 return stored, recovery
             time.sleep(2)
+
+    def settle_alerts(self, quiet: float = 15, timeout: float = 60) -> None:
+        """Wait until the webhook has received nothing new for `quiet` s: observations of the last
+        records are still on their way through alerts.events and the router when the points are in."""
+        deadline = time.monotonic() + timeout
+        seen, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            if len(self.webhook.received) != seen:
+                seen, since = len(self.webhook.received), time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(1)
 
     def note(self, text: str) -> None:
         if text not in self.notes:
