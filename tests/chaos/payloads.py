@@ -18,9 +18,15 @@ from simulators.formats import SIM_FORMATS, encode, rfc3339
 I64 = 2**63
 
 
-def _ts(rng: random.Random) -> int:
-    """A plausible event time: within the last day."""
-    return time.time_ns() - rng.randrange(60, 86_400) * 10**9
+def _ts(rng: random.Random, now_ns: int) -> int:
+    """A plausible event time: within the day before `now_ns`."""
+    return now_ns - rng.randrange(60, 86_400) * 10**9
+
+
+def today_ns() -> int:
+    """The UTC midnight that started today: the generator's clock, fixed for a day so that a seed
+    gives the same payloads all day."""
+    return time.time_ns() // (86_400 * 10**9) * 86_400 * 10**9
 
 
 def _values(rng: random.Random, domain: str) -> dict[str, float]:
@@ -36,14 +42,15 @@ def native(domain: str, site: str, sensor: str, body: object) -> tuple[str, byte
     return f"city/{domain}/{site}/{sensor}/up", json.dumps(body).encode()
 
 
-def poison_messages(tag: str) -> list[tuple[str, str, bytes]]:
+def poison_messages(tag: str, now_ns: int | None = None) -> list[tuple[str, str, bytes]]:
     """(class, topic, payload) for every poison class; each is invalid and must be dead-lettered."""
-    now = rfc3339(time.time_ns() - 3600 * 10**9)
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    now = rfc3339(now_ns - 3600 * 10**9)
     ok = {"pm25": 12.0}
     site = "zhonghan"
     cases: list[tuple[str, object | bytes]] = [
-        ("ts in epoch milliseconds", {"ts": int(time.time() * 1000), "values": ok}),
-        ("ts in epoch microseconds", {"ts": int(time.time() * 1e6), "values": ok}),
+        ("ts in epoch milliseconds", {"ts": now_ns // 10**6, "values": ok}),
+        ("ts in epoch microseconds", {"ts": now_ns // 10**3, "values": ok}),
         ("ts after 2262 (RFC 3339)", {"ts": "2300-01-01T00:00:00Z", "values": ok}),
         ("ts year 9999", {"ts": "9999-12-31T23:59:59.999999999Z", "values": ok}),
         ("ts 1e30 seconds", {"ts": 1e30, "values": ok}),
@@ -84,7 +91,7 @@ def poison_messages(tag: str) -> list[tuple[str, str, bytes]]:
     out.append(("SenML bt 1e20", f"city/air/{site}/{tag}-p92/senml",
                 json.dumps([{"bn": f"{tag}-p92/", "bt": 1e20, "n": "pm25", "v": 3}]).encode()))
     out.append(("SenML t beyond int64 ns", f"city/air/{site}/{tag}-p93/senml",
-                json.dumps([{"bn": f"{tag}-p93/", "bt": time.time(), "n": "pm25", "v": 3, "t": 1e12}]).encode()))
+                json.dumps([{"bn": f"{tag}-p93/", "bt": now_ns // 10**9, "n": "pm25", "v": 3, "t": 1e12}]).encode()))
     return out
 
 
@@ -94,7 +101,7 @@ def oversized(tag: str, size: int) -> tuple[str, bytes]:
     return f"city/air/zhonghan/{tag}-big/up", head + b"A" * max(size - len(head) - 2, 0) + b'"}'
 
 
-def _mutate(rng: random.Random, payload: bytes) -> bytes:
+def _mutate(rng: random.Random, payload: bytes, now_s: int) -> bytes:
     """One random corruption of a payload: the kinds of damage radios, firmware and people do."""
     kind = rng.randrange(9)
     b = bytearray(payload)
@@ -113,7 +120,7 @@ def _mutate(rng: random.Random, payload: bytes) -> bytes:
             return bytes(b[:i] + hostile + b[i + 1:])
     if kind == 3:                # timestamps of another unit or era
         text = payload.decode("utf-8", "replace")
-        return text.replace('"ts":', f'"ts":{rng.choice([1, 1000, 10**6, 10**12, 10**15]) * int(time.time())},"x":', 1).encode()
+        return text.replace('"ts":', f'"ts":{rng.choice([1, 1000, 10**6, 10**12, 10**15]) * now_s},"x":', 1).encode()
     if kind == 4 and b:          # garbage inserted
         i = rng.randrange(len(b))
         return bytes(b[:i] + rng.randbytes(rng.randint(1, 40)) + b[i:])
@@ -126,19 +133,21 @@ def _mutate(rng: random.Random, payload: bytes) -> bytes:
     return payload[::-1]         # reversed
 
 
-def generated(seed: int, n: int, tag: str) -> Iterator[tuple[str, str, bytes]]:
+def generated(seed: int, n: int, tag: str, now_ns: int | None = None) -> Iterator[tuple[str, str, bytes]]:
     """(kind, topic, payload) for `n` seeded messages: valid in the four formats, mutated, raw bytes,
-    and the poison classes; each on its own topic."""
+    and the poison classes; each on its own topic. The same seed, tag and clock (default: today's
+    UTC midnight) give the same messages."""
+    now_ns = today_ns() if now_ns is None else now_ns
     rng = random.Random(seed)
     domains = ["air", "seawater", "parking", "fire", "garbage"]
-    poison = poison_messages(tag)
+    poison = poison_messages(tag, now_ns)
     for i in range(n):
         sensor = f"{tag}-{i:06d}"
         domain = rng.choice(domains)
         fmt = rng.choice(SIM_FORMATS)
         if fmt in ("ttn", "chirpstack") and domain == "fire":
             domain = "air"
-        readings = [(_ts(rng), rng.randrange(0, 2**31), _values(rng, domain))
+        readings = [(_ts(rng, now_ns), rng.randrange(0, 2**31), _values(rng, domain))
                     for _ in range(1 if fmt in ("ttn", "chirpstack") else rng.choice((1, 1, 1, 3, 20)))]
         try:
             topic, payload = encode(fmt, domain, "fuzz-site", sensor, readings)
@@ -148,7 +157,7 @@ def generated(seed: int, n: int, tag: str) -> Iterator[tuple[str, str, bytes]]:
         if roll < 0.45:
             yield f"valid {fmt}", topic, payload
         elif roll < 0.85:
-            yield f"mutated {fmt}", topic, _mutate(rng, payload)
+            yield f"mutated {fmt}", topic, _mutate(rng, payload, now_ns // 10**9)
         elif roll < 0.95:
             yield "raw bytes", topic, rng.randbytes(rng.randint(0, 600))
         else:
