@@ -11,6 +11,7 @@ import json
 import random
 import time
 from collections.abc import Iterator
+from functools import lru_cache
 
 from schemas import domain as get_domain
 from simulators.formats import SIM_FORMATS, encode, rfc3339
@@ -29,11 +30,16 @@ def today_ns() -> int:
     return time.time_ns() // (86_400 * 10**9) * 86_400 * 10**9
 
 
-def _values(rng: random.Random, domain: str) -> dict[str, float]:
-    """Values inside the domain's physical ranges (the lower half, clear of cross-field rules)."""
+@lru_cache(maxsize=None)
+def _ranges(domain: str) -> tuple[list[str], list[float], list[float]]:
     dom = get_domain(domain)
     lo, hi = dom.bounds()
-    names = dom.fields
+    return dom.fields, lo.tolist(), hi.tolist()
+
+
+def _values(rng: random.Random, domain: str) -> dict[str, float]:
+    """Values inside the domain's physical ranges (the lower half, clear of cross-field rules)."""
+    names, lo, hi = _ranges(domain)
     keep = rng.sample(range(len(names)), k=rng.randint(1, len(names)))
     return {names[j]: round(float(lo[j] + (min(hi[j], lo[j] + 1000) - lo[j]) * rng.random() * 0.5), 3) for j in keep}
 
