@@ -60,12 +60,16 @@ def make_handler(target: int, state: FaultState) -> type[BaseHTTPRequestHandler]
             return None
 
         def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):   # the client gave up (its timeout): its retry
+                self.close_connection = True                   # comes on a new connection
+                return
             with state.lock:
                 state.answered[status] += 1
 
