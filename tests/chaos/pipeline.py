@@ -148,6 +148,8 @@ class Lane:
         self.proxy: subprocess.Popen | None = None
         self.bridge_ids: list[str] = []
         self.notes: list[str] = []
+        self.sims: list[subprocess.Popen] = []
+        self.tcp = None   # a TcpFaultProxy on the MQTT hop, when via_tcp_proxy() was called
         logs.mkdir(parents=True, exist_ok=True)
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -168,6 +170,15 @@ class Lane:
         self.proxy = subprocess.Popen([sys.executable, "-m", "tests.chaos.proxy", "--listen", str(self.proxy_port),
                                        "--target", str(stack.INFLUX_PORT)], env=stack.deploy_env(),
                                       stdout=subprocess.DEVNULL, stderr=open(self.logs / "proxy.log", "ab"))
+        deadline = time.monotonic() + 60
+        while True:   # the proxy listens before anything talks to it
+            try:
+                self.proxy_stats()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proxy.poll() is not None:
+                    raise RuntimeError(f"the fault proxy on {self.proxy_port} did not start; see {self.logs}/proxy.log")
+                time.sleep(0.3)
         (self.logs / "alerts.toml").write_text(
             'group_window = 0\n[[subscriber]]\nname = "chaos"\nchannel = "webhook"\n'
             f'url = "http://127.0.0.1:{self.webhook.port}/alerts"\nsecret_env = "{WEBHOOK_SECRET_ENV}"\n'
@@ -186,6 +197,14 @@ class Lane:
                                ("processor", [f"read:{raw}", f"write:{raw}", f"read:{comp}", f"write:{comp}"])):
             # the same shape as deploy/native/influxdb.sh gives the stack's services, for this lane's buckets
             stack.script("influxdb", "token", f"{service}-{self.tag}", *perms, env=self.script_env)
+
+    def via_tcp_proxy(self) -> None:
+        """From now on the lane's clients reach its broker through a TCP fault proxy (`self.tcp`)."""
+        from tests.chaos.tcpproxy import TcpFaultProxy
+
+        port = self.settings.mqtt.port + 500
+        self.tcp = TcpFaultProxy(port, self.settings.mqtt.port)
+        self.settings = self.settings.model_copy(update={"mqtt": self.settings.mqtt.model_copy(update={"port": port})})
 
     def env(self, service: str | None) -> dict[str, str]:
         env = stack.deploy_env(self.script_env)
@@ -245,12 +264,14 @@ class Lane:
         """`smartcity simulate` with the lane's settings, ground truth into <logs>/<name>/."""
         folder = self.logs / name
         self.truth_dirs.append(folder)
-        return subprocess.Popen(
+        sim = subprocess.Popen(
             [sys.executable, "-m", "smartcity.cli", "simulate", "--domains", "all", "--sensors", str(load.sensors),
              "--rate", str(load.rate), "--duration", f"{seconds or load.seconds}s", "--interval", str(load.interval),
              "--seed", str(load.seed), "--start", load.start, "--faults", load.faults, "--manifest", str(folder)],
             env=self.env(None), cwd=stack.REPO_ROOT, stdout=subprocess.DEVNULL,
             stderr=open(self.logs / f"{name}.log", "ab"))
+        self.sims.append(sim)
+        return sim
 
     def probe(self) -> str:
         """Publish one valid reading now; returns its identity (recovery = until it is stored)."""
@@ -401,6 +422,8 @@ class Lane:
             self.proxy.terminate()
             self.proxy.wait(10)
         self.webhook.close()
+        if self.tcp:
+            self.tcp.close()
         if self.mqtt_port:
             stack.script("mosquitto", "stop", env=self.script_env, check=False)
         else:
