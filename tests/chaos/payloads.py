@@ -102,9 +102,10 @@ def poison_messages(tag: str, now_ns: int | None = None) -> list[tuple[str, str,
 
 
 def oversized(tag: str, size: int) -> tuple[str, bytes]:
-    """One invalid payload of `size` bytes (a JSON document with a huge unknown field)."""
-    head = b'{"ts": "%s", "values": {"pm25": 1}, "junk": "' % rfc3339(time.time_ns()).encode()
-    return f"city/air/zhonghan/{tag}-big/up", head + b"A" * max(size - len(head) - 2, 0) + b'"}'
+    """One invalid payload of `size` bytes: a reading whose value is a huge string (a field a
+    parser may ignore would make it valid, so the size sits where validation must look)."""
+    head = b'{"ts": "%s", "values": {"pm25": "' % rfc3339(time.time_ns()).encode()
+    return f"city/air/zhonghan/{tag}-big/up", head + b"A" * max(size - len(head) - 3, 0) + b'"}}'
 
 
 def _mutate(rng: random.Random, payload: bytes, now_s: int) -> bytes:
