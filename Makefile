@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test stack stop status venv bench dashboards
+.PHONY: demo test stack stop status venv bench dashboards chaos
 
 demo: venv stack
 	$(BIN)/smartcity demo
@@ -29,6 +29,12 @@ status:
 
 stop:
 	deploy/native/down
+	-test -x $(BIN)/python && $(BIN)/python -m tests.chaos.run --down
+
+# Fault injection against a private stack in its own network namespace (needs root): prints the
+# table, writes .stack/chaos/report.md, fails on any loss, duplicate, dead process or security gap.
+chaos: venv
+	$(BIN)/python -m tests.chaos.run --full
 
 bench: venv
 	$(BIN)/python -m bench

@@ -94,6 +94,7 @@ def kafka_consumer(settings: Settings, group_id: str | None, *topics: str, **ove
 
 
 def influx_client(settings: Settings, timeout_ms: int = 30_000) -> InfluxDBClient:
-    """An InfluxDB 2.x client for the configured org with the operator token."""
+    """An InfluxDB 2.x client for the configured org, with the service's own token when
+    `influx.service` is set (SMARTCITY_INFLUX__SERVICE), else the operator token."""
     cfg = settings.influx
     return InfluxDBClient(url=cfg.url, token=cfg.token_value(), org=cfg.org, timeout=timeout_ms)

@@ -76,16 +76,20 @@ class InfluxSettings(BaseModel):
 
     url: str = "http://127.0.0.1:8086"
     org: str = "laoshan"
-    token: SecretStr | None = Field(None, description="default: .stack/secrets/influx-token")
+    token: SecretStr | None = Field(None, description="default: .stack/secrets/influx-token[-<service>]")
+    service: str | None = Field(None, description="use this service's least-privilege token "
+                                "(.stack/secrets/influx-token-<service>) instead of the operator token")
     bucket_raw: str = "telemetry"
     bucket_compliance: str = "compliance"
 
     def token_value(self) -> str:
-        token = self.token or read_secret("influx-token")
+        name = f"influx-token-{self.service}" if self.service else "influx-token"
+        token = self.token or read_secret(name)
         if token is None:
             raise RuntimeError(
-                "no InfluxDB token: set SMARTCITY_INFLUX__TOKEN or start the stack (make demo) "
-                f"so that {stack_dir() / 'secrets' / 'influx-token'} exists"
+                f"no InfluxDB token: set SMARTCITY_INFLUX__TOKEN or start the stack (make stack; "
+                f"deploy/native/influxdb.sh token NAME PERM... for other services) so that "
+                f"{stack_dir() / 'secrets' / name} exists"
             )
         return token.get_secret_value()
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Build (once, cached by version) and start InfluxDB 2.7 OSS from the Go module proxy and crates.io,
-# then run the one-time setup (org, buckets, operator token). Idempotent.
+# then run the one-time setup (org, buckets, operator token, one least-privilege token per service).
+# Idempotent.
 #   deploy/native/influxdb.sh build   # only build/cache the binary
 #   deploy/native/influxdb.sh start   # build if needed, start, set up
 #   deploy/native/influxdb.sh stop
+#   deploy/native/influxdb.sh token NAME PERM...   # a token allowed exactly PERM (read:<bucket> or
+#                                                  # write:<bucket>), kept in secrets/influx-token-NAME
 SERVICE=influxdb
 source "$(dirname "$0")/lib.sh"
 
@@ -61,6 +64,43 @@ WRAP
 
 token_file() { echo "$STACK_DIR/secrets/influx-token"; }
 
+# api METHOD PATH [JSON] -> the response body of an InfluxDB API call made with the operator token
+api() {
+  curl -fsS -X "$1" "http://127.0.0.1:$INFLUX_PORT$2" -H "Authorization: Token $(secret influx-token)" \
+    -H 'Content-Type: application/json' ${3:+-d "$3"}
+}
+
+# service_token NAME PERM... -> secrets/influx-token-NAME holds a token of the org allowed exactly
+# PERM (read:<bucket> | write:<bucket>, by bucket id): no other bucket, no bucket creation, no
+# tokens, users or other orgs. Kept while InfluxDB still knows it, so running services keep working.
+# InfluxDB 2.x ties deleting a bucket (and its data) to write permission on it: a service can still
+# delete the buckets it writes; the chaos suite's security checks report that.
+service_token() {
+  local name=$1; shift
+  local f="$STACK_DIR/secrets/influx-token-$name" org_id
+  org_id=$(api GET "/api/v2/orgs?org=$ORG" | python3 -c 'import json,sys; print(json.load(sys.stdin)["orgs"][0]["id"])')
+  if [ -s "$f" ] && api GET "/api/v2/authorizations?orgID=$org_id" | TOKEN="$(cat "$f")" python3 -c \
+       'import json,os,sys; sys.exit(0 if any(a["token"] == os.environ["TOKEN"] and a["status"] == "active" for a in json.load(sys.stdin)["authorizations"]) else 1)'; then
+    return 0
+  fi
+  local perms="" perm action bucket bucket_id
+  for perm in "$@"; do
+    action=${perm%%:*}; bucket=${perm#*:}
+    case "$action" in read|write) ;; *) die "permission $perm: use read:<bucket> or write:<bucket>" ;; esac
+    bucket_id=$(curl -sS "http://127.0.0.1:$INFLUX_PORT/api/v2/buckets?name=$bucket&orgID=$org_id" \
+      -H "Authorization: Token $(secret influx-token)" \
+      | python3 -c 'import json,sys; b=json.load(sys.stdin).get("buckets"); print(b[0]["id"] if b else "")')
+    [ -n "$bucket_id" ] || die "no bucket $bucket in org $ORG for the $name token"
+    perms="$perms{\"action\":\"$action\",\"resource\":{\"type\":\"buckets\",\"id\":\"$bucket_id\",\"orgID\":\"$org_id\"}},"
+  done
+  mkdir -p "$STACK_DIR/secrets"; chmod 700 "$STACK_DIR/secrets"
+  (umask 077; api POST /api/v2/authorizations \
+     "{\"orgID\":\"$org_id\",\"description\":\"smartcity:$name\",\"permissions\":[${perms%,}]}" \
+     | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' > "$f.new") && mv "$f.new" "$f" \
+    || die "could not create the $name token"
+  log "token for $name: $*"
+}
+
 setup() {
   local token password
   token="$(secret influx-token)"
@@ -86,6 +126,10 @@ setup() {
       log "created bucket $b"
     fi
   done
+  # One token per service, allowed only what it does (see SERVICES in README: who writes what).
+  service_token bridge write:compliance
+  service_token processor read:telemetry write:telemetry read:compliance write:compliance
+  service_token router write:compliance
 }
 
 start() {
@@ -121,5 +165,6 @@ case "${1:-start}" in
   build) build ;;
   start) start ;;
   stop) stop ;;
-  *) die "usage: $0 {build|start|stop}" ;;
+  token) shift; [ $# -ge 2 ] || die "usage: $0 token NAME PERM..."; service_token "$@" ;;
+  *) die "usage: $0 {build|start|stop|token NAME PERM...}" ;;
 esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Resolve Apache Kafka 4.x from Maven Central (cached), format KRaft storage once, start a single
 # combined broker/controller on loopback and create the pipeline's topics. Idempotent.
-#   deploy/native/kafka.sh {start|stop|topics|broker}   (broker: start without creating/configuring topics)
+#   deploy/native/kafka.sh {start|stop|topics|broker|resolve}   (broker: start without creating/configuring topics)
 SERVICE=kafka
 source "$(dirname "$0")/lib.sh"
 
@@ -14,6 +14,9 @@ LOGFILE="$DIR/kafka.out"
 HEAP="${SMARTCITY_KAFKA_HEAP:-768m}"
 # Seconds to wait for the broker to listen and answer (log recovery is slow on a busy machine).
 START_TIMEOUT="${SMARTCITY_KAFKA_START_TIMEOUT:-300}"
+# the topic list (its {domain} row expanded from the registry); the chaos suite's lanes pass /dev/null and make their own
+export SMARTCITY_TOPICS_FILE="${SMARTCITY_TOPICS_FILE:-$CONFIG_DIR/topics.txt}"
+TOPICS_FILE="$SMARTCITY_TOPICS_FILE"
 
 resolve() {
   if [ -f "$LIBS/.complete" ]; then return 0; fi
@@ -53,6 +56,7 @@ broker_ready() {
 # topics: create the topics of topics.txt that do not exist; set the listed configs on those that do
 # (idempotent: --add-config sets a value, so a changed retention reaches topics made by older versions).
 topics() {
+  grep -qv '^#' "$TOPICS_FILE" 2>/dev/null || return 0
   local existing
   existing="$(kjava org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list 2>/dev/null)"
   local specs
@@ -115,5 +119,6 @@ case "${1:-start}" in
   stop) stop ;;
   topics) topics ;;
   broker) broker ;;
-  *) die "usage: $0 {start|stop|topics|broker}" ;;
+  resolve) resolve ;;   # only the jars (the chaos suite resolves before entering its namespace)
+  *) die "usage: $0 {start|stop|topics|broker|resolve}" ;;
 esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install Mosquitto from Debian packages and run it on loopback with passwords, an ACL and a TLS
 # listener. Idempotent: reuses the package, the generated passwords and certificates.
-#   deploy/native/mosquitto.sh {start|stop}
+#   deploy/native/mosquitto.sh {start|stop|install}
 SERVICE=mosquitto
 source "$(dirname "$0")/lib.sh"
 
@@ -117,5 +117,6 @@ stop() {
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
-  *) die "usage: $0 {start|stop}" ;;
+  install) install ;;   # only the package (the chaos suite installs before entering its namespace)
+  *) die "usage: $0 {start|stop|install}" ;;
 esac

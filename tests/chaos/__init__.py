@@ -1,0 +1,1 @@
+"""Chaos suite (`make chaos`): faults, hostile payloads and security checks against a private stack."""

@@ -1,0 +1,378 @@
+"""`make chaos`: the pipeline under steady simulated load, one fault per lane, reconciled against the
+ground truth; 100,000 generated payloads through the live bridge; the security checks. Prints the
+table, writes it to .stack/chaos/report.md, exits 1 when anything was lost or duplicated, a process
+died, a payload went uncounted or a security check failed.
+
+  python -m tests.chaos.run --full      # every fault, one 10-minute Kafka outage (<= 20 min)
+  python -m tests.chaos.run --short     # a few faults, a small fuzz (<= 3 min; part of `make test`)
+  python -m tests.chaos.run --only bridge-kill,poison --keep   # chosen lanes, private stack kept up
+  python -m tests.chaos.run --down      # stop the private stack (a short run leaves it up for the next)
+
+Runs itself inside the network namespace of tests/chaos/stack.py against a private stack.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.clients import kafka_consumer
+from infra.settings import Settings
+from infra.stack import create_topics
+from tests.chaos import stack
+from tests.chaos.payloads import oversized, poison_messages
+from tests.chaos.pipeline import Lane, Load, Outcome, first_sensor, wait_ready
+
+OVERSIZED_BYTES = 10 * 1024 * 1024
+
+
+@dataclass
+class Fault:
+    """A lane: its name, what it does to the pipeline while the load runs, and how long the load lasts."""
+
+    name: str
+    act: Callable[[Lane, Load], None]      # returns when the fault is over
+    load_seconds: float = 15.0
+    drain: float = 120.0                   # longest wait for the pipeline to catch up afterwards
+    exclusive: bool = False                # stops Kafka or InfluxDB or disturbs the network: runs alone
+                                           # (or beside a check that does not need what it stops)
+    routers: bool = True
+
+
+def _restart(name: str, starter: str) -> Callable[[Lane, Load], None]:
+    def act(lane: Lane, load: Load) -> None:
+        time.sleep(4)
+        lane.kill(name)
+        time.sleep(2)
+        getattr(lane, starter)()
+    return act
+
+
+def _idle(lane: Lane, load: Load) -> None:
+    time.sleep(4)
+
+
+def _share_group(lane: Lane, load: Load) -> None:
+    time.sleep(4)
+    lane.kill("bridge2")   # and never restarted
+
+
+def _rebalance(lane: Lane, load: Load) -> None:
+    time.sleep(3)
+    lane.start_processor("processor2")
+    time.sleep(8)
+    lane.kill("processor2", signal.SIGTERM)   # leaves the group cleanly
+
+
+def _proxy(mode: str, seconds: float = 8) -> Callable[[Lane, Load], None]:
+    def act(lane: Lane, load: Load) -> None:
+        time.sleep(3)
+        lane.proxy_mode(mode, seconds, first_sensor("air", load.sensors) if mode == "422" else "")
+        time.sleep(seconds)
+    return act
+
+
+def _netem(lane: Lane, load: Load) -> None:
+    """`tc netem` on the namespace's loopback; where the kernel has no netem, the lane's TCP proxy
+    on its MQTT hop (delay, stalls for lost segments, one cut of every connection)."""
+    time.sleep(3)
+    try:
+        stack.netem("delay 40ms 10ms loss 3%")
+    except subprocess.CalledProcessError:
+        lane.note("tc netem unavailable (kernel without sch_netem): TCP proxy on the MQTT hop instead")
+        lane.tcp.faulty(15)
+        time.sleep(7)
+        lane.tcp.reset()
+        time.sleep(8)
+        lane.note(f"{lane.tcp.stalls} stalled chunks, every connection cut once")
+        return
+    try:
+        time.sleep(15)
+    finally:
+        stack.netem(None)
+
+
+def _poison(lane: Lane, load: Load) -> None:
+    time.sleep(2)
+    lane.publish([(topic, payload) for _, topic, payload in poison_messages(lane.tag)])
+
+
+def _oversized(lane: Lane, load: Load) -> None:
+    time.sleep(3)
+    lane.publish([oversized(lane.tag, OVERSIZED_BYTES)])
+
+
+def _outage(service: str, seconds: float) -> Callable[[Lane, Load], None]:
+    """Stop a broker for `seconds` (Mosquitto: the lane's own; Kafka and InfluxDB: the private stack's)."""
+    def act(lane: Lane, load: Load) -> None:
+        env = lane.script_env if service == "mosquitto" else None
+        time.sleep(4)
+        stack.stop_service(service, env)
+        time.sleep(seconds)
+        stack.start_service(service, env)
+        if service == "mosquitto":
+            # the simulator's publisher gives up when its broker goes away: the load goes on with a
+            # second run (another seed, a day later: other point identities), the first one's
+            # published readings are in the truth up to where it stopped
+            later = (dt.datetime.fromisoformat(load.start.replace("Z", "+00:00")) + dt.timedelta(days=1))
+            lane.simulate(Load(later.strftime("%Y-%m-%dT%H:%M:%SZ"), 10, seed=load.seed + 1,
+                               interval=load.interval), name="sim2")
+    return act
+
+
+FAULTS = {f.name: f for f in (
+    Fault("none", _idle),
+    Fault("bridge-kill", _restart("bridge", "start_bridge")),
+    Fault("processor-kill", _restart("processor", "start_processor")),
+    Fault("router-kill", _restart("router", "start_router")),
+    Fault("share-group-bridge-lost", _share_group),
+    Fault("processor-rebalance", _rebalance),
+    Fault("influx-422", _proxy("422")),
+    Fault("influx-429", _proxy("429")),
+    Fault("influx-500", _proxy("500")),
+    Fault("poison", _poison),
+    Fault("oversized-10MB", _oversized),
+    Fault("netem-delay-loss", _netem, load_seconds=24, exclusive=True),
+    Fault("mosquitto-60s", _outage("mosquitto", 60), load_seconds=75, drain=180),   # the lane's own broker
+    Fault("kafka-60s", _outage("kafka", 60), load_seconds=75, exclusive=True, drain=180),
+    Fault("influxdb-60s", _outage("influxdb", 60), load_seconds=75, exclusive=True, drain=180),
+    Fault("kafka-10min", _outage("kafka", 600), load_seconds=620, exclusive=True, drain=300),
+)}
+NEW_GROUP = "new-group-on-full-topics"
+SHORT = ["none", "bridge-kill", "processor-kill", "poison", "influx-500"]
+FULL = list(FAULTS) + [NEW_GROUP]
+WAVE = 4   # lanes run side by side (2 cores: more only slows every lane down)
+
+
+class Run:
+    """One suite run: lanes, their outcomes, and the processes' log folder."""
+
+    def __init__(self, folder: Path, load_start: str, short: bool) -> None:
+        self.folder, self.load_start, self.short = folder, load_start, short
+        self.base = Settings()
+        self.outcomes: dict[str, Outcome] = {}
+        self.lanes: dict[str, Lane] = {}
+        self.port = 18086
+        self.lock = threading.Lock()
+
+    def lane(self, fault: str, topics_from: Lane | None = None) -> Lane:
+        with self.lock:   # lanes start in threads: tags and ports must be unique
+            self.port += 1
+            tag = f"{fault.split('-')[0][:10]}{self.port - 18086:02d}{self.folder.name[-4:]}"
+            lane = Lane(tag, fault, self.base, self.folder / fault, self.port, topics_from,
+                        mqtt_port=20000 + self.port - 18086)
+            self.lanes[fault] = lane
+        return lane
+
+    def run_fault(self, fault: Fault) -> None:
+        lane = self.lane(fault.name)
+        outcome = Outcome(fault.name)
+        try:
+            seconds = fault.load_seconds * (0.8 if self.short else 1.0)
+            ticks = seconds * Load.rate
+            # simulated time stays in the past (1.5 days from the start at most): no reading from the future
+            load = Load(self.load_start, seconds, interval=min(Load.interval, 1.5 * 86400 / ticks))
+            outcome.comparable = fault.load_seconds == FAULTS["none"].load_seconds
+            lane.setup()
+            if fault.name == "netem-delay-loss":
+                lane.via_tcp_proxy()
+            lane.start_bridge()
+            if fault.name == "share-group-bridge-lost":
+                lane.start_bridge("bridge2")
+            lane.start_processor()
+            lane.start_router()
+            wait_ready(lane)
+            lane.simulate(load)
+            fault.act(lane, load)
+            fault_end = time.monotonic()
+            probe = lane.probe()
+            for sim in lane.sims:
+                sim.wait(load.seconds + 600)
+            self.reconcile(lane, outcome, probe, fault_end, fault.drain)
+        except Exception as exc:  # noqa: BLE001 - a broken lane is a row that says so
+            outcome.notes.append(f"suite error: {type(exc).__name__}: {exc}"[:300])
+            outcome.lost = max(outcome.lost, 1)
+        finally:
+            outcome.died = lane.died()
+            lane.stop()
+            outcome.notes.extend(lane.notes)
+            self.outcomes[fault.name] = outcome
+
+    def run_new_group(self) -> None:
+        """A brand-new processor group on the `none` lane's topics (full of data), empty bucket."""
+        source = self.lanes.get("none")
+        outcome = Outcome(NEW_GROUP)
+        if source is None:
+            outcome.notes.append("needs the `none` lane first")
+            self.outcomes[NEW_GROUP] = outcome
+            return
+        lane = self.lane(NEW_GROUP, topics_from=source)
+        try:
+            lane.setup()
+            started = time.monotonic()
+            lane.start_processor(group=f"{lane.tag}-fresh")
+            self.reconcile(lane, outcome, None, started, 120, idle=20)
+            outcome.recovery = outcome.recovery if outcome.lost else round(time.monotonic() - started, 1)
+        except Exception as exc:  # noqa: BLE001
+            outcome.notes.append(f"suite error: {type(exc).__name__}: {exc}"[:300])
+            outcome.lost = max(outcome.lost, 1)
+        finally:
+            outcome.died = lane.died()
+            lane.stop()
+            outcome.notes.extend(lane.notes)
+            self.outcomes[NEW_GROUP] = outcome
+
+    def reconcile(self, lane: Lane, outcome: Outcome, probe: str | None, fault_end: float, drain: float,
+                  idle: float = 60) -> None:
+        offered, valid, invalid = lane.truth()
+        proxy = lane.proxy_stats()
+        rejected = set(proxy["rejected"])
+        if outcome.fault.startswith("influx-"):
+            outcome.notes.append(f"proxy answered {proxy['answered']}")
+        stored, recovery = lane.drain(valid - rejected, probe, fault_end, drain, idle)
+        if any(p.name == "router" for p in lane.procs):
+            lane.settle_alerts()
+        bridge_dl, influx_dl = lane.dead_letters()
+        refused_and_kept = rejected & influx_dl
+        outcome.offered, outcome.valid, outcome.stored = offered, len(valid), len(stored & valid)
+        outcome.lost = len(valid - stored - refused_and_kept)
+        outcome.dup = len(stored - valid)
+        outcome.dl_bridge = (len(bridge_dl), invalid)
+        outcome.dl_influx = (len(refused_and_kept), len(rejected))
+        outcome.alerts = lane.webhook.firing()
+        outcome.recovery = None if recovery is None else round(recovery, 1)
+        if probe and recovery is None:
+            outcome.notes.append("probe reading never stored")
+        retried = (rejected - influx_dl) & stored
+        if retried:
+            outcome.notes.append(f"{len(retried)} lines refused by InfluxDB (422) were retried until stored, "
+                                 "not isolated and dead-lettered")
+
+
+def warm_up(settings: Settings, timeout: float = 180) -> None:
+    """Until a consumer group can join: a fresh Kafka creates its offsets topic on the first join,
+    which must not be charged to the first lanes' recovery."""
+    create_topics(settings, prefix="warmup.")
+    consumer = kafka_consumer(settings, "chaos-warmup", "warmup.telemetry.air")
+    deadline = time.monotonic() + timeout
+    try:
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=1000)
+    finally:
+        consumer.close()
+
+
+def table(run: Run, extra: list[tuple[str, bool, str]]) -> tuple[str, bool]:
+    """The report (markdown) and whether everything passed."""
+    expected_alerts = run.outcomes["none"].alerts if "none" in run.outcomes else None
+    rows = ["| fault | offered | valid | stored | lost | dup | dead-lettered / injected (bridge; InfluxDB 422) "
+            "| alerts delivered / expected | recovery s | processes | notes |",
+            "|---|---:|---:|---:|---:|---:|---|---|---:|---|---|"]
+    ok = True
+    for name, o in run.outcomes.items():
+        row_ok = o.lost == 0 and o.dup == 0 and not o.died
+        ok &= row_ok
+        if expected_alerts is None or not o.comparable:
+            alerts = f"{len(o.alerts)} / –"
+        else:
+            alerts = f"{len(o.alerts & expected_alerts)} / {len(expected_alerts)}"
+            if o.alerts - expected_alerts:
+                alerts += f" (+{len(o.alerts - expected_alerts)} other)"
+        dl = f"{o.dl_bridge[0]} / {o.dl_bridge[1]}" + (f"; {o.dl_influx[0]} / {o.dl_influx[1]}" if o.dl_influx[1] else "")
+        rows.append(f"| {name} | {o.offered:,} | {o.valid:,} | {o.stored:,} | {'**%d**' % o.lost if o.lost else 0} "
+                    f"| {'**%d**' % o.dup if o.dup else 0} | {dl} | {alerts} "
+                    f"| {o.recovery if o.recovery is not None else '**never**'} "
+                    f"| {'**died: ' + ', '.join(o.died) + '**' if o.died else 'all alive'} | {'; '.join(o.notes)} |")
+    checks = ["", "| check | result | detail |", "|---|---|---|"]
+    for name, passed, detail in extra:
+        ok &= passed
+        checks.append(f"| {name} | {'pass' if passed else '**FAIL**'} | {detail} |")
+    return "\n".join(rows + checks), ok
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="chaos suite (see tests/chaos/run.py)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--full", action="store_true", help="every fault (<= 20 min)")
+    mode.add_argument("--short", action="store_true", help="a few faults (<= 3 min), as in make test")
+    parser.add_argument("--only", default="", help="comma-separated lanes (see FAULTS in this file)")
+    parser.add_argument("--fuzz", type=int, default=None, help="generated payloads (default 100,000 full, 3,000 short)")
+    parser.add_argument("--keep", action="store_true", help="leave the private stack running (--short always does)")
+    parser.add_argument("--down", action="store_true", help="only stop the private stack")
+    args = parser.parse_args(argv)
+    if args.down:
+        if stack.STATE.exists():
+            stack.down()
+        return 0
+    if not stack.inside():
+        stack.prepare_outside()
+        return stack.reexec_inside(argv)
+    from tests.chaos import fuzz, security
+
+    started = time.monotonic()
+    stack.stop_orphan_lane_brokers()
+    if not any(stack.pid_of(s) for s in stack.SERVICES) and stack.STATE.exists():
+        shutil.rmtree(stack.STATE)   # a fresh private stack for every run that starts one
+    stack.up()
+    warm_up(Settings())
+    names = [n for n in args.only.split(",") if n] or (FULL if args.full else SHORT)
+    unknown = set(names) - set(FULL)
+    if unknown:
+        print(f"unknown lanes {sorted(unknown)}; known: {', '.join(FULL)}", file=sys.stderr)
+        return 2
+    day = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)).strftime("%Y-%m-%dT00:00:00Z")
+    run = Run(stack.STATE / "runs" / f"{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}", day, not args.full)
+    extra: list[tuple[str, bool, str]] = []
+    try:
+        parallel = [FAULTS[n] for n in names if n in FAULTS and not FAULTS[n].exclusive]
+        for i in range(0, len(parallel), WAVE):
+            threads = [threading.Thread(target=run.run_fault, args=(f,)) for f in parallel[i:i + WAVE]]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        if NEW_GROUP in names:
+            run.run_new_group()
+        count = args.fuzz if args.fuzz is not None else (100_000 if args.full else 3_000)
+        # checks that can share time with an outage of what they do not use
+        checks = {"influxdb-60s": lambda: extra.append(fuzz.run(run.base, run.folder / "fuzz", count)) if count else None,
+                  "kafka-10min": lambda: extra.extend(security.run(run.base, run.folder / "security"))}
+        for n in names:
+            if n in FAULTS and FAULTS[n].exclusive:
+                beside = checks.pop(n, None)
+                thread = threading.Thread(target=beside) if beside else None
+                if thread:
+                    thread.start()
+                run.run_fault(FAULTS[n])
+                if thread:
+                    thread.join()
+        for check in checks.values():
+            check()
+    finally:
+        alive = {s: stack.pid_of(s) is not None for s in stack.SERVICES}
+        extra.append(("brokers alive at the end", all(alive.values()),
+                      ", ".join(f"{s} {'up' if up else 'DOWN'}" for s, up in alive.items())))
+        extra.append(security.secrets_in_logs(stack.STATE, [lane.secret for lane in run.lanes.values()]))
+        report, ok = table(run, extra)
+        header = (f"# chaos run {run.folder.name} ({'full' if args.full else 'short' if not args.only else args.only}), "
+                  f"{time.monotonic() - started:.0f} s, logs in {run.folder}\n\n")
+        (stack.STATE / "report.md").write_text(header + report + "\n")
+        shutil.copy(stack.STATE / "report.md", run.folder / "report.md")
+        print(header + report)
+        print(f"\n{'PASS' if ok else 'FAIL'}: report in {stack.STATE / 'report.md'}")
+        if args.full and not args.keep:
+            stack.down()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
