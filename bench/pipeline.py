@@ -18,6 +18,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from bench import telegraf
 from bench.harness import Bench, KafkaCounter, Measured, wait_until_count
@@ -135,7 +136,8 @@ def _probe(pub: Publisher, counter: KafkaCounter, procs: list[Measured], count: 
         time.sleep(0.2)
 
 
-def drain(b: Bench, msgs: Messages, tool: str, count: int = 1, timeout: float = 600) -> dict:
+def drain(b: Bench, msgs: Messages, tool: str, count: int = 1, timeout: float = 600,
+          on_start: Callable[[list[Measured]], None] | None = None) -> dict:
     """Pre-queue `msgs` in the tool's persistent session(s), then time the drain into Kafka."""
     name = f"{msgs.shape}-{tool}{count if tool == 'bridge' else ''}"
     s = b.settings(name.replace("-", ""))
@@ -150,6 +152,8 @@ def drain(b: Bench, msgs: Messages, tool: str, count: int = 1, timeout: float = 
         baseline = counter.records()
         publish_rate = publish(s, msgs.items, f"bench-pub-{b.tag}")
         procs = launch()
+        if on_start:
+            on_start(procs)
         elapsed, got, usage = wait_until_count(counter.records, baseline + msgs.readings, procs, timeout=timeout)
         for p in procs:
             p.stop()
@@ -340,7 +344,9 @@ def latency(b: Bench, rate: int, seconds: int, markers_per_s: float = 2.0) -> di
     finally:
         pub.close()
         counter.close()
-    usage = {p.name: p.usage() for p in (bridge, proc, sim)}
+    usage = {p.name: p.usage() for p in (bridge, proc)}
+    for u in usage.values():
+        u["cpu_s_per_million_readings"] = round(u["cpu_s"] / (rate * seconds) * 1e6, 1) if u["cpu_s"] else None
     for p in (sim, bridge, proc):
         p.stop()
     in_order = [seen[t] - sent[t] for t in sorted(seen)]

@@ -66,6 +66,22 @@ def processes(cases: dict) -> list[tuple[str, str, dict]]:
     return rows
 
 
+def _profiles(cases: dict) -> list[str]:
+    """Top functions (own time) of each py-spy profile of the run."""
+    found = [(f"bridge, {shape} messages", r.get("profile"))
+             for shape, r in cases.get("profile-bridge", {}).get("runs", {}).items()]
+    found.append(("processor over a day", cases.get("processor-day", {}).get("profile")))
+    lines = []
+    for label, prof in found:
+        if not prof:
+            continue
+        lines += ["", f"## Profile: {label} (py-spy, {prof['samples']} samples after start-up)", "",
+                  "| own time | function | | inclusive | function |", "|---|---|---|---|---|"]
+        for a, b in zip(prof["self"][:12], prof["inclusive"][:12]):
+            lines.append(f"| {a['share_pct']}% | `{a['function']}` | | {b['share_pct']}% | `{b['function']}` |")
+    return lines
+
+
 def markdown(results: dict) -> str:
     """The whole table set, as printed and as committed under bench/results/."""
     cases, m = results["cases"], results["machine"]
@@ -125,6 +141,7 @@ def markdown(results: dict) -> str:
                   f"hour 1: {_fmt(day.get('hour1_readings_per_s'), ' readings/s')}, hour 24: "
                   f"{_fmt(day.get('hour24_readings_per_s'), ' readings/s')} "
                   f"(ratio {_fmt(day.get('hour24_vs_hour1'))}); whole day {_fmt(day.get('readings_per_s'), ' readings/s')}."]
+    lines += _profiles(cases)
     rows = processes(cases)
     if rows:
         lines += ["", "## CPU and memory per process", "",
