@@ -90,8 +90,11 @@ def case_components(run: Run) -> dict:
     msgs = run.msgs("single")
     sample = msgs.items[: min(len(msgs.items), run.args.component_messages)]
     part = type(msgs)(msgs.shape, sample, len(sample), msgs.field, 0)
+    batch = run.msgs("batch")
+    compact = batch.items[0][1]  # one record per 100-reading message: what a compact record would cost
     return {"mosquitto": mosquitto_alone(run.bench, part),
             "kafka": kafka_alone(run.bench, run.args.kafka_records, _record_like(msgs)),
+            "kafka_per_message_records": kafka_alone(run.bench, run.args.kafka_records // 50, compact, "kafkam"),
             "influxdb": influx_alone(run.bench, run.msgs("batch"), run.args.influx_points)}
 
 
@@ -222,7 +225,7 @@ def main(argv: list[str]) -> int:
                 run.results[name] = {"error": f"{type(exc).__name__}: {exc}"}
             run.results[name]["wall_s"] = round(time.perf_counter() - t, 1)
     finally:
-        run.bench.cleanup()
+        run.bench.cleanup(keep_logs=_failed(run.results))
     if getattr(run.bench, "telegraf", None):
         results["telegraf_version"] = subprocess.run([run.bench.telegraf, "--version"], capture_output=True,
                                                      text=True).stdout.strip()
@@ -237,7 +240,14 @@ def main(argv: list[str]) -> int:
     (args.out / f"{day}.md").write_text(text)
     (args.out / "latest.md").write_text(text)
     print(f"results: {args.out / (day + '.json')}, {args.out / (day + '.md')}, {args.out / 'latest.md'}")
-    return 1 if any("error" in r for r in run.results.values()) else 0
+    return 1 if _failed(run.results) else 0
+
+
+def _failed(results: dict) -> bool:
+    """Did any case, or any tool run inside a case, end in an error or without a time?"""
+    runs = [x for r in results.values() for x in r.get("runs", {}).values()]
+    return any("error" in r for r in results.values()) or any("error" in x or x.get("seconds") is None
+                                                                for x in runs)
 
 
 def _load() -> list[float]:

@@ -20,7 +20,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 from influxdb_client import BucketRetentionRules
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
@@ -54,12 +53,14 @@ class Measured:
 
     def usage(self) -> dict:
         """CPU seconds (user + system, children included) and peak RSS (VmHWM) so far."""
+        import psutil  # the bench extra (pip install -e '.[bench]'); imported here so pure helpers load without it
+
         try:
             p = psutil.Process(self.proc.pid)
             procs = [p, *p.children(recursive=True)]
             cpu = sum(sum(q.cpu_times()[:2]) for q in procs)
             peak = max(_vm_hwm(q.pid) for q in procs)
-        except psutil.NoSuchProcess:
+        except (psutil.NoSuchProcess, FileNotFoundError):
             return {"cpu_s": None, "peak_rss_mb": None}
         return {"cpu_s": round(cpu, 2), "peak_rss_mb": round(peak / 2**20, 1)}
 
@@ -151,8 +152,9 @@ class Bench:
                                                       retention_rules=BucketRetentionRules(type="expire",
                                                                                            every_seconds=0)))
 
-    def cleanup(self) -> None:
-        """Stop what we started (by pid), delete our topics and buckets, stop the private broker."""
+    def cleanup(self, keep_logs: bool = False) -> None:
+        """Stop what we started (by pid), delete our topics and buckets, stop the private broker and
+        remove its state (a copy of the token included); the process logs stay when `keep_logs`."""
         for p in self.procs:
             p.stop(signal.SIGKILL, 10)
         for s, names in self.topics:
@@ -168,6 +170,9 @@ class Bench:
                     except Exception as exc:  # noqa: BLE001
                         print(f"  clean-up: could not delete bucket {b.name}: {exc}", file=sys.stderr)
         self.stop_broker()
+        shutil.rmtree(self.stack if keep_logs else self.workdir, ignore_errors=True)
+        if keep_logs:
+            print(f"  process logs kept in {self.workdir}", file=sys.stderr)
 
     # -- processes ----------------------------------------------------------------------------
     def env(self, settings: Settings, **extra: str) -> dict[str, str]:

@@ -257,9 +257,9 @@ def mosquitto_alone(b: Bench, msgs: Messages) -> dict:
             "pubsub_msg_per_s": round(rate) if rate else None, "received": received[0]}
 
 
-def kafka_alone(b: Bench, records: int, value: bytes) -> dict:
+def kafka_alone(b: Bench, records: int, value: bytes, name: str = "kafka") -> dict:
     """kafka-python (the pipeline's client) producing (acks=all, idempotent, as ours) then consuming."""
-    s = b.settings("kafka")
+    s = b.settings(name)
     topic = s.kafka.telemetry_topic("air")
     producer = kafka_producer(s)
     started = time.perf_counter()
@@ -270,7 +270,7 @@ def kafka_alone(b: Bench, records: int, value: bytes) -> dict:
     producer.close()
     from infra.clients import kafka_consumer
 
-    consumer = kafka_consumer(s, f"bench{b.tag}kafka", topic, max_poll_records=5000, auto_offset_reset="earliest")
+    consumer = kafka_consumer(s, f"bench{b.tag}{name}", topic, max_poll_records=5000, auto_offset_reset="earliest")
     got, started = 0, time.perf_counter()
     deadline = started + 300
     while got < records and time.perf_counter() < deadline:

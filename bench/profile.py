@@ -46,21 +46,19 @@ class Spy:
 
 
 def _name(frame: str) -> str:
+    """'func (/abs/path/pkg/mod.py:12)' -> 'func (pkg/mod.py)': library paths from site-packages or the
+    standard library's folder, ours as the last two components."""
     m = FRAME.match(frame.strip())
     if not m:
         return frame.strip()
     path = m.group("file")
-    for marker in ("site-packages/", "/lib/python3"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
-    else:
-        path = path.split("/wt/", 1)[-1].split("/", 1)[-1] if "/wt/" in path else path.rsplit("/", 2)[-1]
+    lib = re.search(r"(?:site-packages|/lib/python3\.\d+)/(.*)$", path)
+    path = lib.group(1) if lib else "/".join(path.rsplit("/", 2)[-2:])
     return f"{m.group('func')} ({path})"
 
 
 # Frames every sample passes through (entry points, the CLI, thread bootstrap): no information.
-WRAPPERS = ("(<frozen runpy>)", "(main.py)", "(core.py)", "(threading.py)", "(cli.py)")
+WRAPPERS = ("runpy>)", "/cli.py)", "threading.py)", "typer/main.py)", "click/core.py)")
 
 
 def top_functions(collapsed: str, n: int = 15) -> dict:
@@ -174,6 +172,8 @@ def hourly_rates(samples: list[tuple[float, int]], total: int, hours: int = 24) 
     rates: list[float | None] = []
     for h in range(hours):
         lo, hi = max(total * h / hours, pts[0][1]), total * (h + 1) / hours
+        if hi <= lo:  # the first commit already covers this hour: take the rate of the next step
+            hi = next((c for _, c in pts if c > lo), hi) if h == 0 else hi
         ta, tb = when(lo), when(hi)
         rates.append(round((hi - lo) / (tb - ta)) if ta is not None and tb is not None and tb > ta else None)
     return rates

@@ -114,12 +114,15 @@ def markdown(results: dict) -> str:
     comp = cases.get("components", {})
     if comp and "error" not in comp:
         mq, kf, ix = comp.get("mosquitto", {}), comp.get("kafka", {}), comp.get("influxdb", {})
+        km = comp.get("kafka_per_message_records", {})
         lines += ["", "## Each component alone (the practical limit)", "", "| component | figure |", "|---|---|",
                   f"| Mosquitto QoS 1 publish (paho, acknowledged) | {_fmt(mq.get('publish_msg_per_s'), ' msg/s')} |",
                   f"| Mosquitto QoS 1 publish + subscribe at once | {_fmt(mq.get('pubsub_msg_per_s'), ' msg/s')} |",
                   f"| Kafka produce, kafka-python, acks=all, idempotent, {kf.get('record_bytes')} B records | "
                   f"{_fmt(kf.get('produce_records_per_s'), ' records/s')} |",
                   f"| Kafka consume, kafka-python | {_fmt(kf.get('consume_records_per_s'), ' records/s')} |",
+                  f"| Kafka produce, one {km.get('record_bytes')} B record per 100-reading message | "
+                  f"{_fmt(km.get('produce_records_per_s'), ' records/s')} |",
                   f"| InfluxDB synchronous writes, {ix.get('batch')} lines per batch | "
                   f"{_fmt(ix.get('points_per_s'), ' points/s')} |"]
     lat = cases.get("latency", {})
@@ -128,10 +131,10 @@ def markdown(results: dict) -> str:
         lines += ["", "## Publish → queryable latency (bridge + processor)", "",
                   "| offered | p50 | p95 | p99 | max | markers unseen | processor lag at load end | "
                   "peak RSS bridge / processor |", "|---|---|---|---|---|---|---|---|",
-                  f"| {_fmt(lat['offered_readings_per_s'])} readings/s for {lat['seconds']} s | "
-                  f"{_fmt(lat['p50_s'], ' s')} | {_fmt(lat['p95_s'], ' s')} | {_fmt(lat['p99_s'], ' s')} | "
-                  f"{_fmt(lat['max_s'], ' s')} | {lat['markers_unseen']} of {lat['markers']} | "
-                  f"{_fmt(lat['processor_lag_records_at_load_end'])} records | "
+                  f"| {_fmt(lat.get('offered_readings_per_s'))} readings/s for {lat.get('seconds')} s | "
+                  f"{_fmt(lat.get('p50_s'), ' s')} | {_fmt(lat.get('p95_s'), ' s')} | {_fmt(lat.get('p99_s'), ' s')} | "
+                  f"{_fmt(lat.get('max_s'), ' s')} | {lat.get('markers_unseen')} of {lat.get('markers')} | "
+                  f"{_fmt(lat.get('processor_lag_records_at_load_end'))} records | "
                   f"{_fmt(use.get('lat-bridge', {}).get('peak_rss_mb'))} / "
                   f"{_fmt(use.get('lat-process', {}).get('peak_rss_mb'))} MB |"]
     day = cases.get("processor-day", {})
@@ -142,6 +145,10 @@ def markdown(results: dict) -> str:
                   f"{_fmt(day.get('hour24_readings_per_s'), ' readings/s')} "
                   f"(ratio {_fmt(day.get('hour24_vs_hour1'))}); whole day {_fmt(day.get('readings_per_s'), ' readings/s')}."]
     lines += _profiles(cases)
+    if any(c in cases for c in ("mqtt-kafka-single", "kafka-influx", "processor-day")):
+        from bench import sizing
+
+        lines += ["", "## Sizing from these costs (see docs/performance.md)", "", sizing.markdown(results).rstrip()]
     rows = processes(cases)
     if rows:
         lines += ["", "## CPU and memory per process", "",
