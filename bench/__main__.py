@@ -61,7 +61,7 @@ def _runs(run: Run, shape: str, tools: list[tuple[str, int]]) -> dict:
             run.telegraf()
         print(f"  {tool} x{count} ...", flush=True)
         try:
-            result = drain(run.bench, msgs, tool, count, timeout=run.args.timeout)
+            result = drain(run.bench, msgs, tool, count, timeout=run.args.timeout, stall=run.args.stall)
         except Exception as exc:  # noqa: BLE001 - keep the other tools' figures
             traceback.print_exc()
             out["runs"][f"{tool} x{count}"] = {"error": f"{type(exc).__name__}: {exc}"[:2000], "usage": {}}
@@ -122,12 +122,16 @@ def case_kafka_influx(run: Run) -> dict:
     if run.batch_source is None:
         print("  (filling Kafka with the bridge's 100-reading drain first)", flush=True)
         run.results["mqtt-kafka-batch"] = _runs(run, "batch", [("bridge", 1)])
+    if run.results.get("mqtt-kafka-batch", {}).get("runs", {}).get("bridge x1", {}).get("seconds") is None:
+        raise RuntimeError("the bridge's 100-reading drain did not complete, so Kafka does not hold the whole "
+                           "input; see the mqtt-kafka-batch error and rerun with a larger --stall or --timeout")
     run.telegraf()
     out: dict = {"runs": {}}
     for tool in ("telegraf", "process"):
         print(f"  {tool} ...", flush=True)
         try:
-            result = sink(run.bench, run.batch_source, run.msgs("batch"), tool, timeout=run.args.timeout)
+            result = sink(run.bench, run.batch_source, run.msgs("batch"), tool, timeout=run.args.timeout,
+                          stall=run.args.stall)
         except Exception as exc:  # noqa: BLE001 - keep the other tool's figures
             traceback.print_exc()
             out["runs"][tool] = {"error": f"{type(exc).__name__}: {exc}"[:2000], "usage": {}}
@@ -168,6 +172,7 @@ CASES: dict[str, Callable[[Run], dict]] = {
     "kafka-influx": case_kafka_influx, "latency": case_latency, "processor-day": case_processor_day,
     "profile-bridge": case_profile_bridge,
     **{name: _micro(name) for name in ("decode", "generate", "publish", "kernels")},
+    "prototypes": lambda run: __import__("bench.prototypes", fromlist=["prototypes"]).prototypes(),
 }
 
 
@@ -188,7 +193,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="processor-day: attach py-spy (top functions)")
     p.add_argument("--seed", type=int, default=14)
     p.add_argument("--timeout", type=float, default=600, help="seconds a single drain may take")
+    p.add_argument("--stall", type=float, default=90,
+                   help="seconds without progress before a drain counts as stuck (a bridge batch of 1,000 "
+                        "100-reading messages is 100,000 readings: long on a loaded machine)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    p.add_argument("--shared-kafka", action="store_true",
+                   help="use the stack's Kafka (fresh topics) instead of a private broker started for the run")
+    p.add_argument("--merge", action="store_true",
+                   help="replace only the cases run now in today's results (each case records its load at the end)")
     args = p.parse_args(argv)
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
@@ -213,8 +225,18 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     results: dict = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "git": _git(),
                      "argv": argv, "machine": {"cores": os.cpu_count(), "load_start": _load()}, "cases": run.results}
+    if args.merge and (args.out / f"{dt.date.today().isoformat()}.json").exists():
+        earlier = json.loads((args.out / f"{dt.date.today().isoformat()}.json").read_text())
+        results["cases"] = {**earlier["cases"], **run.results}
+        results["argv"] = earlier["argv"] + ["+"] + argv
+        results["machine"]["load_start"] = earlier["machine"]["load_start"]
+        run.results = results["cases"]
     try:
         run.bench.start_broker()
+        if not args.shared_kafka:
+            t = time.perf_counter()
+            run.bench.start_kafka()
+            print(f"  private Kafka on port {run.bench.kafka_port} in {time.perf_counter() - t:.0f} s", flush=True)
         for name in names:
             print(f"== {name}", flush=True)
             t = time.perf_counter()
@@ -223,12 +245,12 @@ def main(argv: list[str]) -> int:
             except Exception as exc:  # noqa: BLE001 - one broken case must not lose the others' figures
                 traceback.print_exc()
                 run.results[name] = {"error": f"{type(exc).__name__}: {exc}"}
-            run.results[name]["wall_s"] = round(time.perf_counter() - t, 1)
+            run.results[name].update(wall_s=round(time.perf_counter() - t, 1), load_end=_load())
     finally:
         run.bench.cleanup(keep_logs=_failed(run.results))
     if getattr(run.bench, "telegraf", None):
-        results["telegraf_version"] = subprocess.run([run.bench.telegraf, "--version"], capture_output=True,
-                                                     text=True).stdout.strip()
+        # `go install pkg@version` leaves the version string "unknown": the cache folder names it
+        results["telegraf_version"] = Path(run.bench.telegraf).parent.parent.name.replace("telegraf-", "Telegraf ")
     results["machine"]["load_end"] = _load()
     results["wall_s"] = round(time.perf_counter() - started, 1)
     results["targets"] = report.targets(run.results)

@@ -124,9 +124,23 @@ class Bench:
         os.environ["SMARTCITY_STACK_DIR"] = str(self.stack)
         os.environ["SMARTCITY_MQTT__PORT"] = str(self.mqtt_port)
 
+    def start_kafka(self) -> None:
+        """Start a private Kafka (deploy/native/kafka.sh, own state folder and ports): the shared one is
+        restarted by other people's chaos tests and carries hundreds of their partitions."""
+        self.kafka_port = free_port()
+        env = {**self.base_env, "SMARTCITY_STACK_DIR": str(self.stack), "SMARTCITY_KAFKA_PORT": str(self.kafka_port),
+               "SMARTCITY_KAFKA_CONTROLLER_PORT": str(free_port())}
+        proc = subprocess.run([str(NATIVE / "kafka.sh"), "start"], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"private Kafka on port {self.kafka_port} did not start:\n{proc.stderr[-2000:]}")
+        os.environ["SMARTCITY_KAFKA__BOOTSTRAP"] = f"127.0.0.1:{self.kafka_port}"
+
     def stop_broker(self) -> None:
         env = {**self.base_env, "SMARTCITY_STACK_DIR": str(self.stack), "SMARTCITY_MQTT_PORT": str(self.mqtt_port)}
         subprocess.run([str(NATIVE / "mosquitto.sh"), "stop"], env=env, capture_output=True)
+        if getattr(self, "kafka_port", None):
+            subprocess.run([str(NATIVE / "kafka.sh"), "stop"], capture_output=True,
+                           env={**env, "SMARTCITY_KAFKA_PORT": str(self.kafka_port)})
 
     # -- isolation ----------------------------------------------------------------------------
     def settings(self, name: str, *, topics: bool = True, buckets: bool = False) -> Settings:

@@ -96,7 +96,7 @@ def profile_bridge(b: Bench, single: Messages, batch: Messages, args: argparse.N
         def attach(procs: list[Measured], shape: str = msgs.shape) -> None:
             spies.extend(Spy(p, b.workdir / f"profile-bridge-{shape}-{i}.txt") for i, p in enumerate(procs))
 
-        result = drain(b, msgs, "bridge", 1, timeout=args.timeout, on_start=attach)
+        result = drain(b, msgs, "bridge", 1, timeout=args.timeout, stall=args.stall, on_start=attach)
         result.pop("settings")
         result["profile"] = spies[0].stop() if spies else None
         out[msgs.shape] = result

@@ -13,6 +13,8 @@ import math
 import sys
 from pathlib import Path
 
+from bench.report import cpu_cost
+
 CITIES = {"Laoshan district": 50_000, "Qingdao city": 1_000_000}
 UTILISATION = 0.6
 DOMAINS = 5
@@ -26,10 +28,7 @@ def costs(results: dict) -> dict:
     cases = results["cases"]
 
     def cpu(case: str, tool: str) -> float | None:
-        run = cases.get(case, {}).get("runs", {}).get(tool, {})
-        values = [u.get("cpu_s_per_million_readings") for u in run.get("usage", {}).values() if isinstance(u, dict)]
-        values = [v for v in values if v]
-        return round(sum(values), 1) if values else None
+        return cpu_cost(cases.get(case, {}).get("runs", {}).get(tool, {}))
 
     day = cases.get("processor-day", {}).get("usage", {}).get("day-process", {})
     return {"bridge_single": cpu("mqtt-kafka-single", "bridge x1"), "bridge_batch": cpu("mqtt-kafka-batch", "bridge x1"),
