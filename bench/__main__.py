@@ -208,6 +208,23 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _need_stack(args: argparse.Namespace) -> None:
+    """The run brings its own Mosquitto (and Kafka unless --shared-kafka); it needs the stack's InfluxDB.
+    A service that is down is started through deploy/native/up, as the tests do; nothing is restarted."""
+    import urllib.request
+
+    from infra.settings import Settings
+    from infra.stack import ensure_stack_up
+
+    if args.shared_kafka:
+        ensure_stack_up()
+        return
+    try:
+        urllib.request.urlopen(f"{Settings().influx.url}/health", timeout=5).read()
+    except OSError:
+        ensure_stack_up()
+
+
 def _git() -> str:
     proc = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
                           cwd=Path(__file__).parents[1])
@@ -218,9 +235,7 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     names = args.cases or DEFAULT
     from bench import report
-    from infra.stack import ensure_stack_up
-
-    ensure_stack_up()
+    _need_stack(args)
     run = Run(args)
     started = time.perf_counter()
     results: dict = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "git": _git(),
