@@ -255,6 +255,7 @@ def wait_until_count(count: "callable", target: int, procs: list[Measured], *, t
             why = (f"{dead[0].name} exited ({dead[0].proc.returncode}): {dead[0].tail()}" if dead
                    else f"stalled at {n} of {target}")
             usage["error"] = why
+            usage["partial_s"] = round(reached_at - t0, 2) if reached_at else None
             return None, n, usage
         time.sleep(every)
 

@@ -168,6 +168,9 @@ def drain(b: Bench, msgs: Messages, tool: str, count: int = 1, timeout: float = 
         out.update(seconds=round(elapsed, 2), msg_per_s=round(len(msgs.items) / elapsed),
                    readings_per_s=round(msgs.readings / elapsed))
         _per_million(out, msgs.readings)
+    elif usage.get("partial_s"):  # stalled: the rate up to the last record that did arrive
+        out.update(stalled=True, seconds_to_last_record=usage["partial_s"],
+                   readings_per_s_before_stall=round(out["records"] / usage["partial_s"]))
     return out
 
 

@@ -110,6 +110,11 @@ def markdown(results: dict) -> str:
             lines.append(f"| {label} | error: {cases[case]['error'][:120]} | | |")
         peer = runs.get("telegraf", {})
         for tool, run in runs.items():
+            if run.get("stalled"):
+                lines.append(f"| {label}: {tool} stalled at {run['records']:,} of {run['readings']:,} readings "
+                             f"after {run['seconds_to_last_record']} s ({_fmt(run['readings_per_s_before_stall'])} "
+                             "readings/s until then) | | | |")
+        for tool, run in runs.items():
             if tool == "telegraf":
                 continue
             unit = " msg/s" if case != "kafka-influx" else " readings/s"
