@@ -234,7 +234,6 @@ def _git() -> str:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     names = args.cases or DEFAULT
-    from bench import report
     _need_stack(args)
     run = Run(args)
     started = time.perf_counter()
@@ -261,23 +260,33 @@ def main(argv: list[str]) -> int:
                 traceback.print_exc()
                 run.results[name] = {"error": f"{type(exc).__name__}: {exc}"}
             run.results[name].update(wall_s=round(time.perf_counter() - t, 1), load_end=_load())
+            _write(run, results, args, started, final=False)  # a later interruption keeps what is measured
     finally:
         run.bench.cleanup(keep_logs=_failed(run.results))
+    _write(run, results, args, started, final=True)
+    return 1 if _failed(run.results) else 0
+
+
+def _write(run: Run, results: dict, args: argparse.Namespace, started: float, final: bool) -> None:
+    """Results so far to bench/results/<date>.json, .md and latest.md (printed at the end)."""
+    from bench import report
+
     if getattr(run.bench, "telegraf", None):
         # `go install pkg@version` leaves the version string "unknown": the cache folder names it
         results["telegraf_version"] = Path(run.bench.telegraf).parent.parent.name.replace("telegraf-", "Telegraf ")
     results["machine"]["load_end"] = _load()
     results["wall_s"] = round(time.perf_counter() - started, 1)
+    results["complete"] = final
     results["targets"] = report.targets(run.results)
     text = report.markdown(results)
-    print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     day = dt.date.today().isoformat()
     (args.out / f"{day}.json").write_text(json.dumps(results, indent=2, default=str))
     (args.out / f"{day}.md").write_text(text)
     (args.out / "latest.md").write_text(text)
-    print(f"results: {args.out / (day + '.json')}, {args.out / (day + '.md')}, {args.out / 'latest.md'}")
-    return 1 if _failed(run.results) else 0
+    if final:
+        print(text)
+        print(f"results: {args.out / (day + '.json')}, {args.out / (day + '.md')}, {args.out / 'latest.md'}")
 
 
 def _failed(results: dict) -> bool:
