@@ -214,7 +214,22 @@ class KafkaCounter:
     def __init__(self, settings: Settings, topics: list[str]) -> None:
         self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap)
         self.admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
-        self.parts = [TopicPartition(t, p) for t in topics for p in sorted(self.consumer.partitions_for_topic(t) or [])]
+        self.parts = self._partitions(topics)
+
+    def _partitions(self, topics: list[str], wait: float = 60.0) -> list[TopicPartition]:
+        """Every partition of `topics`, waiting for the metadata of topics created a moment ago (a
+        consumer's cache does not know them yet: counting without them silently undercounts)."""
+        deadline = time.monotonic() + wait
+        while True:
+            known = {t: self.consumer.partitions_for_topic(t) for t in topics}
+            missing = [t for t, p in known.items() if not p]
+            if not missing:
+                return [TopicPartition(t, p) for t in topics for p in sorted(known[t])]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kafka has no metadata for {', '.join(missing)} after {wait:.0f} s; "
+                                   "were the topics created?")
+            self.consumer.topics()  # forces a metadata refresh
+            time.sleep(0.5)
 
     def records(self) -> int:
         return sum(self.consumer.end_offsets(self.parts).values())
