@@ -235,12 +235,23 @@ class KafkaCounter:
         return sum(self.consumer.end_offsets(self.parts).values())
 
     def committed(self, group: str) -> int:
+        """Sum of the group's committed offsets on our topics; 0 while the group or its coordinator
+        does not exist yet (a fresh broker creates __consumer_offsets on first use)."""
+        from kafka.errors import KafkaError
+
+        try:
+            return self._committed(group)
+        except KafkaError:
+            return getattr(self, "_last_committed", 0)
+
+    def _committed(self, group: str) -> int:
         if hasattr(self.admin, "list_group_offsets"):  # kafka-python 3.x
             offsets = self.admin.list_group_offsets({group: None}).get(group, {})
         else:  # kafka-python 2.x
             offsets = self.admin.list_consumer_group_offsets(group)
         wanted = set(self.parts)
-        return sum(o.offset for tp, o in offsets.items() if tp in wanted and o.offset > 0)
+        self._last_committed = sum(o.offset for tp, o in offsets.items() if tp in wanted and o.offset > 0)
+        return self._last_committed
 
     def close(self) -> None:
         self.consumer.close()
