@@ -7,7 +7,7 @@ from __future__ import annotations
 import tomllib
 
 from bench import telegraf
-from bench.profile import hourly_rates, top_functions
+from bench.profile import hourly_rates, quarters, top_functions
 from bench.report import markdown, targets
 from infra.settings import Settings
 
@@ -46,6 +46,11 @@ def test_hourly_rates_show_a_processor_that_slows_down() -> None:
 def test_hourly_rates_are_flat_for_a_flat_processor_and_skip_start_up() -> None:
     samples = [(0.0, 0), (5.0, 0)] + [(5.0 + k, 1000 * k) for k in range(1, 25)]  # 5 s of start-up, then 1,000/s
     assert hourly_rates(samples, 24_000) == [1000] * 24
+
+
+def test_quarter_days_compare_the_start_and_the_end_of_the_day() -> None:
+    q = quarters([1000.0] * 6 + [None] * 12 + [500.0] * 6, per_hour=3000)
+    assert q == {"first_quarter_readings_per_s": 1000, "last_quarter_readings_per_s": 500, "hour24_vs_hour1": 0.5}
 
 
 def _cases(bridge_batch: float, tg_batch: float, p99: float) -> dict:
