@@ -36,5 +36,11 @@ stop:
 chaos: venv
 	$(BIN)/python -m tests.chaos.run --full
 
-bench: venv
-	$(BIN)/python -m bench
+# The issue-14 benchmark, Telegraf side by side (built once into ~/.cache/smartcity); ~10-15 min on
+# 2 cores. Results: bench/results/<date>.json and .md, bench/results/latest.md. BENCH_ARGS: cases, sizes.
+bench: venv stack $(VENV)/.bench-installed
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: pyproject.toml
+	$(BIN)/pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
+	touch $@

@@ -1,4 +1,6 @@
-"""The benchmark cases: each returns a dict of figures (best of a few repeats, one process, one core)."""
+"""Micro cases (`python -m bench decode generate publish kernels`): in-process figures, best of a few
+repeats, one core. They call internals, so they follow the code they measure; the pipeline cases
+(bench/pipeline.py) use only the public commands."""
 from __future__ import annotations
 
 import json
@@ -128,66 +130,3 @@ def kernels() -> dict:
     t_lines, _ = best(lambda: len(raw_lines(batch.take(np.arange(50_000)))))
     return {"air_plugin_readings_per_s": n / t_air, "iaqi_values_per_s": 1_000_000 / t_iaqi,
             "fwi_station_days_per_s": days_fwi * stations / t_fwi, "raw_line_protocol_per_s": 50_000 / t_lines}
-
-
-def bridge() -> dict:
-    """MQTT -> Kafka through one bridge process, measured alone: 50,000 single-reading messages are
-    queued at the broker in the bridge's persistent session first, then the bridge drains them."""
-    import os
-    import re
-    import subprocess
-    import sys
-    import urllib.request
-
-    from infra.settings import REPO_ROOT, get_settings
-    from infra.stack import create_topics, delete_topics
-    from simulators.publisher import Publisher
-
-    base = get_settings()
-    tag = uuid.uuid4().hex[:6]
-    settings = base.model_copy(update={"kafka": base.kafka.model_copy(update={"topic_prefix": f"bench{tag}."})})
-    topics = create_topics(settings)
-    env = {**os.environ, "SMARTCITY_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix}
-    cmd = [sys.executable, "-m", "smartcity.cli", "bridge", "--client-id", f"bench-{tag}", "--group", f"bench{tag}",
-           "--session-expiry", "600", "--metrics-port", "19399"]
-
-    def acked() -> float:
-        text = urllib.request.urlopen("http://127.0.0.1:19399/metrics", timeout=5).read().decode()
-        return float(re.search(r"^bridge_acked_total (\S+)$", text, re.M).group(1))
-
-    def launch() -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                acked()
-                return proc
-            except OSError:
-                time.sleep(0.1)
-        return proc
-
-    proc = launch()
-    try:
-        time.sleep(2)              # session and shared subscription exist now
-        proc.terminate()
-        proc.wait(30)
-        n = 50_000
-        pub = Publisher(settings, client_prefix=f"bench-pub-{tag}")
-        for i in range(n):
-            pub.publish(f"city/air/bench/s{i % 100}/up",
-                        json.dumps({"ts": 1_790_000_000 + i, "values": {"pm25": 20 + i % 30}}).encode())
-        pub.wait(300)
-        pub.close()
-        started = time.perf_counter()
-        proc = launch()
-        while acked() < n:
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - started
-        return {"messages": n, "forwarded_messages_per_s": n / elapsed, "note": "includes process start-up"}
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        delete_topics(settings, topics)
-
-
-ALL: dict[str, Callable[[], dict]] = {"decode": decode, "generate": generate, "publish": publish,
-                                      "kernels": kernels, "bridge": bridge}
