@@ -1,7 +1,12 @@
 """Air quality dashboard (HJ 633 AQI colours, GB 3095 daily means, PM2.5 against the plan)."""
 from dashboards.panels import RANGE, SITE_FILTER, Dashboard, site_variable, stat, table, timeseries
-from dashboards.targets import outlook_table, target
+from dashboards.targets import Target, outlook_table, target
 from schemas.thresholds import load_plan, today
+
+TARGETS = (  # the plan targets this domain's indicators are judged against (the wall's tiles)
+    Target("plan.air.pm25_annual", "air", "pm25_ytd", "PM2.5 annual mean (year to date)", "PM2.5 年均值(年初至今)",
+           "µg/m³", lower_is_better=True, outlook=True),
+)
 
 # HJ 633-2012 category colours, one per IAQI band (优 良 轻度 中度 重度 严重)
 AQI_COLOURS = ["#00E400", "#FFFF00", "#FF7E00", "#FF0000", "#99004C", "#7E0023"]

@@ -1,7 +1,14 @@
 """Forest fire dashboard (FWI codes, QX/T 77 levels, detections, zone coverage against the plan)."""
 from dashboards.panels import RANGE, SITE_FILTER, Dashboard, site_variable, stat, table, timeseries
-from dashboards.targets import target
+from dashboards.targets import Target, target
 from schemas.thresholds import load_plan, today
+
+TARGETS = (  # the plan targets this domain's indicators are judged against (the wall's tiles)
+    Target("plan.fire.zones_covered", "fire", "zones_covered", "Forest zones with a danger level today",
+           "林区火险等级覆盖率", "%"),
+    Target("plan.forest.coverage", "fire", "", "Forest cover", "森林覆盖率", "%",
+           not_measured="from the forestry survey, not from sensors", not_measured_zh="来自森林资源调查,非传感器监测"),
+)
 
 LEVEL_COLOURS = ["green", "blue", "yellow", "orange", "red"]  # QX/T 77-2007 levels 1..5
 LEVEL_NAMES = {"1": "1 低", "2": "2 较低", "3": "3 较高", "4": "4 高", "5": "5 极高"}

@@ -3,6 +3,14 @@ rate with its outlook, bin fill heatmap."""
 from dashboards.panels import RANGE, SITE_FILTER, Dashboard, heatmap, site_variable, stat, timeseries
 from dashboards.targets import Target, outlook_table, target
 
+TARGETS = (  # the plan targets this domain's indicators are judged against (the wall's tiles)
+    Target("plan.garbage.recycling_rate", "garbage", "recycling_rate_ytd", "Recycling rate (year to date)",
+           "回收利用率(年初至今)", "%", outlook=True),
+    Target("plan.garbage.harmless_rate", "garbage", "harmless_rate", "Harmless treatment rate", "无害化处理率", "%"),
+    Target("plan.garbage.collection_rate", "garbage", "collection_rate", "Collection rate (bins emptied in time)",
+           "集中清运率", "%"),
+)
+
 
 def dashboard() -> Dashboard:
     def rate(title: str, name: str, t: Target | None, description: str = ""):  # noqa: ANN202

@@ -1,9 +1,16 @@
 """Parking dashboard: networked lots and public spaces added against the plan (targets from the plan
 file), occupancy bands from the plan's parking entries."""
 from dashboards.panels import RANGE, SITE_FILTER, Dashboard, site_variable, stat, table, timeseries
-from dashboards.targets import outlook_table, target
+from dashboards.targets import Target, outlook_table, target
 from dashboards.wall import target_tile
 from schemas.thresholds import load_plan, today
+
+TARGETS = (  # the plan targets this domain's indicators are judged against (the wall's tiles)
+    Target("plan.parking.networked_share", "parking", "networked_rate", "Commercial lots networked",
+           "经营性停车场联网率", "%"),
+    Target("plan.parking.new_public_spaces", "parking", "spaces_added", "New public parking spaces",
+           "新增公共停车位", "spaces", outlook=True),
+)
 
 
 def occupancy_steps() -> list[tuple[float | None, str]]:

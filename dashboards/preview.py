@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
 from dashboards import alertloop  # noqa: E402
-from dashboards.targets import TARGETS, Standing, fmt  # noqa: E402
+from dashboards.targets import Standing, all_targets, fmt  # noqa: E402
 from infra.clients import influx_client  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 
@@ -49,7 +49,7 @@ def latest_indicators(settings: Settings, start_ns: int = 0, stop_ns: int | None
 
 def standings(indicators: dict[tuple[str, str], dict[str, Any]]) -> list[Standing]:
     """Every plan target with the latest figure that measures it."""
-    return [Standing(t, indicators.get((t.domain, t.indicator), {}) if t.indicator else {}) for t in TARGETS]
+    return [Standing(t, indicators.get((t.domain, t.indicator), {}) if t.indicator else {}) for t in all_targets()]
 
 
 def _firing(settings: Settings) -> int:

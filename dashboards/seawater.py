@@ -1,8 +1,13 @@
 """Nearshore sea-water dashboard (GB 3097 class bands from the plan file, green tide, class I-II share
 against the plan with its outlook)."""
 from dashboards.panels import RANGE, SITE_FILTER, Dashboard, site_variable, stat, table, timeseries
-from dashboards.targets import outlook_table, target
+from dashboards.targets import Target, outlook_table, target
 from schemas.thresholds import load_plan, today
+
+TARGETS = (  # the plan targets this domain's indicators are judged against (the wall's tiles)
+    Target("plan.seawater.good_share", "seawater", "good_share_ytd", "Sea water class I-II share (year to date)",
+           "近岸海域水质优良率(年初至今)", "%", outlook=True),
+)
 
 CLASS_COLOURS = [(None, "#1F78C1"), (2, "#73BF69"), (3, "#FADE2A"), (4, "#FF9830"), (5, "#F2495C")]
 CLASS_NAMES = {"1": "I 类", "2": "II 类", "3": "III 类", "4": "IV 类", "5": "劣四类"}

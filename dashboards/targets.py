@@ -49,38 +49,34 @@ class Target:
         return [(None, RED), (v, GREEN)]
 
 
-TARGETS: tuple[Target, ...] = (
-    Target("plan.air.pm25_annual", "air", "pm25_ytd", "PM2.5 annual mean (year to date)", "PM2.5 年均值(年初至今)",
-           "µg/m³", lower_is_better=True, outlook=True),
-    Target("plan.seawater.good_share", "seawater", "good_share_ytd", "Sea water class I-II share (year to date)",
-           "近岸海域水质优良率(年初至今)", "%", outlook=True),
-    Target("plan.parking.networked_share", "parking", "networked_rate", "Commercial lots networked",
-           "经营性停车场联网率", "%"),
-    Target("plan.parking.new_public_spaces", "parking", "spaces_added", "New public parking spaces",
-           "新增公共停车位", "spaces", outlook=True),
-    Target("plan.fire.zones_covered", "fire", "zones_covered", "Forest zones with a danger level today",
-           "林区火险等级覆盖率", "%"),
-    Target("plan.garbage.recycling_rate", "garbage", "recycling_rate_ytd", "Recycling rate (year to date)",
-           "回收利用率(年初至今)", "%", outlook=True),
-    Target("plan.garbage.harmless_rate", "garbage", "harmless_rate", "Harmless treatment rate", "无害化处理率", "%"),
-    Target("plan.garbage.collection_rate", "garbage", "collection_rate", "Collection rate (bins emptied in time)",
-           "集中清运率", "%"),
-    Target("plan.forest.coverage", "fire", "", "Forest cover", "森林覆盖率", "%",
-           not_measured="from the forestry survey, not from sensors", not_measured_zh="来自森林资源调查,非传感器监测"),
-)
+def all_targets() -> tuple[Target, ...]:
+    """Every plan target, as the domains' dashboard modules declare them (`TARGETS` in
+    dashboards/<domain>.py), in the domain registry's order: a new domain brings its own."""
+    from dashboards.registry import domain_modules
+
+    return tuple(t for m in domain_modules() for t in getattr(m, "TARGETS", ()))
+
+
+def __getattr__(name: str) -> Any:
+    """`TARGETS`: all_targets(), resolved on use so the domain modules can import this one."""
+    if name == "TARGETS":
+        return all_targets()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 PM25_STRETCH = "plan.air.pm25_annual_stretch"  # shown with the binding PM2.5 target, not as a tile of its own
 OUTLOOK_FIELDS = ("value", "target", "projection", "required_rest", "remaining_days", "feasible")
 
 
 def target(key: str) -> Target:
     """The Target of a plan key."""
-    return next(t for t in TARGETS if t.key == key)
+    return next(t for t in all_targets() if t.key == key)
 
 
 def outlook_table(domain: str | None = None, *, width: int = 24, height: int = 6) -> Panel:
     """'Will we make it?': for each cumulative plan indicator (of `domain`, or all), the latest value, the
     target, the year-end projection and what the remaining days must deliver."""
-    names = [t for t in TARGETS if t.outlook and (domain is None or t.domain == domain)]
+    names = [t for t in all_targets() if t.outlook and (domain is None or t.domain == domain)]
     which = " or ".join(f'(r.domain == "{t.domain}" and r.indicator == "{t.indicator}")' for t in names)
     fields = " or ".join(f'r._field == "{f}"' for f in OUTLOOK_FIELDS)
     return table("会达标吗 Will we make it? (year-end projection, needed for the rest of the year)", f'''

@@ -3,29 +3,11 @@ where missed), "Will we make it?" for the cumulative ones, a map of every site c
 status, and the firing alerts. Readable from across the room: big numbers, few panels."""
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from types import ModuleType
-
 from dashboards.panels import RANGE, Dashboard, Panel, geomap, stat, table
-from dashboards.targets import TARGETS, Target, outlook_table
+from dashboards.targets import Target, all_targets, outlook_table
 from schemas.sites import load_sites
 
 UNITS = {"%": "percentunit", "µg/m³": "conc:ugm3", "spaces": "none"}
-
-
-def domain_modules() -> list[ModuleType]:
-    """Dashboard modules of the domains (dashboards/<domain>.py with a `dashboard`), in the schemas' order."""
-    from schemas import domain_names
-
-    found = {}
-    for info in pkgutil.iter_modules(importlib.import_module("dashboards").__path__):
-        if info.name in domain_names():
-            module = importlib.import_module(f"dashboards.{info.name}")
-            if hasattr(module, "dashboard"):
-                found[info.name] = module
-    order = ["air", "seawater", "parking", "fire", "garbage"]
-    return [found[n] for n in order + sorted(set(found) - set(order)) if n in found]
 
 
 def target_tile(t: Target) -> Panel:
@@ -88,7 +70,7 @@ from(bucket: "compliance") |> {RANGE}
 
 
 def dashboard() -> Dashboard:
-    tiles = [target_tile(t) for t in TARGETS if not t.not_measured]
+    tiles = [target_tile(t) for t in all_targets() if not t.not_measured]
     return Dashboard("laoshan-city-wall", "崂山城市运行 Laoshan city wall",
                      tiles + [outlook_table(), site_map(), firing_alerts()], tags=["wall"], time_from="now-7d",
                      refresh="30s")
