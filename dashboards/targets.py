@@ -29,6 +29,7 @@ class Target:
     title_zh: str
     unit: str                     # "%", "µg/m³", "spaces"
     lower_is_better: bool = False
+    strict: bool = True           # lower is better: "better than" (<, the plan's 优于); False: at most (≤)
     outlook: bool = False         # the indicator carries a year-end outlook (projection, required_rest)
     not_measured: str = ""        # why the pipeline cannot measure it
     not_measured_zh: str = ""
@@ -45,7 +46,7 @@ class Target:
         if self.key == "plan.air.pm25_annual":
             return [(None, GREEN), (plan.value("plan.air.pm25_annual_stretch", today()), AMBER), (v, RED)]
         if self.lower_is_better:
-            return [(None, GREEN), (v, RED)]
+            return [(None, GREEN), (v if self.strict else v + 1e-9, RED)]
         return [(None, RED), (v, GREEN)]
 
 
@@ -136,13 +137,17 @@ class Standing:
             return "baseline-not-set"
         if self.value is None or self.goal is None:
             return "no-data"
-        met = self.value < self.goal if self.target.lower_is_better else self.value >= self.goal  # 优于: strictly below
+        t = self.target
+        if t.lower_is_better:
+            met = self.value < self.goal if t.strict else self.value <= self.goal  # 优于: strictly below
+        else:
+            met = self.value >= self.goal
         return "met" if met else "missed"
 
     def target_text(self) -> tuple[str, str]:
         t = self.target
         goal = self.goal
-        sign = "<" if t.lower_is_better else "≥"
+        sign = ("<" if t.strict else "≤") if t.lower_is_better else "≥"
         en = f"target {sign} {fmt(goal, t.unit)}"
         if t.key == "plan.air.pm25_annual" and "stretch" in self.fields:
             en += f" (stretch {self.fields['stretch']:g})"
