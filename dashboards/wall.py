@@ -34,7 +34,7 @@ from(bucket: "compliance") |> {RANGE}
     sign = "<" if t.lower_is_better else "≥"
     goal = t.value()
     shown = f"{goal:,.0f}" if t.unit == "spaces" else (f"{goal:.0%}" if t.unit == "%" else f"{goal:g} {t.unit}")
-    return stat(f"{t.title_zh} {t.title_en} ({sign} {shown})", flux, ("_value",), unit=UNITS[t.unit],
+    return stat(f"{t.title_zh} {t.title_en} ({sign} {shown})", flux, ("_value",), unit=UNITS.get(t.unit, "none"),
                 decimals=1 if t.unit != "spaces" else 0, thresholds=t.steps(), width=6, height=6, mappings=mappings,
                 description=f"{t.key}: source and dates in schemas/plan.toml; red where the target is missed")
 
