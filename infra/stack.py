@@ -1,7 +1,6 @@
 """The local stack from Python: start it through deploy/native, create topics and buckets for a run."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +12,7 @@ from infra.settings import REPO_ROOT, Settings
 from schemas.registry import domains
 
 NATIVE = REPO_ROOT / "deploy" / "native"
-# the topic list; SMARTCITY_TOPICS_FILE names another (the chaos suite passes /dev/null for bare brokers)
-TOPICS_FILE = Path(os.environ.get("SMARTCITY_TOPICS_FILE", REPO_ROOT / "deploy" / "config" / "topics.txt"))
+TOPICS_FILE = REPO_ROOT / "deploy" / "config" / "topics.txt"
 
 
 def stack_status() -> tuple[bool, str]:
@@ -85,15 +83,16 @@ def delete_topics(settings: Settings, names: list[str]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """For the deploy scripts: `python -m infra.stack topics` prints `name partitions config=value...`
-    per topic; `python -m infra.stack accounts` prints the device accounts, one per line."""
-    if argv == ["topics"]:
+    """For the deploy scripts: `python -m infra.stack topics [FILE]` prints `name partitions
+    config=value...` per topic of FILE (default deploy/config/topics.txt); `python -m infra.stack
+    accounts` prints the device accounts, one per line."""
+    if argv[:1] == ["topics"] and len(argv) <= 2:
         print("\n".join(" ".join([name, str(parts), *(f"{k}={v}" for k, v in cfg.items())])
-                        for name, parts, cfg in topic_specs()))
+                        for name, parts, cfg in topic_specs(Path(argv[1]) if len(argv) == 2 else TOPICS_FILE)))
     elif argv == ["accounts"]:
         print("\n".join(device_accounts()))
     else:
-        print("usage: python -m infra.stack {topics|accounts}", file=sys.stderr)
+        print("usage: python -m infra.stack {topics [FILE]|accounts}", file=sys.stderr)
         return 2
     return 0
 

@@ -15,8 +15,7 @@ HEAP="${SMARTCITY_KAFKA_HEAP:-768m}"
 # Seconds to wait for the broker to listen and answer (log recovery is slow on a busy machine).
 START_TIMEOUT="${SMARTCITY_KAFKA_START_TIMEOUT:-300}"
 # the topic list (its {domain} row expanded from the registry); the chaos suite's lanes pass /dev/null and make their own
-export SMARTCITY_TOPICS_FILE="${SMARTCITY_TOPICS_FILE:-$CONFIG_DIR/topics.txt}"
-TOPICS_FILE="$SMARTCITY_TOPICS_FILE"
+TOPICS_FILE="${SMARTCITY_TOPICS_FILE:-$CONFIG_DIR/topics.txt}"
 
 resolve() {
   if [ -f "$LIBS/.complete" ]; then return 0; fi
@@ -60,7 +59,7 @@ topics() {
   local existing
   existing="$(kjava org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list 2>/dev/null)"
   local specs
-  specs="$(registry topics)"
+  specs="$(registry topics "$TOPICS_FILE")"
   while read -r name parts cfgs; do
     [ -n "$name" ] || continue
     if grep -qx "$name" <<<"$existing"; then

@@ -45,10 +45,10 @@ secret() {
   cat "$f"
 }
 
-# registry WHAT -> what the domain registry says the stack needs (`topics` or `accounts`), through the
+# registry WHAT [ARG] -> what the domain registry says the stack needs (`topics FILE` or `accounts`), through the
 # project's virtualenv: topics and device accounts follow the domain plug-ins, never a hand-kept list.
 registry() {
   local py="$REPO_ROOT/.venv/bin/python"
   [ -x "$py" ] || die "$py not found: run 'make venv' first (the stack's topics and accounts come from the domain registry)"
-  (cd "$REPO_ROOT" && "$py" -m infra.stack "$1") || die "python -m infra.stack $1 failed"
+  (cd "$REPO_ROOT" && "$py" -m infra.stack "$@") || die "python -m infra.stack $* failed"
 }
