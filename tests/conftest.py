@@ -15,7 +15,7 @@ from influxdb_client import BucketRetentionRules
 from infra.clients import influx_client
 from infra.settings import Settings
 from infra.stack import create_topics, delete_topics, ensure_stack_up
-from tests.helpers import REPO, flux_rows, settings_env, start, stop, wait_for_raw
+from tests.helpers import REPO, diff, flux_rows, settings_env, start, stop, wait_for_raw
 
 DAY_START = (int(time.time()) // 86400 - 3) * 86400 - 8 * 3600   # a local (UTC+8) midnight three days ago
 SENSORS, TICKS, INTERVAL = 5, 144, 600                              # 5 sensors per domain, every 10 min for a day
@@ -91,9 +91,10 @@ def pipeline_day(stack: str, tmp_path_factory: pytest.TempPathFactory):
         proc_b = start(b, "process", "--group", "proc-b", "--stale-after", "10", log=tmp / "proc-b.log")
         assert sim.wait(120) == 0, sim.stderr.read().decode()
         truth = [json.loads(line) for line in (tmp / "sim" / "truth.jsonl").read_text().splitlines()]
-        expected = len({(t["domain"], t["sensor_id"], t["ts"]) for t in truth})
-        assert wait_for_raw(a, expected) == expected
-        assert wait_for_raw(b, expected) == expected
+        expected = {(t["domain"], t["sensor_id"], t["ts"] // 1000) for t in truth}
+        for s in (a, b):   # exactly the simulated readings, by point identity (to the client's µs)
+            got = wait_for_raw(s, expected)
+            assert got == expected, diff(expected, got)
         deadline = time.monotonic() + 90  # silent sensors: offline alerts reach the router's history
         while not flux_rows(a, a.influx.bucket_compliance, 'r._measurement == "alerts" and r._field == "state"'):
             assert time.monotonic() < deadline, "no offline alert reached InfluxDB"

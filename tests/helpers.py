@@ -1,6 +1,7 @@
 """Helpers for integration tests: run the pipeline's processes with a test's settings, read Kafka."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -79,15 +80,29 @@ def flux_rows(settings: Settings, bucket: str, flux_filter: str) -> list[dict]:
     return [dict(r.values) for t in tables for r in t.records]
 
 
-def wait_for_raw(settings: Settings, expected: int, timeout: float = 240) -> int:
-    """Distinct readings in the raw bucket, waiting until `expected` arrived (or the timeout)."""
+RAW_FIELDS = ("fill_level", "pm25", "ph", "capacity", "humidity", "harmless_kg")  # one per domain's readings
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def raw_points(settings: Settings) -> set[tuple[str, str, int]]:
+    """(measurement, sensor, time in µs: the client's datetime precision) of every reading stored raw."""
+    rows = flux_rows(settings, settings.influx.bucket_raw, " or ".join(f'r._field == "{f}"' for f in RAW_FIELDS))
+    return {(r["_measurement"], r["sensor"], (r["_time"] - EPOCH) // dt.timedelta(microseconds=1)) for r in rows}
+
+
+def wait_for_raw(settings: Settings, expected: set[tuple[str, str, int]], timeout: float = 240) -> set:
+    """The readings stored raw, waiting until at least as many as `expected` arrived (or the timeout)."""
     deadline = time.monotonic() + timeout
-    count = 0
+    points: set = set()
     while time.monotonic() < deadline:
-        rows = flux_rows(settings, settings.influx.bucket_raw, 'r._field == "fill_level" or r._field == "pm25" or '
-                         'r._field == "ph" or r._field == "capacity" or r._field == "humidity" or r._field == "harmless_kg"')
-        count = len({(r["_measurement"], r["sensor"], r["_time"]) for r in rows})
-        if count >= expected:
-            return count
+        points = raw_points(settings)
+        if len(points) >= len(expected):
+            break
         time.sleep(2)
-    return count
+    return points
+
+
+def diff(expected: set, got: set, limit: int = 20) -> str:
+    """What is missing and what is extra, a few of each (for an assertion message)."""
+    return (f"{len(got)} stored, {len(expected)} expected; missing {sorted(expected - got)[:limit]}; "
+            f"extra {sorted(got - expected)[:limit]}")
