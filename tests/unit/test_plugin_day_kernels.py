@@ -10,7 +10,7 @@ import pytest
 
 from infra.lineprotocol import Point
 from processors.air import AirProcessor
-from processors.fire import FireProcessor
+from processors.fire import FireProcessor, fwi_daily
 from processors.garbage import GarbageProcessor
 from processors.parking import ParkingProcessor
 from processors.plugin import local_day, year_ends
@@ -185,3 +185,26 @@ def test_pm25_outlook_uses_the_seasonal_pattern_of_past_years_from_history() -> 
     plain = next(pt.fields for pt in run(flat, batch("air", ["zhonghan"] * 24, hours, rows)).points
                  if pt.measurement == "indicator" and pt.tags["scope"] == "district")
     assert plain["seasonal"] == 0 and plain["projection"] == pytest.approx(20.0)
+
+
+def test_fire_codes_carry_from_the_previous_day_in_history() -> None:
+    noon = {"temperature": 15.0, "humidity": 40.0, "wind_speed": 10.0, "rain_24h": 0.0}
+    day_before = Point("fire_daily", {"site": "jufeng"}, {"ffmc": 60.0, "dmc": 30.0, "dc": 300.0}, ns(2026, 3, 31))
+    stale = Point("fire_daily", {"site": "huayan"}, {"ffmc": 60.0, "dmc": 30.0, "dc": 300.0}, ns(2026, 3, 24))
+    out = run(FireProcessor(load_plan(), MemoryHistory([day_before, stale])),
+              batch("fire", ["jufeng", "huayan"], [ns(2026, 4, 1, 12, 0)] * 2, [noon, noon]))
+    daily = {p.tags["site"]: p.fields for p in out.points if p.measurement == "fire_daily"}
+    w = [np.array([noon[k]]) for k in ("temperature", "humidity", "wind_speed", "rain_24h")]
+    carried = fwi_daily(*w, np.array([4]), ffmc0=60.0, dmc0=30.0, dc0=300.0)
+    start_up = fwi_daily(*w, np.array([4]))  # more than 7 days old: not carried
+    assert daily["jufeng"]["dc"] == pytest.approx(round(float(carried.dc[0]), 3))
+    assert daily["huayan"]["dc"] == pytest.approx(round(float(start_up.dc[0]), 3))
+
+
+def test_lots_known_from_the_last_30_days_of_results_count_as_registered() -> None:
+    seen = [Point("parking_hourly", {"site": lot}, {"capacity": 100.0}, ts)
+            for lot, ts in (("lot-10-days-ago", ns(2026, 3, 22, 9)), ("lot-40-days-ago", ns(2026, 2, 20, 9)))]
+    out = run(ParkingProcessor(load_plan(), MemoryHistory(seen)),
+              batch("parking", ["zhonghan-mall"], [ns(2026, 4, 1, 9, 0)], [{"capacity": 1200, "occupied": 600}]))
+    rate = next(p for p in out.points if p.measurement == "indicator" and p.tags["indicator"] == "networked_rate")
+    assert rate.fields["registered"] == len(set(expected_sites("parking")) | {"zhonghan-mall", "lot-10-days-ago"})
