@@ -64,7 +64,7 @@ class FluxHistory:
     def latest(self, measurement: str, fields: Sequence[str], first_day: int, stop_day: int, *,
                tags: Tags | None = None, keep: Sequence[str] = ("site",)) -> dict[str, Series]:
         """Per field, the last point of each combination of the `keep` tags over local days
-        [first_day, stop_day) matching `tags` (one query for all fields)."""
+        [first_day, stop_day) matching `tags` (every field asked for, in one query)."""
         rows = self.query(self.flux(measurement, fields, first_day, stop_day, tags, keep, latest=True))
         return {f: series([r for r in rows if r["_field"] == f], keep) for f in fields}
 

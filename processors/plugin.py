@@ -121,7 +121,7 @@ class History(Protocol):
     def latest(self, measurement: str, fields: Sequence[str], first_day: int, stop_day: int, *,
                tags: Tags | None = None, keep: Sequence[str] = ("site",)) -> dict[str, Series]:
         """Per field, the last point of each combination of the `keep` tags over local days
-        [first_day, stop_day) matching `tags` (fields without points are absent)."""
+        [first_day, stop_day) matching `tags` (every field asked for; empty where it has no point)."""
 
 
 class DomainProcessor(ABC):
