@@ -103,6 +103,7 @@ def kernels() -> dict:
     """Processor kernels per core: a day of air at 100 sensors/min through the plug-in; IAQI; FWI; raw lines."""
     from processors.air import AirProcessor, iaqi
     from processors.fire import fwi_daily
+    from processors.history import FluxHistory
     from processors.service import raw_lines
     from schemas.thresholds import load_plan
     from simulators.base import Sensors
@@ -117,7 +118,7 @@ def kernels() -> dict:
         ts=np.repeat(start + np.arange(len(rows), dtype=np.int64) * 60 * 10**9, len(sensors)),
         values=np.vstack(rows), seq=np.full(n, -1), lat=np.full(n, np.nan), lon=np.full(n, np.nan),
         source=np.full(n, "native", dtype=object), received_at=np.zeros(n, np.int64))
-    plugin = AirProcessor(load_plan(), lambda q: [], "compliance")
+    plugin = AirProcessor(load_plan(), FluxHistory(lambda flux: [], "compliance"))
     days = np.unique((batch.ts + 8 * 3600 * 10**9) // (86400 * 10**9))
     t_air, _ = best(lambda: len(plugin.compute(batch, days).points), repeats=2)
     conc = np.random.default_rng(2).uniform(0, 600, 1_000_000)

@@ -235,8 +235,8 @@ class AirProcessor(DomainProcessor):
         the daily means already in InfluxDB plus this batch's)."""
         first, days_in_year = local_year(last_day)
         last = int(day_start(last_day))
-        hist_days, hist_values, hist_sites = self.daily_history("air_daily", "pm25", first, last_day + 1)
-        daily = {(site, int(d)): v for d, site, v in zip(hist_days, hist_sites, hist_values)}
+        past = self.history.daily("air_daily", "pm25", first, last_day + 1)
+        daily = {(str(site), int(d)): float(v) for d, site, v in zip(past.days, past.tags["site"], past.values)}
         daily.update({(site, int(local_day(np.array([t]))[0])): v for (site, t), v in fresh.items()})
         elapsed = last_day - first + 1
         grid: dict[str, np.ndarray] = {}

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from processors.plugin import DAY_NS, DomainProcessor, Observation, Output, Point, day_start, indicator, local_day
+from processors.plugin import DomainProcessor, Observation, Output, Point, day_start, indicator, local_day
 from schemas.sites import expected_sites
 from schemas.thresholds import PlanThresholds, load_plan
 
@@ -136,6 +136,7 @@ def danger_level(fwi_: np.ndarray, *, at: int, plan: PlanThresholds | None = Non
 # -- plug-in: daily FWI per zone from the noon observation, danger levels, detections -------------------
 
 NOON_WINDOW_NS = 3 * 3600 * 10**9
+CARRIED = ("ffmc", "dmc", "dc")  # the codes each day starts from: the previous day's
 
 
 class FireProcessor(DomainProcessor):
@@ -154,7 +155,7 @@ class FireProcessor(DomainProcessor):
         sites = sorted(set(buffer.site.astype(str)))
         noon = day_start(day_of) + 12 * 3600 * 10**9
         distance = np.abs(buffer.ts - noon)
-        carried = self._carried(sites, first)
+        carried = self._carried(first)
         for day in range(first, last + 1):  # later days depend on earlier ones: recompute forward
             start = int(day_start(day))
             for site in sites:
@@ -186,17 +187,11 @@ class FireProcessor(DomainProcessor):
         self._district(out, days)
         return out
 
-    def _carried(self, sites: list[str], first_day: int) -> dict[str, tuple[float, float, float]]:
+    def _carried(self, first_day: int) -> dict[str, tuple[float, float, float]]:
         """FFMC, DMC, DC of the day before `first_day` from earlier results (start-up values if none)."""
-        start = int(day_start(first_day))
-        rows = self.history(
-            f'from(bucket: "{self.bucket}") |> range(start: time(v: {start - 7 * DAY_NS}), stop: time(v: {start})) '
-            '|> filter(fn: (r) => r._measurement == "fire_daily" and (r._field == "ffmc" or r._field == "dmc" or r._field == "dc")) '
-            '|> last()')
-        got: dict[str, dict[str, float]] = {}
-        for r in rows:
-            got.setdefault(r["site"], {})[r["_field"]] = r["_value"]
-        return {s: (v["ffmc"], v["dmc"], v["dc"]) for s, v in got.items() if len(v) == 3}
+        latest = self.history.latest("fire_daily", CARRIED, first_day - 7, first_day)
+        ffmc, dmc, dc = (dict(zip(latest[c].tags["site"].tolist(), latest[c].values.tolist())) for c in CARRIED)
+        return {s: (ffmc[s], dmc[s], dc[s]) for s in ffmc.keys() & dmc.keys() & dc.keys()}
 
     def _detections(self, out: Output, buffer, mask: np.ndarray) -> None:  # noqa: ANN001
         col = buffer.fields.index

@@ -151,8 +151,8 @@ class GarbageProcessor(DomainProcessor):
         last = int(day_start(last_day))
         per_day: dict[str, dict[int, float]] = {}
         for name in ("generated_kg", "recovered_kg", "kitchen_resource_kg"):
-            d, v, _ = self.daily_history("garbage_daily", name, first, last_day + 1)
-            per_day[name] = dict(zip(d.tolist(), v.tolist()))
+            past = self.history.daily("garbage_daily", name, first, last_day + 1)
+            per_day[name] = dict(zip(past.days.tolist(), past.values.tolist()))
         for p in out.points:  # this batch's days replace what InfluxDB had
             if p.measurement == "garbage_daily" and "generated_kg" in p.fields:
                 d = int(local_day(np.array([p.ts]))[0])

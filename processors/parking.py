@@ -68,11 +68,9 @@ class ParkingProcessor(DomainProcessor):
         share = occupancy(buffer.values[:, col("capacity")], buffer.values[:, col("occupied")],
                           buffer.values[:, col("free")])
         capacity = buffer.values[:, col("capacity")]
-        # registered lots: every lot known to the buffer or to the last 30 days of results
-        known = {r["site"] for r in self.history(
-            f'from(bucket: "{self.bucket}") |> range(start: -30d) '
-            '|> filter(fn: (r) => r._measurement == "parking_hourly" and r._field == "capacity") '
-            '|> keep(columns: ["site", "_value", "_time"]) |> last()')}
+        # registered lots: every lot known to the buffer or to the results of the 30 days up to the batch's
+        last = int(days.max())
+        known = set(self.history.latest("parking_hourly", ["capacity"], last - 30, last + 1)["capacity"].tags["site"])
         registered = sorted(set(expected_sites("parking")) | known | set(buffer.site.astype(str)))
         hours = hour_start(buffer.ts)
         sel = np.isin(local_day(buffer.ts), days)
@@ -130,9 +128,9 @@ class ParkingProcessor(DomainProcessor):
         """Year-end projection of spaces added (trend of the daily latest values) and spaces per day needed."""
         today = int(local_day(np.array([hour]))[0])
         first, days_in_year = local_year(today)
-        days, values, _ = self.daily_history("indicator", "value", first, today,
-                                             'r.domain == "parking" and r.indicator == "spaces_added"')
-        latest: dict[int, float] = {int(d): v for d, v in zip(days, values)}  # rows come time-ordered: last wins
+        past = self.history.daily("indicator", "value", first, today,
+                                  tags={"domain": "parking", "indicator": "spaces_added"})
+        latest: dict[int, float] = {int(d): float(v) for d, v in zip(past.days, past.values)}  # time-ordered: last wins
         latest[today] = added
         x = np.array(sorted(latest)) - first
         o = level_outlook(x, np.array([latest[d + first] for d in x]), days_in_year, target)

@@ -5,8 +5,9 @@ out-of-order readings land in the right window and writing the result again is h
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -96,9 +97,31 @@ class Output:
     observations: list[Observation] = field(default_factory=list)
 
 
-# The service gives plug-ins read access to earlier results (long-horizon indicators are recomputed
-# from the aggregates already in InfluxDB): history(flux_query) -> list of row dicts.
-History = Callable[[str], list[dict[str, Any]]]
+@dataclass(frozen=True)
+class Series:
+    """Points read back from earlier results, as columns: their local day, value and the kept tags
+    (tag -> str array, "" where a point lacks the tag), time-ordered within each tag combination."""
+
+    days: np.ndarray
+    values: np.ndarray
+    tags: dict[str, np.ndarray]
+
+
+Tags = Mapping[str, str | Sequence[str]]  # tag -> the value, or any of the values, a point must carry
+
+
+class History(Protocol):
+    """Read access to the results already in the compliance bucket, for long-horizon indicators
+    (recomputed from earlier aggregates). Plug-ins pass values, never query text."""
+
+    def daily(self, measurement: str, field: str, first_day: int, stop_day: int, *, tags: Tags | None = None,
+              keep: Sequence[str] = ("site",)) -> Series:
+        """Every `measurement`/`field` point over local days [first_day, stop_day) matching `tags`."""
+
+    def latest(self, measurement: str, fields: Sequence[str], first_day: int, stop_day: int, *,
+               tags: Tags | None = None, keep: Sequence[str] = ("site",)) -> dict[str, Series]:
+        """Per field, the last point of each combination of the `keep` tags over local days
+        [first_day, stop_day) matching `tags` (every field asked for; empty where it has no point)."""
 
 
 class DomainProcessor(ABC):
@@ -108,10 +131,9 @@ class DomainProcessor(ABC):
     domain: str
     horizon_days: int = 2
 
-    def __init__(self, plan: PlanThresholds, history: History, compliance_bucket: str) -> None:
+    def __init__(self, plan: PlanThresholds, history: History) -> None:
         self.plan = plan
         self.history = history
-        self.bucket = compliance_bucket
         self._profiles: dict[tuple[str, str, int, str], np.ndarray | None] = {}
         load_registry()  # an operator registry (SMARTCITY_SITES) with a mistake fails at start, naming the file
 
@@ -119,28 +141,17 @@ class DomainProcessor(ABC):
     def compute(self, buffer: ReadingBatch, days: np.ndarray) -> Output:
         """Indicators for the local `days` touched by the latest batch, from every buffered reading."""
 
-    def daily_history(self, measurement: str, field: str, first_day: int, stop_day: int,
-                      where: str = "true") -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """(local day numbers, values, site tags) of `measurement`/`field` points in the compliance
-        bucket over local days [first_day, stop_day), optionally filtered by a Flux predicate on `r`."""
-        rows = self.history(
-            f'from(bucket: "{self.bucket}") |> range(start: time(v: {int(day_start(first_day))}), '
-            f'stop: time(v: {int(day_start(stop_day))})) '
-            f'|> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}" and {where}) '
-            '|> keep(columns: ["_time", "_value", "site"])')
-        ts = np.array([int(r["_time"]) for r in rows], np.int64)
-        return local_day(ts), np.array([float(r["_value"]) for r in rows]), [r.get("site", "") for r in rows]
-
-    def past_profile(self, measurement: str, field: str, year_first_day: int, where: str = "true") -> np.ndarray | None:
+    def past_profile(self, measurement: str, field: str, year_first_day: int,
+                     tags: Tags | None = None) -> np.ndarray | None:
         """Seasonal profile (366 days) of the PROFILE_YEARS years before the year starting on local day
         `year_first_day`, or None with less than PROFILE_MIN_DAYS days of history. Past years do not
         change while a year runs: read once per process (a restart reads it again, same answer)."""
-        key = (measurement, field, year_first_day, where)
+        key = (measurement, field, year_first_day, repr(sorted((tags or {}).items())))
         if key not in self._profiles:
-            days, values, _ = self.daily_history(measurement, field, year_first_day - 366 * PROFILE_YEARS,
-                                                 year_first_day, where)
-            self._profiles[key] = (seasonal_profile(day_of_year(days), values)
-                                   if len(np.unique(days)) >= PROFILE_MIN_DAYS else None)
+            past = self.history.daily(measurement, field, year_first_day - 366 * PROFILE_YEARS, year_first_day,
+                                      tags=tags)
+            self._profiles[key] = (seasonal_profile(day_of_year(past.days), past.values)
+                                   if len(np.unique(past.days)) >= PROFILE_MIN_DAYS else None)
         return self._profiles[key]
 
 

@@ -40,6 +40,7 @@ from infra.clients import influx_client, kafka_consumer, kafka_producer
 from infra.logs import event
 from infra.settings import Settings
 from processors.buffer import WindowBuffer
+from processors.history import FluxHistory
 from processors.influx import MAX_BACKOFF, InfluxGateway, Refused
 from processors.metrics import ProcessorMetrics
 from processors.plugin import DAY_NS, DomainProcessor, Observation, day_start, escape, local_day
@@ -116,8 +117,8 @@ class ProcessorService:
         self.influx_client = influx_client(settings, timeout_ms=30_000)
         self.influx = InfluxGateway(self.influx_client, self.metrics, self._wait)
         plan = load_plan()
-        bucket = settings.influx.bucket_compliance
-        self.plugins: dict[str, DomainProcessor] = {d: plugins[d](plan, self.history, bucket) for d in domains}
+        history = FluxHistory(self.influx.query, settings.influx.bucket_compliance)
+        self.plugins: dict[str, DomainProcessor] = {d: plugins[d](plan, history) for d in domains}
         self.buffers = {d: WindowBuffer(p.horizon_days) for d, p in self.plugins.items()}
         # max_block_ms: a send while Kafka is away fails fast instead of blocking the loop for a minute.
         self.producer = kafka_producer(settings, linger_ms=5, max_block_ms=2_000)
@@ -136,15 +137,10 @@ class ProcessorService:
 
     # -- reading earlier results -------------------------------------------------------------------
 
-    def history(self, flux: str) -> list[dict[str, Any]]:
-        """Rows of a Flux query (with `_time` as UTC ns), for plug-ins' long-horizon indicators;
-        retried until InfluxDB answers (the plug-in contract's `History`)."""
-        return self.influx.query(flux)
-
     def _watermark(self, domain: str) -> int | None:
         """Newest event time of the domain already stored raw (not later than now: a skewed clock must
         not move the open windows past the stream)."""
-        rows = self.history(
+        rows = self.influx.query(
             f'from(bucket: "{self.settings.influx.bucket_raw}") |> range(start: 0) '
             f'|> filter(fn: (r) => r._measurement == "{domain}") |> keep(columns: ["_time"]) '
             '|> group() |> max(column: "_time")')
@@ -510,7 +506,7 @@ class ProcessorService:
     def _load_day(self, domain: str, day: int) -> ReadingBatch | None:
         """A whole local day of raw readings from InfluxDB, as columns (for very late data)."""
         start = int(day_start(day))
-        rows = self.history(
+        rows = self.influx.query(
             f'from(bucket: "{self.settings.influx.bucket_raw}") |> range(start: time(v: {start - DAY_NS}), '
             f'stop: time(v: {start + DAY_NS})) |> filter(fn: (r) => r._measurement == "{domain}") '
             '|> pivot(rowKey: ["_time", "sensor", "site", "source"], columnKey: ["_field"], valueColumn: "_value")')

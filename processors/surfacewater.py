@@ -19,6 +19,7 @@ import numpy as np
 from infra.logs import event
 from processors.plugin import (
     DomainProcessor,
+    History,
     Observation,
     Output,
     Point,
@@ -123,8 +124,8 @@ class SurfacewaterProcessor(DomainProcessor):
 
     domain = "surfacewater"
 
-    def __init__(self, plan: PlanThresholds, history, compliance_bucket: str) -> None:  # noqa: ANN001
-        super().__init__(plan, history, compliance_bucket)
+    def __init__(self, plan: PlanThresholds, history: History) -> None:
+        super().__init__(plan, history)
         self.lakes = frozenset(s.id for s in sites_for(self.domain) if s.kind in LAKE_KINDS)
 
     def compute(self, buffer, days: np.ndarray) -> Output:  # noqa: ANN001

@@ -136,11 +136,11 @@ class SeawaterProcessor(DomainProcessor):
         share the rest of the year must keep for the plan's 100% (infeasible once one site-day missed)."""
         first, days_in_year = local_year(last_day)
         last = int(day_start(last_day))
-        where = 'r.domain == "seawater" and r.indicator == "good_share"'
+        tags = {"domain": "seawater", "indicator": "good_share"}
         counts = {}
         for name in ("good_sites", "classed_sites"):
-            d, v, _ = self.daily_history("indicator", name, first, last_day + 1, where)
-            counts[name] = dict(zip(d.tolist(), v.tolist()))
+            past = self.history.daily("indicator", name, first, last_day + 1, tags=tags)
+            counts[name] = dict(zip(past.days.tolist(), past.values.tolist()))
         for p in out.points:
             if p.measurement == "indicator" and p.tags["indicator"] == "good_share":
                 d = int(local_day(np.array([p.ts]))[0])
@@ -152,7 +152,7 @@ class SeawaterProcessor(DomainProcessor):
         classed = np.array([counts["classed_sites"][d] for d in observed])
         remaining = days_in_year - (last_day - first + 1)
         target = self.plan.value("plan.seawater.good_share", last)
-        profile = self.past_profile("indicator", "value", first, where)
+        profile = self.past_profile("indicator", "value", first, tags)
         index = np.array(observed) - first
         o = ratio_outlook(good, classed, np.full(remaining, float(classed.mean())), target, bounds=(0.0, 1.0),
                           profile_observed=None if profile is None else profile[index],

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from infra.settings import REPO_ROOT
+from processors.history import FluxHistory
 from processors.plugin import DomainProcessor, day_start
 from processors.registry import processors
 from schemas.batch import ReadingBatch
@@ -51,7 +52,7 @@ def sample_day(name: str) -> ReadingBatch:
 def outputs(name: str, plan: PlanThresholds) -> tuple[dict[str, tuple[set[str], set[str]]], dict, dict]:
     """(measurement -> (tag keys, field keys), indicator -> (scopes, source, target), rule -> severities)
     that the domain's processor writes for a sample day (history empty: a first day)."""
-    plugin: DomainProcessor = processors()[name](plan, lambda flux: [], "compliance")
+    plugin: DomainProcessor = processors()[name](plan, FluxHistory(lambda flux: [], "compliance"))
     result = plugin.compute(sample_day(name), np.array([DOC_DAY]))
     shapes: dict[str, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
     indicators: dict[str, tuple[set[str], str, set[str]]] = {}

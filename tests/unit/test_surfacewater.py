@@ -25,6 +25,7 @@ from schemas.thresholds import PlanThresholds, Threshold, load_plan
 from schemas.timeparse import parse_ts
 from simulators.base import Sensors
 from simulators.surfacewater import SurfacewaterModel
+from tests.unit.fakes import MemoryHistory
 
 AT = dt.date(2026, 6, 1)  # a local day the GB 3838-2002 entries are in force
 NAN = np.nan
@@ -226,7 +227,7 @@ HAND_BUILT = [
 
 
 def run(plan: PlanThresholds | None = None):  # noqa: ANN201
-    plugin = SurfacewaterProcessor(plan or load_plan(), lambda flux: [], "compliance")
+    plugin = SurfacewaterProcessor(plan or load_plan(), MemoryHistory())
     return plugin.compute(batch(HAND_BUILT), np.array([DAY]))
 
 
@@ -279,7 +280,7 @@ def local_day_of(date: dt.date) -> int:
 
 def test_a_day_before_gb3838_is_logged_and_skipped_not_a_crash(caplog) -> None:  # noqa: ANN001
     day = local_day_of(dt.date(2001, 5, 1))  # a device clock set wrong, but after 2000 (accepted at ingest)
-    plugin = SurfacewaterProcessor(load_plan(), lambda flux: [], "compliance")
+    plugin = SurfacewaterProcessor(load_plan(), MemoryHistory())
     out = plugin.compute(batch(HAND_BUILT[:2], day), np.array([day]))
     assert out.points == [] and out.observations == []
     assert "day_not_judged" in caplog.text and "gb3838" in caplog.text
@@ -287,7 +288,7 @@ def test_a_day_before_gb3838_is_logged_and_skipped_not_a_crash(caplog) -> None: 
 
 def test_a_day_before_the_plan_is_classed_without_targets() -> None:
     day = local_day_of(dt.date(2020, 6, 1))
-    plugin = SurfacewaterProcessor(load_plan(), lambda flux: [], "compliance")
+    plugin = SurfacewaterProcessor(load_plan(), MemoryHistory())
     out = plugin.compute(batch(HAND_BUILT[:6], day), np.array([day]))
     daily = [p for p in out.points if p.measurement == "surfacewater_daily"]
     assert len(daily) == 3 and all("designated_class" not in p.fields for p in daily)
@@ -297,6 +298,6 @@ def test_a_day_before_the_plan_is_classed_without_targets() -> None:
 
 def test_hostile_site_names_and_extreme_values_give_valid_line_protocol() -> None:
     rows = [("pond, x=1", 60, {"dissolved_oxygen": 0.0, "ph": 14.0, "cod": 500.0})]
-    out = SurfacewaterProcessor(load_plan(), lambda flux: [], "compliance").compute(batch(rows), np.array([DAY]))
+    out = SurfacewaterProcessor(load_plan(), MemoryHistory()).compute(batch(rows), np.array([DAY]))
     line = next(p.line() for p in out.points if p.measurement == "surfacewater_daily")
     assert line.startswith("surfacewater_daily,site=pond\\,\\ x\\=1,waterbody=river ") and "water_class=6i" in line
