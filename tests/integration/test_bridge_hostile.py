@@ -17,8 +17,8 @@ from tests.helpers import read_topic, start, stop, values
 pytestmark = pytest.mark.integration
 
 
-def test_hostile_numbers_and_a_large_payload_are_dead_lettered_and_good_readings_pass(settings: Settings,
-                                                                                         tmp_path: Path) -> None:
+def test_hostile_numbers_and_a_large_payload_are_dead_lettered_and_good_readings_pass(
+        settings: Settings, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:6]
     ts = int(time.time()) - 600
     hostile = {
