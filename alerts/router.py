@@ -53,7 +53,7 @@ from alerts.channels import (
     webhook_delivery,
 )
 from alerts.state import Alert, AlertBook, Change, Notification, RulePolicy, Silence, id_partition, key_hash
-from infra.clients import influx_client, kafka_consumer, kafka_producer, mqtt_client, mqtt_connect
+from infra.clients import influx_client, kafka_consumer, kafka_producer, mqtt_client, mqtt_connect, subscribe_when_known
 from infra.lineprotocol import Point
 from infra.logs import event
 from infra.settings import Settings
@@ -405,7 +405,9 @@ class AlertRouter:
             self.consumer = self._wait_for("connect", lambda: kafka_consumer(
                 self.settings, self.group, max_poll_records=1000, session_timeout_ms=6000,
                 heartbeat_interval_ms=1500))
-            self.consumer.subscribe([self.settings.kafka.alerts_topic], listener=_Rebalance(self))
+            if not subscribe_when_known(self.consumer, [self.settings.kafka.alerts_topic], _Rebalance(self),
+                                        self.stopping):
+                raise _Stopped()
             while not self.stopping.is_set():
                 self.step()
             self._flush_groups(force=True)

@@ -1,16 +1,22 @@
 """Connected clients for the three services, built from Settings: one place that knows how to connect."""
 from __future__ import annotations
 
+import logging
 import ssl
+import threading
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from influxdb_client import InfluxDBClient
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from infra.logs import event
 from infra.settings import Settings
+
+log = logging.getLogger("smartcity.kafka")
 
 
 def mqtt_client(
@@ -91,6 +97,29 @@ def kafka_consumer(settings: Settings, group_id: str | None, *topics: str, **ove
     )
     options.update(overrides)
     return KafkaConsumer(*topics, **options)
+
+
+def subscribe_when_known(consumer: KafkaConsumer, topics: list[str], listener: Any,
+                         stopping: threading.Event) -> bool:
+    """Subscribe once the metadata knows every topic's partitions (False: stopped while waiting).
+
+    kafka-python 3.0.12 can stall for good in the rejoin that follows a first join made before the
+    topics' metadata arrived (seen with freshly created topics); a missing topic is logged with the fix."""
+    delay = 0.2
+    while True:
+        try:
+            missing, error = [t for t in topics if not consumer.partitions_for_topic(t)], ""
+        except (KafkaError, OSError) as exc:   # Kafka away: wait for it like for a missing topic
+            missing, error = topics, f"{type(exc).__name__}: {str(exc)[:200]}"
+        if not missing:
+            consumer.subscribe(topics, listener=listener)
+            return True
+        if delay >= 5:
+            event(log, "topics_unknown", logging.WARNING, topics=",".join(missing), error=error or "none",
+                  fix="start Kafka and create the topics: deploy/native/kafka.sh topics")
+        if stopping.wait(delay):
+            return False
+        delay = min(delay * 2, 30.0)
 
 
 def influx_client(settings: Settings, timeout_ms: int = 30_000) -> InfluxDBClient:

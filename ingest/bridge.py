@@ -37,7 +37,6 @@ Invalid messages go to the dead-letter topic with their raw bytes and the reason
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
@@ -379,8 +378,8 @@ class Bridge:
                     records += self.encode([msg])
                 except Exception as exc:  # noqa: BLE001 - the message is kept in the dead-letter topic
                     event(log, "encode_failed", logging.ERROR, topic=msg.topic, error=repr(exc)[:300])
-                    records.append(self._dead_letter(msg.topic, msg.payload, f"bridge could not decode it: {exc!r}",
-                                                     None, time.time_ns(), self._headers(msg)))
+                    records.append(self._dead_letter(msg, f"bridge could not decode it: {exc!r}", None,
+                                                     time.time_ns()))
             return records
 
     def _forward_alone(self, msg: mqtt.MQTTMessage) -> None:
@@ -390,17 +389,11 @@ class Bridge:
         if not refused:
             return
         reason = f"Kafka refused a record made from it: {refused}"
-        record = self._dead_letter(msg.topic, msg.payload, reason, None, time.time_ns(), self._headers(msg))
+        record = self._dead_letter(msg, reason, None, time.time_ns())
         again = self._produce([record])
         if again:
-            digest = hashlib.sha256(msg.payload).hexdigest()
-            note = (f"{reason}; its dead letter was refused too ({again}), so the raw payload "
-                    f"({len(msg.payload)} bytes, sha256 {digest}) is not kept")
-            self._produce([self._dead_letter(msg.topic, b"", note, None, time.time_ns(), self._headers(msg))],
-                          must=True)
-
-    def _headers(self, msg: mqtt.MQTTMessage) -> list[tuple[str, bytes]]:
-        return [("mqtt_topic", msg.topic.encode()), ("bridge", self.config.client_id.encode())]
+            note = f"{reason}; its dead letter was refused too ({again}), so no raw bytes are kept (size and sha256 are)"
+            self._produce([self._dead_letter(msg, note, None, time.time_ns(), keep_raw=False)], must=True)
 
     def _produce(self, records: list[Record], *, must: bool = False) -> str | None:
         """Send records and wait until Kafka acknowledged each. Retriable failures are sent again with
@@ -653,14 +646,17 @@ class Bridge:
         reason = "; ".join([f"internal error: {type(exc).__name__}: {exc}", *(reasons or [])])
         return self._dead_letter(msg, reason, fmt, received_at)
 
-    def _dead_letter(self, msg: mqtt.MQTTMessage, reason: str, fmt: str | None, received_at: int) -> tuple:
-        """A dead-letter record for one message, bounded in size (raw bytes and reason cut to the settings)."""
+    def _dead_letter(self, msg: mqtt.MQTTMessage, reason: str, fmt: str | None, received_at: int, *,
+                     keep_raw: bool = True) -> tuple:
+        """A dead-letter record for one message, bounded in size (raw bytes and reason cut to the settings;
+        keep_raw=False: none of the raw bytes, for when even the bounded record was refused)."""
         self.metrics.deadlettered.inc()
         self._totals["deadlettered"] += 1
         limits = self.settings.ingest
         topic = _topic_of(msg)
         record = DeadLetter.of(topic, bytes(msg.payload), reason, fmt, received_at,  # type: ignore[arg-type]
-                               raw_max=limits.deadletter_raw_max, reason_max=limits.deadletter_reason_max)
+                               raw_max=limits.deadletter_raw_max if keep_raw else 0,
+                               reason_max=limits.deadletter_reason_max)
         headers = [("mqtt_topic", record.topic.encode()), ("bridge", self.config.client_id.encode())]
         return self.settings.kafka.deadletter_topic, record.topic.encode(), record.model_dump_json().encode(), headers, None
 

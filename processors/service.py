@@ -36,7 +36,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import start_http_server
 
-from infra.clients import influx_client, kafka_consumer, kafka_producer
+from infra.clients import influx_client, kafka_consumer, kafka_producer, subscribe_when_known
 from infra.logs import event
 from infra.settings import Settings
 from processors.buffer import WindowBuffer
@@ -291,9 +291,10 @@ class ProcessorService:
         """Poll, process, checkpoint until stop(); then leave (what was not checkpointed is replayed)."""
         if self.metrics_port:
             start_http_server(self.metrics_port, registry=self.metrics.registry)
-        self.consumer.subscribe(list(self.topics), listener=_Assignments(self))
         last_check = time.monotonic()
         try:
+            if not subscribe_when_known(self.consumer, list(self.topics), _Assignments(self), self.stopping):
+                raise Stopping()
             while not self.stopping.is_set():
                 try:
                     self._step()

@@ -60,6 +60,8 @@ def make_handler(target: int, state: FaultState) -> type[BaseHTTPRequestHandler]
             return None
 
         def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            with state.lock:   # counted before the client can see the answer (a test reads it right after)
+                state.answered[status] += 1
             try:
                 self.send_response(status)
                 for k, v in (headers or {}).items():
@@ -69,9 +71,8 @@ def make_handler(target: int, state: FaultState) -> type[BaseHTTPRequestHandler]
                 self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):   # the client gave up (its timeout): its retry
                 self.close_connection = True                   # comes on a new connection
-                return
-            with state.lock:
-                state.answered[status] += 1
+                with state.lock:
+                    state.answered[status] -= 1
 
         def _forward(self, body: bytes | None) -> tuple[int, list[tuple[str, str]], bytes]:
             conn = http.client.HTTPConnection("127.0.0.1", target, timeout=120)
