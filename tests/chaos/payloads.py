@@ -79,7 +79,7 @@ def poison_messages(tag: str, now_ns: int | None = None) -> list[tuple[str, str,
         ("10,000 fields", {"ts": now, "values": {f"f{i}": i for i in range(10_000)}}),
         ("value is a string", {"ts": now, "values": {"pm25": "12"}}),
         ("value is an object", {"ts": now, "values": {"pm25": {"v": 1}}}),
-        ("array of mixed junk", [{"ts": now, "values": ok}, 5, None, "x"]),
+        (MIXED, [{"ts": now, "values": ok}, 5, None, "x"]),
     ]
     out = []
     for i, (name, body) in enumerate(cases):
@@ -99,6 +99,16 @@ def poison_messages(tag: str, now_ns: int | None = None) -> list[tuple[str, str,
     out.append(("SenML t beyond int64 ns", f"city/air/{site}/{tag}-p93/senml",
                 json.dumps([{"bn": f"{tag}-p93/", "bt": now_ns // 10**9, "n": "pm25", "v": 3, "t": 1e12}]).encode()))
     return out
+
+
+MIXED = "array of mixed junk"   # its one valid reading is stored (each reading of a message stands alone)
+
+
+def valid_inside(poison: list[tuple[str, str, bytes]], now_ns: int) -> dict[str, tuple[str, str, int]]:
+    """(sensor, site, ts ns) of the valid reading a poison message carries, by class (the mixed array's)."""
+    topic = next(t for name, t, _ in poison if name == MIXED)
+    _, _, site, sensor, _ = topic.split("/")
+    return {MIXED: (sensor, site, now_ns - 3600 * 10**9)}
 
 
 def oversized(tag: str, size: int) -> tuple[str, bytes]:

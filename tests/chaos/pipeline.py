@@ -142,6 +142,7 @@ class Lane:
         self.procs: list[Proc] = []
         self.truth_dirs: list[Path] = [topics_from.logs / "sim"] if topics_from else []
         self.probes: set[str] = set(topics_from.probes) if topics_from else set()
+        self.inside: set[str] = set(topics_from.inside) if topics_from else set()   # valid readings in poison
         self.injected: list[tuple[str, str]] = []            # (topic, sha256) of poison we published
         self.webhook = Webhook()
         self.secret = base64.b32encode(os.urandom(15)).decode()
@@ -287,8 +288,10 @@ class Lane:
         self.probes.add(ident)
         return ident
 
-    def publish(self, messages: list[tuple[str, bytes]]) -> None:
-        """Publish hostile messages (counted as injected: each must be dead-lettered)."""
+    def publish(self, messages: list[tuple[str, bytes]], valid_inside: set[str] | None = None) -> None:
+        """Publish hostile messages (counted as injected: each must be dead-lettered); `valid_inside`: the
+        identities of valid readings some of them carry beside their junk (these must be stored)."""
+        self.inside |= valid_inside or set()
         pub = Publisher(self.settings, client_prefix=f"{self.tag}-poison")
         try:
             for topic, payload in messages:
@@ -326,7 +329,8 @@ class Lane:
                     invalid.add((t["sensor_id"], t["seq"]))
                 else:
                     valid.add(identity(t["domain"], t["sensor_id"], t["site"], "native", int(t["ts"])))
-        return offered + len(self.probes) + len(self.injected), valid | self.probes, len(invalid) + len(self.injected)
+        return (offered + len(self.probes) + len(self.injected), valid | self.probes | self.inside,
+                len(invalid) + len(self.injected))
 
     def stored(self) -> set[str]:
         """Point identities in the lane's raw bucket (read directly, not through the proxy)."""

@@ -29,8 +29,8 @@ from infra.clients import kafka_consumer
 from infra.settings import Settings
 from infra.stack import create_topics
 from tests.chaos import stack
-from tests.chaos.payloads import oversized, poison_messages
-from tests.chaos.pipeline import Lane, Load, Outcome, first_sensor, wait_ready
+from tests.chaos.payloads import oversized, poison_messages, valid_inside
+from tests.chaos.pipeline import Lane, Load, Outcome, first_sensor, identity, wait_ready
 
 OVERSIZED_BYTES = 10 * 1024 * 1024
 
@@ -103,7 +103,10 @@ def _netem(lane: Lane, load: Load) -> None:
 
 def _poison(lane: Lane, load: Load) -> None:
     time.sleep(2)
-    lane.publish([(topic, payload) for _, topic, payload in poison_messages(lane.tag)])
+    now_ns = time.time_ns()
+    poison = poison_messages(lane.tag, now_ns)
+    lane.publish([(topic, payload) for _, topic, payload in poison],
+                 {identity("air", sensor, site, "native", ts) for sensor, site, ts in valid_inside(poison, now_ns).values()})
 
 
 def _oversized(lane: Lane, load: Load) -> None:
@@ -250,6 +253,8 @@ class Run:
         outcome.dl_influx = (len(refused_and_kept), len(rejected))
         outcome.alerts = lane.webhook.firing()
         outcome.recovery = None if recovery is None else round(recovery, 1)
+        if outcome.dup:
+            outcome.notes.append(f"stored, not in the manifest as valid: {sorted(stored - valid)[:3]}")
         if probe and recovery is None:
             outcome.notes.append("probe reading never stored")
         retried = (rejected - influx_dl) & stored

@@ -538,7 +538,6 @@ def test_a_ten_hour_outage_gives_one_reminder_saying_how_many_were_missed(
 
 # -- out of the box -------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=False, reason="passes alone, fails after the preceding tests in the full run on merged main; issue 12 stays open until diagnosed")
 def test_the_shipped_config_on_a_bare_machine_stays_up_and_reports_what_it_cannot_serve(
         settings: Settings, tmp_path: Path) -> None:
     env = {k: v for k, v in settings_env(settings).items() if not k.startswith(("SMARTCITY_WEBHOOK",
@@ -573,7 +572,6 @@ def test_a_router_without_kafka_waits_for_it_and_stops_cleanly(settings: Setting
     assert stop(proc, 30) == 0
 
 
-@pytest.mark.xfail(strict=False, reason="passes alone, fails after the preceding tests in the full run on merged main; issue 12 stays open until diagnosed")
 def test_hostile_records_and_acks_are_dead_lettered_and_the_router_keeps_working(
         settings: Settings, receivers: Receivers, tmp_path: Path, keys_env) -> None:  # noqa: ANN001
     r = receivers
@@ -599,7 +597,6 @@ def test_hostile_records_and_acks_are_dead_lettered_and_the_router_keeps_working
     assert any("is not an alert id" in d["reason"] for d in dead)
 
 
-@pytest.mark.xfail(strict=False, reason="passes alone, fails after the preceding tests in the full run on merged main; issue 12 stays open until diagnosed")
 def test_restarting_the_router_while_firing_neither_repeats_firing_nor_loses_the_resolve(
         settings: Settings, receivers: Receivers, tmp_path: Path, keys_env) -> None:  # noqa: ANN001
     r = receivers
