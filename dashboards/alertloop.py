@@ -91,19 +91,22 @@ def _minutes(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def lines(stats: LoopStats) -> list[str]:
-    """The wall tile's text: open alerts by age, then MTTA / MTTR per domain."""
-    out = ["open: " + "  ".join(f"{age} {n}" for age, n in stats.ages.items())]
-    out += [f"{d}: {n} fired, MTTA {_minutes(a)}, MTTR {_minutes(r)}" for d, (n, a, r) in sorted(stats.domains.items())]
-    return out
+def draw(firing_ax, loop_ax, firing: int, stats: LoopStats, chinese: bool) -> None:  # noqa: ANN001 - Axes
+    """The wall's two alert tiles, laid out like the target tiles (title, figure, details): the firing
+    count with open alerts by age, and MTTA / MTTR per domain."""
+    firing_ax.set_facecolor("#8B0000" if firing else "#1E5631")
+    _title(firing_ax, "当前告警", "Firing alerts", chinese)
+    firing_ax.text(0.5, 0.52, str(firing), ha="center", va="center", fontsize=30, fontweight="bold", color="white",
+                   transform=firing_ax.transAxes)
+    firing_ax.text(0.5, 0.30, "open by age: " + "  ".join(f"{age} {n}" for age, n in stats.ages.items()),
+                   ha="center", va="top", fontsize=9.5, color="#EEEEEE", transform=firing_ax.transAxes)
+    loop_ax.set_facecolor("#24292E")
+    _title(loop_ax, "告警闭环", "Alert loop (30 days): MTTA / MTTR", chinese)
+    rows = [f"{d}: {n} fired, MTTA {_minutes(a)}, MTTR {_minutes(r)}" for d, (n, a, r) in sorted(stats.domains.items())]
+    loop_ax.text(0.5, 0.68, "\n".join(rows) or "no alerts", ha="center", va="top", fontsize=9.5, color="#EEEEEE",
+                 transform=loop_ax.transAxes, linespacing=1.35)
 
 
-def draw(ax, firing: int, stats: LoopStats, chinese: bool) -> None:  # noqa: ANN001 - a matplotlib Axes
-    """The wall's alert tile: the firing count, open alerts by age, MTTA / MTTR per domain."""
-    ax.set_facecolor("#8B0000" if firing else "#1E5631")
-    ax.text(0.5, 0.8, str(firing), ha="center", va="center", fontsize=44, color="white", transform=ax.transAxes)
-    ax.text(0.5, 0.62, ("当前告警 " if chinese else "") + "Firing alerts", ha="center", fontsize=16, color="white",
+def _title(ax, zh: str, en: str, chinese: bool) -> None:  # noqa: ANN001 - a matplotlib Axes
+    ax.text(0.5, 0.93, f"{zh}\n{en}" if chinese else en, ha="center", va="top", fontsize=12, color="white",
             transform=ax.transAxes)
-    text = lines(stats)
-    ax.text(0.5, 0.52, "\n".join(text[:7]), ha="center", va="top", fontsize=10, color="#EEEEEE",
-            transform=ax.transAxes, linespacing=1.4)

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
 from dashboards import alertloop  # noqa: E402
-from dashboards.targets import Standing, all_targets, fmt  # noqa: E402
+from dashboards.targets import Standing, all_targets  # noqa: E402
 from infra.clients import influx_client  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 
@@ -85,7 +85,7 @@ def _tile(ax: Any, s: Standing, chinese: bool) -> None:
     ax.text(0.5, 0.93, label, ha="center", va="top", fontsize=12, color="white", transform=ax.transAxes)
     big = {"baseline-not-set": "基线未设置" if chinese else "baseline not set",
            "not-measured": "未监测" if chinese else "not measured", "no-data": "无数据" if chinese else "no data"}
-    ax.text(0.5, 0.52, big.get(s.state, fmt(s.value, t.unit)), ha="center", va="center",
+    ax.text(0.5, 0.52, big.get(s.state, s.shown), ha="center", va="center",
             fontsize=30 if s.state in ("met", "missed") else 22, fontweight="bold", color="white", transform=ax.transAxes)
     en, zh = s.target_text()
     ax.text(0.5, 0.33, zh if chinese else en, ha="center", fontsize=13, color="white", transform=ax.transAxes)
@@ -96,10 +96,12 @@ def _tile(ax: Any, s: Standing, chinese: bool) -> None:
         ax.text(0.5, 0.04, note, ha="center", va="bottom", fontsize=9.5, color="#EEEEEE", transform=ax.transAxes)
 
 
-def render(path: Path, settings: Settings) -> tuple[list[Standing], int, bool]:
-    """Draw the wall from InfluxDB to `path` (PNG, 1600x900); returns every target's standing, the
-    firing count and whether Chinese was drawn."""
-    data, firing = standings(latest_indicators(settings)), _firing(settings)
+def render(path: Path, settings: Settings, start_ns: int = 0, stop_ns: int | None = None
+           ) -> tuple[list[Standing], int, bool]:
+    """Draw the wall from InfluxDB to `path` (PNG, 1600x900): the latest figures in [start_ns, stop_ns)
+    (the demo: its simulated day, like its report); returns every target's standing, the firing count
+    and whether Chinese was drawn."""
+    data, firing = standings(latest_indicators(settings, start_ns, stop_ns)), _firing(settings)
     return data, firing, draw(path, data, firing, alertloop.loop_stats(settings))
 
 
@@ -110,7 +112,7 @@ def draw(path: Path, data: list[Standing], firing: int, loop: alertloop.LoopStat
     if font:
         plt.rcParams["font.family"] = [font, "DejaVu Sans"]
     cols = 4
-    rows = -(-(len(data) + 1) // cols)
+    rows = -(-(len(data) + 2) // cols)   # the targets, then the two alert tiles
     fig, axes = plt.subplots(rows, cols, figsize=(16, 9), dpi=100)
     fig.patch.set_facecolor("#111217")
     fig.suptitle("崂山城市运行 · 规划目标 Laoshan city wall: plan targets" if font else "Laoshan city wall: plan targets",
@@ -124,7 +126,7 @@ def draw(path: Path, data: list[Standing], firing: int, loop: alertloop.LoopStat
         ax.set_facecolor("#111217")
     for ax, s in zip(cells, data):
         _tile(ax, s, font is not None)
-    alertloop.draw(cells[len(data)], firing, loop or alertloop.LoopStats(), font is not None)
+    alertloop.draw(cells[len(data)], cells[len(data) + 1], firing, loop or alertloop.LoopStats(), font is not None)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     fig.savefig(path, facecolor=fig.get_facecolor())
     plt.close(fig)

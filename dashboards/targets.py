@@ -99,16 +99,16 @@ def plan_target_keys(plan: PlanThresholds | None = None) -> set[str]:
     return {t.key for t in (plan or load_plan()).threshold if t.key.startswith("plan.")}
 
 
-def fmt(value: float | None, unit: str) -> str:
-    """A figure as the wall shows it."""
+def fmt(value: float | None, unit: str, extra: int = 0) -> str:
+    """A figure as the wall shows it (`extra` more decimals where the usual ones would mislead)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if unit == "%":
         pct = value * 100
-        return f"{pct:.0f}%" if abs(pct - round(pct)) < 0.05 else f"{pct:.1f}%"
+        return f"{pct:.0f}%" if abs(pct - round(pct)) < 0.05 and not extra else f"{pct:.{1 + extra}f}%"
     if unit == "spaces":
-        return f"{value:+,.0f}" if value else "0"
-    return f"{value:.1f} {unit}"
+        return (f"{value:+,.{extra}f}" if value else "0")
+    return f"{value:.{1 + extra}f} {unit}"
 
 
 @dataclass
@@ -143,6 +143,19 @@ class Standing:
         else:
             met = self.value >= self.goal
         return "met" if met else "missed"
+
+    @property
+    def shown(self) -> str:
+        """The figure as displayed, with as many more decimals as it takes (up to 4) not to read as the
+        target itself when it misses it (34.96% is not shown as "35%" beside "target ≥ 35%")."""
+        plain = fmt(self.value, self.target.unit)
+        if self.state != "missed" or self.goal is None or self.value == self.goal:   # equal to "better than"
+            return plain
+        for extra in range(5):
+            text = fmt(self.value, self.target.unit, extra)
+            if text != fmt(self.goal, self.target.unit, extra):
+                return text
+        return plain
 
     def target_text(self) -> tuple[str, str]:
         t = self.target

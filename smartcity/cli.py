@@ -496,13 +496,12 @@ def wall(png: Path = typer.Option(Path("wall.png"), "--png", help="where to writ
     """Render the city wall (every plan target of the plan file against its latest figure, and whether
     the year can still make it) from InfluxDB to a PNG."""
     from dashboards.preview import STATE_TEXT, render
-    from dashboards.targets import fmt
     from infra.settings import get_settings
 
     standings, firing, chinese = render(png, get_settings())
     for s in standings:
         outlook = s.outlook_text()[0]
-        typer.echo(f"{s.target.domain:9} {s.target.title_en:42} {fmt(s.value, s.target.unit):>10}  "
+        typer.echo(f"{s.target.domain:9} {s.target.title_en:42} {s.shown:>10}  "
                    f"{s.target_text()[0]:18} {STATE_TEXT[s.state][0]}" + (f"  | {outlook}" if outlook else ""))
     typer.echo(f"firing alerts: {firing}")
     if not chinese:

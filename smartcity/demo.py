@@ -69,7 +69,6 @@ def plan_report(settings: Settings, start: int, stop: int) -> Table:
     """Every plan target of the plan file against the simulated day's figure (judged by the target stored
     with it: the entry in force on that local day), and "Will we make it?" for the cumulative ones."""
     from dashboards.preview import STATE_TEXT, latest_indicators, standings
-    from dashboards.targets import fmt
 
     table = Table(title="plan targets (district, the simulated day) - will we make it?")
     for col in ("domain", "target", "value", "plan", "state", "year-end outlook"):
@@ -77,7 +76,7 @@ def plan_report(settings: Settings, start: int, stop: int) -> Table:
     colour = {"met": "green", "missed": "red", "baseline-not-set": "yellow"}
     for s in standings(latest_indicators(settings, start * 10**9, stop * 10**9)):
         state = STATE_TEXT[s.state][0]
-        table.add_row(s.target.domain, s.target.title_en, fmt(s.value, s.target.unit), s.target_text()[0],
+        table.add_row(s.target.domain, s.target.title_en, s.shown, s.target_text()[0],
                       f"[{colour[s.state]}]{state}[/]" if s.state in colour else state,
                       s.outlook_text()[0] or s.target.not_measured)
     return table
@@ -141,7 +140,7 @@ def run_demo(settings: Settings, sensors: int = 10, interval: int = 300, console
     from dashboards.preview import render
 
     picture = stack_dir() / "wall.png"
-    render(picture, settings)
+    render(picture, settings, start * 10**9, stop * 10**9)
     console.print(f"city wall picture: {picture}  (Grafana users: docker compose -f deploy/docker-compose.yml up)")
     complete = sum(stored.values()) >= valid
     console.print("[green]every valid reading reached InfluxDB[/green]" if complete else

@@ -71,3 +71,20 @@ def test_steps_turn_red_exactly_where_the_target_is_missed(t) -> None:  # noqa: 
         assert colour_at(goal) != "red" and colour_at(goal + 0.01) == "red"
     else:
         assert colour_at(goal) == "green" and colour_at(goal - 0.001) == "red"
+
+
+@pytest.mark.parametrize(("key", "value", "goal", "shown"), [
+    ("recycling_rate_ytd", 0.34996, 0.35, "34.996%"),   # a miss never reads as the target itself
+    ("recycling_rate_ytd", 0.3496, 0.35, "34.96%"),
+    ("recycling_rate_ytd", 0.349, 0.35, "34.9%"),
+    ("recycling_rate_ytd", 0.35, 0.35, "35%"),          # met exactly: the plain figure
+    ("recycling_rate_ytd", 0.4, 0.35, "40%"),
+    ("pm25_ytd", 35.02, 35.0, "35.02 µg/m³"),           # lower is better, strictly: 35.0 would look met
+    ("pm25_ytd", 35.0, 35.0, "35.0 µg/m³"),             # equal: a miss of "better than 35", shown as it is
+    ("pm25_ytd", 34.0, 35.0, "34.0 µg/m³"),
+])
+def test_a_missed_figure_is_shown_with_the_decimals_that_tell_it_from_the_target(
+        key: str, value: float, goal: float, shown: str) -> None:
+    domain = "air" if key.startswith("pm25") else "garbage"
+    s = next(s for s in standings({(domain, key): {"value": value, "target": goal}}) if s.target.indicator == key)
+    assert s.shown == shown
