@@ -70,38 +70,48 @@ def pipeline_day(stack: str, tmp_path_factory: pytest.TempPathFactory):
     processors' stale timers raise real `offline` alerts. Yields (settings A, settings B, truth)."""
     tmp = tmp_path_factory.mktemp("pipeline")
     with isolated_settings() as a, isolated_settings(a, topics=False) as b:
-        bridge = start(a, "bridge", "--client-id", f"bridge-{a.kafka.topic_prefix}", "--group",
-                       a.kafka.topic_prefix.strip("."), "--session-expiry", "120", "--metrics-port", "0",
-                       log=tmp / "bridge.log")
-        proc_a = start(a, "process", "--group", "proc-a", "--stale-after", "10", log=tmp / "proc-a.log")
-        proc_b = start(b, "process", "--group", "proc-b", "--stale-after", "10", log=tmp / "proc-b.log")
-        (tmp / "alerts.toml").write_text('group_window = 0\n[[subscriber]]\nname = "wall"\nchannel = "mqtt"\n')
-        router = start(a, "alerts", "serve", "--config", str(tmp / "alerts.toml"), "--group", "router-day",
-                       log=tmp / "router.log")
-        time.sleep(4)
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "smartcity.cli", "simulate", "--domains", "all", "--sensors", str(SENSORS),
-             "--count", str(TICKS), "--interval", str(INTERVAL), "--rate", "12", "--seed", "11",
-             "--start", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(DAY_START)), "--manifest", str(tmp / "sim")],
-            cwd=REPO, env=settings_env(a), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(5)
-        proc_b.kill()  # SIGKILL mid-stream
-        proc_b.wait()
-        time.sleep(2)
-        proc_b = start(b, "process", "--group", "proc-b", "--stale-after", "10", log=tmp / "proc-b.log")
-        assert sim.wait(120) == 0, sim.stderr.read().decode()
-        truth = [json.loads(line) for line in (tmp / "sim" / "truth.jsonl").read_text().splitlines()]
-        expected = {(t["domain"], t["sensor_id"], t["ts"] // 1000) for t in truth}
-        for s in (a, b):   # exactly the simulated readings, by point identity (to the client's µs)
-            got = wait_for_raw(s, expected)
-            assert got == expected, diff(expected, got)
-        deadline = time.monotonic() + 90  # silent sensors: offline alerts reach the router's history
-        while not flux_rows(a, a.influx.bucket_compliance, 'r._measurement == "alerts" and r._field == "state"'):
-            assert time.monotonic() < deadline, "no offline alert reached InfluxDB"
+        procs: list[subprocess.Popen] = []   # whatever happens, none outlives the fixture
+        try:
+            bridge = start(a, "bridge", "--client-id", f"bridge-{a.kafka.topic_prefix}", "--group",
+                           a.kafka.topic_prefix.strip("."), "--session-expiry", "120", "--metrics-port", "0",
+                           log=tmp / "bridge.log")
+            proc_a = start(a, "process", "--group", "proc-a", "--stale-after", "10", log=tmp / "proc-a.log")
+            proc_b = start(b, "process", "--group", "proc-b", "--stale-after", "10", log=tmp / "proc-b.log")
+            (tmp / "alerts.toml").write_text('group_window = 0\n[[subscriber]]\nname = "wall"\nchannel = "mqtt"\n')
+            router = start(a, "alerts", "serve", "--config", str(tmp / "alerts.toml"), "--group", "router-day",
+                           log=tmp / "router.log")
+            procs += [bridge, proc_a, proc_b, router]
+            time.sleep(4)
+            sim = subprocess.Popen(
+                [sys.executable, "-m", "smartcity.cli", "simulate", "--domains", "all", "--sensors", str(SENSORS),
+                 "--count", str(TICKS), "--interval", str(INTERVAL), "--rate", "12", "--seed", "11",
+                 "--start", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(DAY_START)), "--manifest", str(tmp / "sim")],
+                cwd=REPO, env=settings_env(a), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            procs.append(sim)
+            time.sleep(5)
+            proc_b.kill()  # SIGKILL mid-stream
+            proc_b.wait()
             time.sleep(2)
-        for p in (proc_a, proc_b, bridge, router):
-            assert stop(p) == 0
-        yield a, b, truth
+            proc_b = start(b, "process", "--group", "proc-b", "--stale-after", "10", log=tmp / "proc-b.log")
+            procs.append(proc_b)
+            assert sim.wait(120) == 0, sim.stderr.read().decode()
+            truth = [json.loads(line) for line in (tmp / "sim" / "truth.jsonl").read_text().splitlines()]
+            expected = {(t["domain"], t["sensor_id"], t["ts"] // 1000) for t in truth}
+            for s in (a, b):   # exactly the simulated readings, by point identity (to the client's µs)
+                got = wait_for_raw(s, expected)
+                assert got == expected, diff(expected, got)
+            deadline = time.monotonic() + 90  # silent sensors: offline alerts reach the router's history
+            while not flux_rows(a, a.influx.bucket_compliance, 'r._measurement == "alerts" and r._field == "state"'):
+                assert time.monotonic() < deadline, "no offline alert reached InfluxDB"
+                time.sleep(2)
+            for p in (proc_a, proc_b, bridge, router):
+                assert stop(p) == 0
+            yield a, b, truth
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
 
 
 @pytest.fixture
