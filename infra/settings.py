@@ -148,6 +148,18 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
 
+    def child_env(self) -> dict[str, str]:
+        """The environment variables that give a child process these settings' broker addresses, topic
+        prefix and buckets (on top of the parent's environment)."""
+        return {
+            "SMARTCITY_MQTT__PORT": str(self.mqtt.port),
+            "SMARTCITY_MQTT__TLS_PORT": str(self.mqtt.tls_port),
+            "SMARTCITY_KAFKA__TOPIC_PREFIX": self.kafka.topic_prefix,
+            "SMARTCITY_KAFKA__BOOTSTRAP": self.kafka.bootstrap,
+            "SMARTCITY_INFLUX__BUCKET_RAW": self.influx.bucket_raw,
+            "SMARTCITY_INFLUX__BUCKET_COMPLIANCE": self.influx.bucket_compliance,
+        }
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -1,5 +1,8 @@
 """The city demo: a simulated day of Laoshan through the real pipeline, then what arrived where.
 
+Each run has Kafka topics of its own (`demo<run>.telemetry.<domain>`, ...; the previous run's are
+deleted) and the buckets `demo-telemetry` / `demo-compliance` (emptied at the start), so what it counts
+is its own: earlier runs, tests or a live pipeline on the same stack cannot change its figures.
 Starts a bridge, a processor and the alert router under supervision (logs in .stack/logs/), with a
 webhook receiver, an SMTP sink and an MQTT subscriber of its own; publishes yesterday (local time) for
 all five domains, waits until the processors have committed every record, closes the alert loop
@@ -10,15 +13,18 @@ stops the three processes.
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
+from influxdb_client import BucketRetentionRules
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from infra.clients import influx_client
 from infra.settings import Settings, stack_dir
+from infra.stack import create_topics, delete_topics
 from simulators.engine import MODELS, SimOptions, Simulation
 from simulators.publisher import Publisher
 from smartcity.demoloop import Receivers, Supervisor, close_the_loop, free_port, report_loop, router_env
@@ -26,6 +32,31 @@ from smartcity.demoloop import Receivers, Supervisor, close_the_loop, free_port,
 LOCAL = 8 * 3600
 STALE_AFTER = 15.0   # seconds of silence before the demo's processor reports a sensor offline
 READY = {"demo-bridge": "event=mqtt_connected", "demo-alerts": "event=partitions_assigned"}   # before publishing
+DEMO_TOPICS = re.compile(r"^demo\d{10}\.")
+BUCKETS = ("demo-telemetry", "demo-compliance")
+
+
+def isolate(settings: Settings, run: str) -> Settings:
+    """The demo's own settings: topics `demo<run>.…` (created; earlier runs' deleted), buckets emptied."""
+    own = settings.model_copy(update={
+        "kafka": settings.kafka.model_copy(update={"topic_prefix": f"demo{run}."}),
+        "influx": settings.influx.model_copy(update={"bucket_raw": BUCKETS[0], "bucket_compliance": BUCKETS[1]})})
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    try:
+        old = [t for t in admin.list_topics() if DEMO_TOPICS.match(t)]
+    finally:
+        admin.close()
+    if old:
+        delete_topics(settings, old)
+    create_topics(own)
+    with influx_client(settings) as client:
+        api = client.buckets_api()
+        for name in BUCKETS:
+            if (bucket := api.find_bucket_by_name(name)) is not None:
+                api.delete_bucket(bucket)
+            api.create_bucket(bucket_name=name, org=settings.influx.org,
+                              retention_rules=BucketRetentionRules(type="expire", every_seconds=0))
+    return own
 
 
 def _end_offsets(settings: Settings, topics: list[str], per_partition: bool = False) -> dict:
@@ -87,6 +118,10 @@ def run_demo(settings: Settings, sensors: int = 10, interval: int = 300, console
     console = console or Console()
     logs = stack_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    run = time.strftime("%m%d%H%M%S")
+    settings = isolate(settings, run)
+    console.print(f"this run's data: Kafka topics {settings.kafka.topic_prefix}*, InfluxDB buckets "
+                  f"{' and '.join(BUCKETS)} (kept until the next demo)")
     day = (int(time.time()) + LOCAL) // 86400 - 1
     start, stop = day * 86400 - LOCAL, (day + 1) * 86400 - LOCAL
     domains = list(MODELS)
@@ -94,7 +129,7 @@ def run_demo(settings: Settings, sensors: int = 10, interval: int = 300, console
                                                                       settings.kafka.alerts_topic]
     before = _end_offsets(settings, topics)
     receivers = Receivers(settings)
-    supervisor = start_children(console, logs, receivers)
+    supervisor = start_children(console, logs, receivers, settings, run)
     try:
         supervisor.wait_ready(READY)
         options = SimOptions(domains=domains, sensors=sensors, ticks=86400 // interval, interval=interval, rate=0,
@@ -150,13 +185,15 @@ def run_demo(settings: Settings, sensors: int = 10, interval: int = 300, console
     return 0 if complete and loop_closed else 1
 
 
-def start_children(console: Console, logs: Path, receivers: Receivers) -> Supervisor:
-    """The bridge, a processor (short stale timer, so the loop can close) and the alert router with the
-    demo's own receivers, under supervision."""
+def start_children(console: Console, logs: Path, receivers: Receivers, settings: Settings, run: str) -> Supervisor:
+    """The bridge (a share group and session of this run's, gone 5 min after it), a processor (short stale
+    timer, so the loop can close) and the alert router with the demo's own receivers, under supervision."""
     port = free_port()
-    supervisor = Supervisor(console, logs, router_env(receivers))
-    supervisor.start("demo-bridge", ["bridge", "--client-id", "demo-bridge", "--metrics-port", "0"])
+    supervisor = Supervisor(console, logs, {**router_env(receivers), **settings.child_env()})
+    supervisor.start("demo-bridge", ["bridge", "--client-id", f"demo{run}-bridge", "--group", f"demo{run}",
+                                     "--session-expiry", "300", "--metrics-port", "0"])
     supervisor.start("demo-processor", ["process", "--group", "demo-processors", "--stale-after", str(STALE_AFTER)])
     supervisor.start("demo-alerts", ["alerts", "serve", "--config", str(receivers.config(logs / "demo-alerts.toml", port)),
-                                     "--group", "demo-alerts", "--instance", "demo", "--http-port", str(port)])
+                                     "--group", "demo-alerts", "--instance", f"demo{run}", "--session-expiry", "300",
+                                     "--http-port", str(port)])
     return supervisor

@@ -19,16 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """Environment that gives a subprocess the same (isolated) settings as the test."""
-    env = dict(os.environ)
-    env.update({
-        "SMARTCITY_MQTT__PORT": str(settings.mqtt.port),
-        "SMARTCITY_MQTT__TLS_PORT": str(settings.mqtt.tls_port),
-        "SMARTCITY_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-        "SMARTCITY_KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
-        "SMARTCITY_INFLUX__BUCKET_RAW": settings.influx.bucket_raw,
-        "SMARTCITY_INFLUX__BUCKET_COMPLIANCE": settings.influx.bucket_compliance,
-    })
-    return env
+    return {**os.environ, **settings.child_env()}
 
 
 def start(settings: Settings, *args: str, log: Path | None = None) -> subprocess.Popen:
