@@ -27,6 +27,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SMARTCITY_KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
         "SMARTCITY_INFLUX__BUCKET_RAW": settings.influx.bucket_raw,
         "SMARTCITY_INFLUX__BUCKET_COMPLIANCE": settings.influx.bucket_compliance,
+        "SMARTCITY_INFLUX__SERVICE": "",   # the operator token: the services' own credentials cannot write test buckets
     })
     return env
 
