@@ -32,8 +32,6 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from influxdb_client import WritePrecision
-from influxdb_client.client.write_api import SYNCHRONOUS
 from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewPartitions
 from kafka.errors import KafkaError
@@ -53,7 +51,8 @@ from alerts.channels import (
     webhook_delivery,
 )
 from alerts.state import Alert, AlertBook, Change, Notification, RulePolicy, Silence, id_partition, key_hash
-from infra.clients import influx_client, kafka_consumer, kafka_producer, mqtt_client, mqtt_connect, subscribe_when_known
+from infra.clients import kafka_consumer, kafka_producer, mqtt_client, mqtt_connect, subscribe_when_known
+from infra.influxwrite import InfluxWriter
 from infra.lineprotocol import Point
 from infra.logs import event
 from infra.settings import Settings
@@ -256,6 +255,7 @@ class AlertRouter:
         self.field_acks: queue.Queue[Any] = queue.Queue()
         self.pubacks: dict[int, Any] = {}
         self.influx_lines: list[str] = []
+        self.influx = InfluxWriter(settings.influx)
         self._influx_retry_at, self._influx_delay = 0.0, 1.0
         self.consumed: dict[int, int] = {}   # partition -> next offset after the last record applied
         self.producer: KafkaProducer | None = None
@@ -647,9 +647,7 @@ class AlertRouter:
         if not self.influx_lines or time.monotonic() < self._influx_retry_at:
             return
         try:
-            with influx_client(self.settings) as client:
-                client.write_api(write_options=SYNCHRONOUS).write(
-                    self.settings.influx.bucket_compliance, record=self.influx_lines, write_precision=WritePrecision.NS)
+            self.influx.write(self.settings.influx.bucket_compliance, self.influx_lines)
         except Exception as exc:  # noqa: BLE001 - InfluxDB down or no token: keep the lines, retry later
             self.metrics.errors.labels("influxdb", "write").inc()
             event(log, "influx_write_failed", logging.WARNING, lines=len(self.influx_lines),
@@ -680,6 +678,7 @@ class AlertRouter:
         if self.producer is not None:
             self.producer.close(10)
         self._write_influx()
+        self.influx.close()
         self.mqtt.disconnect()  # a persistent session: no UNSUBSCRIBE, acks sent meanwhile wait for us
         self.mqtt.loop_stop()
         if self.http is not None:

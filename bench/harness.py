@@ -193,7 +193,9 @@ class Bench:
         """The environment that gives a child process `settings` (the private broker is inherited)."""
         return {**os.environ, "SMARTCITY_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
                 "SMARTCITY_INFLUX__BUCKET_RAW": settings.influx.bucket_raw,
-                "SMARTCITY_INFLUX__BUCKET_COMPLIANCE": settings.influx.bucket_compliance, **extra}
+                "SMARTCITY_INFLUX__BUCKET_COMPLIANCE": settings.influx.bucket_compliance,
+                "SMARTCITY_INFLUX__SERVICE": "",   # the operator token: the services' credentials cannot write bench buckets
+                **extra}
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Measured:
         log = self.workdir / f"{name}.log"

@@ -123,7 +123,8 @@ def subscribe_when_known(consumer: KafkaConsumer, topics: list[str], listener: A
 
 
 def influx_client(settings: Settings, timeout_ms: int = 30_000) -> InfluxDBClient:
-    """An InfluxDB 2.x client for the configured org, with the service's own token when
-    `influx.service` is set (SMARTCITY_INFLUX__SERVICE), else the operator token."""
+    """An InfluxDB 2.x client (queries, buckets) for the configured org, with the service's own read-only
+    token when `influx.service` is set (SMARTCITY_INFLUX__SERVICE), else the operator token; the
+    pipeline writes through infra.influxwrite instead (a write-only credential)."""
     cfg = settings.influx
     return InfluxDBClient(url=cfg.url, token=cfg.token_value(), org=cfg.org, timeout=timeout_ms)

@@ -6,6 +6,7 @@ never appear in logs or reprs.
 """
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -14,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from infra.logs import event
 from schemas.timeparse import TimeWindow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -72,26 +74,60 @@ class KafkaSettings(BaseModel):
 
 
 class InfluxSettings(BaseModel):
-    """Connection to InfluxDB 2.x: raw readings go to `bucket_raw`, indicators to `bucket_compliance`."""
+    """Connection to InfluxDB 2.x: raw readings go to `bucket_raw`, indicators to `bucket_compliance`.
+
+    With `service` set, reads use the service's read-only v2 token and writes its v1 write-only
+    credential (InfluxDB 2.x lets a v2 write permission delete the bucket; a v1 one cannot). A missing
+    service secret falls back to the operator token with a warning (a stack older than the secret)."""
 
     url: str = "http://127.0.0.1:8086"
     org: str = "laoshan"
     token: SecretStr | None = Field(None, description="default: .stack/secrets/influx-token[-<service>]")
-    service: str | None = Field(None, description="use this service's least-privilege token "
-                                "(.stack/secrets/influx-token-<service>) instead of the operator token")
+    service: str | None = Field(None, description="use this service's least-privilege credentials "
+                                "(.stack/secrets/influx-token-<service>, influx-v1-<service>) instead of the "
+                                "operator token; empty: the operator token")
+    v1_username: str | None = Field(None, description="v1 (legacy) user for writes through /write; "
+                                    "default: smartcity-<service> when `service` is set")
+    v1_password: SecretStr | None = Field(None, description="password of v1_username; "
+                                          "default: .stack/secrets/influx-v1-<service>")
     bucket_raw: str = "telemetry"
     bucket_compliance: str = "compliance"
 
     def token_value(self) -> str:
-        name = f"influx-token-{self.service}" if self.service else "influx-token"
-        token = self.token or read_secret(name)
+        """The v2 token: the configured one, the service's own, else the operator's."""
+        token = self.token or self._service_secret("influx-token")
         if token is None:
+            path = stack_dir() / "secrets" / "influx-token"
             raise RuntimeError(
-                f"no InfluxDB token: set SMARTCITY_INFLUX__TOKEN or start the stack (make stack; "
-                f"deploy/native/influxdb.sh token NAME PERM... for other services) so that "
-                f"{stack_dir() / 'secrets' / name} exists"
+                f"no InfluxDB token: set SMARTCITY_INFLUX__TOKEN or start the stack (make stack) so that {path} exists"
             )
         return token.get_secret_value()
+
+    def v1_credential(self) -> tuple[str, SecretStr] | None:
+        """(user, password) for writes through the v1 /write endpoint, or None: write with the v2 token."""
+        if self.v1_username and self.v1_password:
+            return self.v1_username, self.v1_password
+        password = self._service_secret("influx-v1") if self.token is None else None
+        return (self.v1_username or f"smartcity-{self.service}", password) if password is not None else None
+
+    def _service_secret(self, kind: str) -> SecretStr | None:
+        """`kind`-<service> from the stack's secrets; without a service (or the file) the operator token
+        for "influx-token", None otherwise. A missing service file is warned about once."""
+        if self.service:
+            secret = read_secret(f"{kind}-{self.service}")
+            if secret is not None:
+                return secret
+            _warn_missing_secret(f"{kind}-{self.service}", "the operator token" if kind == "influx-token"
+                                 else f"v2 writes with influx-token-{self.service}, else the operator token")
+        return read_secret("influx-token") if kind == "influx-token" else None
+
+
+@lru_cache(maxsize=None)
+def _warn_missing_secret(name: str, using: str) -> None:
+    """Say once per secret that a service runs with broader InfluxDB rights than its own, and how to fix it."""
+    event(logging.getLogger("smartcity.settings"), "influx_service_secret_missing", logging.WARNING,
+          secret=str(stack_dir() / "secrets" / name), using=using,
+          fix="run `make stack` (deploy/native/influxdb.sh start) to create the service's credentials")
 
 
 class IngestSettings(BaseModel):
@@ -158,6 +194,9 @@ class Settings(BaseSettings):
             "SMARTCITY_KAFKA__BOOTSTRAP": self.kafka.bootstrap,
             "SMARTCITY_INFLUX__BUCKET_RAW": self.influx.bucket_raw,
             "SMARTCITY_INFLUX__BUCKET_COMPLIANCE": self.influx.bucket_compliance,
+            # the same credentials: "" is the operator token (tests and the demo write buckets of their
+            # own, which the services' least-privilege credentials may not)
+            "SMARTCITY_INFLUX__SERVICE": self.influx.service or "",
         }
 
 

@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from influxdb_client.client.write_api import SYNCHRONOUS
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 from paho.mqtt.packettypes import PacketTypes
@@ -53,6 +52,7 @@ from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from infra.clients import kafka_producer, mqtt_client, mqtt_connect
+from infra.influxwrite import InfluxWriter
 from infra.logs import event
 from infra.settings import Settings
 from ingest.peers import STATUS_ROOT, PeerTable, status_payload, status_topic
@@ -267,7 +267,7 @@ class Bridge:
         self.link = Link(self, self.config.client_id)
         self.adoptions: dict[str, Link] = {}
         self._totals = {"received": 0, "forwarded": 0, "deadlettered": 0, "acked": 0}
-        self._influx = None
+        self._influx = InfluxWriter(settings.influx, timeout_s=5.0)
         self._missing: dict[str, tuple[float, str]] = {}  # topic found absent -> (refused until, reason)
 
     # -- MQTT side (paho's network thread: never waits) -----------------------------------------------
@@ -669,11 +669,7 @@ class Bridge:
         fields = ",".join(f"{k}={v}i" for k, v in {**self._totals, "inflight": inflight}.items())
         line = f"pipeline,service=bridge,instance={self.config.client_id} {fields} {time.time_ns()}"
         try:
-            if self._influx is None:
-                from infra.clients import influx_client
-
-                self._influx = influx_client(self.settings, timeout_ms=5000).write_api(write_options=SYNCHRONOUS)
-            self._influx.write(self.settings.influx.bucket_compliance, record=line)
+            self._influx.write(self.settings.influx.bucket_compliance, [line])
         except Exception as exc:  # noqa: BLE001 - metrics are optional
             event(log, "metrics_write_failed", logging.DEBUG, error=str(exc)[:200])
 
@@ -696,6 +692,7 @@ class Bridge:
             event(log, "kafka_flush_failed", logging.WARNING, error=str(exc)[:200])
         self.link.close()
         self.producer.close(timeout=10)
+        self._influx.close()
         event(log, "bridge_stopped", client_id=self.config.client_id, **self._totals)
 
 

@@ -7,6 +7,19 @@
 - 429, 5xx, other 4xx (token, bucket) and connection errors are the service being away: waited out
   with exponential backoff (Retry-After honoured), for as long as it takes, each retry logged and
   counted. The caller supplies the wait, so that it can keep its Kafka group membership meanwhile.
+
+Writes go through infra.influxwrite (v1 /write with the service's write-only credential, else
+/api/v2/write), queries through the v2 client. Measured on influxd 2.7.12, gzip bodies, the v1 /write
+and the v2 /api/v2/write answer the same (status, JSON body {"code", "message"}):
+- a line that does not parse among good ones: 400 "invalid", message "unable to parse '<line>': <why>";
+  NOTHING of the batch is written (no partial write), so bisecting finds the line and writes the rest;
+- a field type conflict: 422 "unprocessable entity", "partial write: field type conflict: ... dropped=1";
+  the other lines ARE written (rewriting them while bisecting is idempotent);
+- a timestamp outside int64: 400 "invalid" like any unparsable line;
+- a 30 MB body (plain or gzip): 204, influxd 2.7.12 has no body limit; 413 comes from proxies, split;
+- wrong password or no credential: 401 "unauthorized"; a bucket that is missing or that the v1
+  credential may not write: 404 "no dbrp mapping found" (both: configuration, waited out and logged);
+- the v1 credential on v2 DELETE /api/v2/buckets/<id> and POST /api/v2/delete: 401.
 """
 from __future__ import annotations
 
@@ -15,10 +28,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from influxdb_client import InfluxDBClient, WritePrecision
-from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client import InfluxDBClient
 from influxdb_client.rest import ApiException
 
+from infra.influxwrite import InfluxWriteError, InfluxWriter
 from infra.logs import event
 from processors.metrics import ProcessorMetrics
 
@@ -28,6 +41,7 @@ REFUSED = (400, 422)          # these lines are wrong: find them, keep them, wri
 TOO_LARGE = 413               # the request is too big: split it
 REASON_LIMIT = 1000           # characters of InfluxDB's message kept per refused line
 MAX_BACKOFF = 15.0
+ANSWERS = (ApiException, InfluxWriteError)   # InfluxDB answered (status, body, headers): the rest is unreachable
 
 Wait = Callable[[float, str], None]   # wait(seconds, dependency): sleep while keeping the consumer alive
 
@@ -44,10 +58,17 @@ class Refused:
     reason: str
 
 
+def status_of(exc: Exception) -> int | None:
+    """The HTTP status InfluxDB answered with, None when it did not answer (connection, timeout)."""
+    if not isinstance(exc, ANSWERS):
+        return None
+    return exc.status or None
+
+
 def error_class(exc: Exception) -> str:
     """The metrics class of a failed InfluxDB request (see processors/metrics.py)."""
-    status = getattr(exc, "status", None)
-    if not isinstance(exc, ApiException) or not status:
+    status = status_of(exc)
+    if status is None:
         return "influx_unreachable"
     if status == 429:
         return "influx_throttled"
@@ -76,9 +97,9 @@ def retry_after(exc: Exception) -> float | None:
 class InfluxGateway:
     """Writes and queries that either succeed, report refused lines, or wait until InfluxDB is back."""
 
-    def __init__(self, client: InfluxDBClient, metrics: ProcessorMetrics, wait: Wait) -> None:
+    def __init__(self, client: InfluxDBClient, writer: InfluxWriter, metrics: ProcessorMetrics, wait: Wait) -> None:
         self.client = client
-        self.writer = client.write_api(write_options=SYNCHRONOUS)
+        self.writer = writer
         self.reader = client.query_api()
         self.metrics = metrics
         self.wait = wait
@@ -110,11 +131,11 @@ class InfluxGateway:
         while True:
             started = time.monotonic()
             try:
-                self.writer.write(bucket=bucket, record=lines, write_precision=WritePrecision.NS)
+                self.writer.write(bucket, lines)
                 self.metrics.write_latency.labels(bucket).observe(time.monotonic() - started)
                 return None, ""
             except Exception as exc:  # noqa: BLE001 - every failure is classified below
-                status = getattr(exc, "status", None) if isinstance(exc, ApiException) else None
+                status = status_of(exc)
                 if status in REFUSED or status == TOO_LARGE:
                     return status, describe(exc, REASON_LIMIT)
                 delay = self._backoff("influx_write", exc, delay, bucket=bucket, lines=len(lines))
@@ -129,7 +150,7 @@ class InfluxGateway:
                 self.metrics.query_latency.observe(time.monotonic() - started)
                 break
             except Exception as exc:  # noqa: BLE001 - every failure is classified below
-                if isinstance(exc, ApiException) and exc.status == 400:
+                if status_of(exc) == 400:
                     self.metrics.errors.labels("query_failed").inc()
                     raise QueryRefused(f"InfluxDB refused the Flux query ({describe(exc)}); fix the query: "
                                        f"{flux[:300]}") from exc

@@ -37,6 +37,7 @@ from kafka.structs import OffsetAndMetadata
 from prometheus_client import start_http_server
 
 from infra.clients import influx_client, kafka_consumer, kafka_producer, subscribe_when_known
+from infra.influxwrite import InfluxWriter
 from infra.logs import event
 from infra.settings import Settings
 from processors.buffer import WindowBuffer
@@ -115,7 +116,8 @@ class ProcessorService:
         self.topics = {settings.kafka.telemetry_topic(d): d for d in domains}
         self.metrics = ProcessorMetrics()
         self.influx_client = influx_client(settings, timeout_ms=30_000)
-        self.influx = InfluxGateway(self.influx_client, self.metrics, self._wait)
+        self.influx_writer = InfluxWriter(settings.influx, timeout_s=30.0)
+        self.influx = InfluxGateway(self.influx_client, self.influx_writer, self.metrics, self._wait)
         plan = load_plan()
         history = FluxHistory(self.influx.query, settings.influx.bucket_compliance)
         self.plugins: dict[str, DomainProcessor] = {d: plugins[d](plan, history) for d in domains}
@@ -319,6 +321,7 @@ class ProcessorService:
                 pass  # only unconfirmed sends are pending: their offsets were not committed
             self.producer.close(5)
             self.influx_client.close()
+            self.influx_writer.close()
             event(log, "processor_stopped", **self.totals)
 
     def _step(self) -> None:

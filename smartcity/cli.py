@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
 
 app = typer.Typer(
     help="Laoshan smart-city telemetry pipeline: MQTT -> Kafka -> NumPy processors -> InfluxDB -> Grafana.",
@@ -50,6 +54,15 @@ class Format(str, Enum):
     senml = "senml"
     ttn = "ttn"
     chirpstack = "chirpstack"
+
+
+def _service_settings(service: str) -> Settings:
+    """The settings of a pipeline service: its own least-privilege InfluxDB credentials unless
+    SMARTCITY_INFLUX__SERVICE says otherwise (empty: the operator token, e.g. for tests' own buckets)."""
+    from infra.settings import get_settings
+
+    os.environ.setdefault("SMARTCITY_INFLUX__SERVICE", service)
+    return get_settings()
 
 
 @app.command()
@@ -130,11 +143,10 @@ def bridge(
     drained by a live one, so nothing waits for a bridge that never returns.
     """
     from infra import logs
-    from infra.settings import get_settings
     from ingest.bridge import Bridge, BridgeConfig
 
     logs.setup(log_level)
-    settings = get_settings()
+    settings = _service_settings("bridge")
     _require_device_profiles()
     if tls:
         settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"tls": True})})
@@ -162,14 +174,13 @@ def process(
     --group to share the load. SIGTERM stops cleanly.
     """
     from infra import logs
-    from infra.settings import get_settings
     from processors.registry import processors
     from processors.service import ProcessorService
 
     logs.setup(log_level)
     names = list(processors()) if domains == "all" else [d.strip() for d in domains.split(",") if d.strip()]
     try:
-        service = ProcessorService(get_settings(), names, group=group, stale_after=stale_after, instance_id=instance_id,
+        service = ProcessorService(_service_settings("processor"), names, group=group, stale_after=stale_after, instance_id=instance_id,
                                    session_timeout_ms=int(session_timeout * 1000), metrics_port=metrics_port or None)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -336,7 +347,6 @@ def alerts_serve(
     """
     from alerts.router import AlertConfig, AlertRouter, default_config_path
     from infra import logs
-    from infra.settings import get_settings
 
     logs.setup(log_level)
     path = config or default_config_path()
@@ -356,7 +366,7 @@ def alerts_serve(
                    f"({', '.join(served) or 'none'}); {len(cfg.rules)} rule policies; "
                    f"{'OK' if not problems else f'{len(problems)} problem(s)'}")
         raise typer.Exit(1 if problems else 0)
-    router = AlertRouter(get_settings(), cfg, group=group, instance=instance, http_host=http_host,
+    router = AlertRouter(_service_settings("router"), cfg, group=group, instance=instance, http_host=http_host,
                          http_port=http_port, session_expiry=session_expiry)
     _run_until_signalled(router)
 

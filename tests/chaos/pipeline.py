@@ -194,10 +194,11 @@ class Lane:
                     api.create_bucket(bucket_name=name, org=self.settings.influx.org,
                                       retention_rules=BucketRetentionRules(type="expire", every_seconds=0))
         raw, comp = self.settings.influx.bucket_raw, self.settings.influx.bucket_compliance
-        for service, perms in (("bridge", [f"write:{comp}"]), ("router", [f"write:{comp}"]),
-                               ("processor", [f"read:{raw}", f"write:{raw}", f"read:{comp}", f"write:{comp}"])):
-            # the same shape as deploy/native/influxdb.sh gives the stack's services, for this lane's buckets
-            stack.script("influxdb", "token", f"{service}-{self.tag}", *perms, env=self.script_env)
+        # the same shape as deploy/native/influxdb.sh gives the stack's services, for this lane's buckets:
+        # v1 write-only users for what each writes, a v2 token for what the processor reads
+        for service, writes in (("bridge", [comp]), ("router", [comp]), ("processor", [raw, comp])):
+            stack.script("influxdb", "v1", f"{service}-{self.tag}", *writes, env=self.script_env)
+        stack.script("influxdb", "token", f"processor-{self.tag}", f"read:{raw}", f"read:{comp}", env=self.script_env)
 
     def via_tcp_proxy(self) -> None:
         """From now on the lane's clients reach its broker through a TCP fault proxy (`self.tcp`)."""
@@ -217,8 +218,9 @@ class Lane:
             "SMARTCITY_INFLUX__URL": f"http://127.0.0.1:{self.proxy_port}",
             WEBHOOK_SECRET_ENV: self.secret,
         })
-        if service:
-            env["SMARTCITY_INFLUX__SERVICE"] = f"{service}-{self.tag}"
+        # the lane's own credentials, or the operator token (the stack's service credentials cannot
+        # write the lane's buckets; `smartcity bridge` etc. would otherwise pick them)
+        env["SMARTCITY_INFLUX__SERVICE"] = f"{service}-{self.tag}" if service else ""
         return env
 
     def start(self, name: str, *args: str, service: str | None = None) -> Proc:

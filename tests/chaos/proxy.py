@@ -6,6 +6,7 @@ Modes (set with `GET /_chaos/mode?mode=M&seconds=S[&victim=SENSOR]`, back to `pa
         dropped, the others written, and the client gets 422 with InfluxDB's message
   429   every write answered 429 Too Many Requests (Retry-After: 1)
   500   every API request answered 500
+Writes are the v2 /api/v2/write and the v1 /write (the services' write-only v1 users).
 `GET /_chaos/stats` gives the counts and the identities (measurement,tags timestamp) of rejected lines.
 Run: python -m tests.chaos.proxy --listen 18086 --target 8086
 """
@@ -93,8 +94,8 @@ def make_handler(target: int, state: FaultState) -> type[BaseHTTPRequestHandler]
             if body and self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
             mode, victim = state.current()
-            is_write = url.path == "/api/v2/write"
-            if mode == "500" and url.path.startswith("/api/"):
+            is_write = url.path in ("/api/v2/write", "/write")
+            if mode == "500" and (url.path.startswith("/api/") or is_write):
                 return self._reply(500, b'{"code":"internal error","message":"chaos: injected 500"}',
                                    {"Content-Type": "application/json"})
             if mode == "429" and is_write:

@@ -59,19 +59,21 @@ LINES = b"air,sensor=a-1,site=s,source=native pm25=1 1000\nair,sensor=a-2,site=s
 def test_partial_write_drops_only_the_victims_lines_and_answers_422(proxy) -> None:  # noqa: ANN001
     port, state = proxy
     state.set("422", 30, "a-1")
-    status, _, body = _post(port, "/api/v2/write?bucket=b", LINES)
-    assert status == 422 and b"partial write" in body
-    assert Upstream.bodies == [b"air,sensor=a-2,site=s,source=native pm25=2 1000"]
+    for path in ("/api/v2/write?bucket=b", "/write?db=b&precision=ns"):   # v2 and the services' v1 writes
+        status, _, body = _post(port, path, LINES)
+        assert status == 422 and b"partial write" in body
+    assert Upstream.bodies == [b"air,sensor=a-2,site=s,source=native pm25=2 1000"] * 2
     assert state.rejected == {"air,sensor=a-1,site=s,source=native 1000"}
 
 
 def test_429_carries_retry_after_and_500_refuses_every_api_call(proxy) -> None:  # noqa: ANN001
     port, state = proxy
     state.set("429", 30, "")
-    status, headers, _ = _post(port, "/api/v2/write?bucket=b", LINES)
+    status, headers, _ = _post(port, "/write?db=b&precision=ns", LINES)
     assert status == 429 and headers.get("Retry-After") == "1"
     state.set("500", 30, "")
     assert _post(port, "/api/v2/query", b"{}")[0] == 500
+    assert _post(port, "/write?db=b", LINES)[0] == 500
     assert Upstream.bodies == []
 
 

@@ -22,6 +22,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from kafka import TopicPartition
 
 from infra.clients import influx_client, kafka_consumer, kafka_producer
+from infra.influxwrite import InfluxWriter
 from infra.settings import Settings
 from processors.influx import InfluxGateway
 from processors.metrics import ProcessorMetrics
@@ -115,7 +116,7 @@ def committed_everything(settings: Settings, group: str) -> bool:
 def test_only_the_lines_influxdb_refuses_are_returned_and_the_rest_are_written(settings: Settings) -> None:
     old = NOW_NS - 30 * 86400 * 10**9
     with influx_client(settings) as client:
-        gateway = InfluxGateway(client, ProcessorMetrics(), lambda s, d: time.sleep(s))
+        gateway = InfluxGateway(client, InfluxWriter(settings.influx), ProcessorMetrics(), lambda s, d: time.sleep(s))
         assert gateway.write(settings.influx.bucket_raw, [f"probe,k=a v=1i {old}"]) == []
         good = [f"probe,k=g{i} v={i}.5 {NOW_NS + i}" for i in range(40)]
         conflict = f"probe,k=c v=2.5 {old + 1}"       # float into an integer field: 422
