@@ -117,7 +117,8 @@ def test_a_duplicate_field_rejects_that_record_only() -> None:
 @pytest.mark.parametrize("topic, field, unit, value, expected", [
     ("city/fire/z/cam-1/senml", "smoke", "/", 1, 1.0),
     ("city/garbage/c/bin-1/senml", "fill_level", "/", 0.4, 0.4),
-    ("city/garbage/c/bin-1/senml", "fill_level", "%", 40, 0.4),
+    ("city/garbage/c/bin-1/senml", "fill_level", "%", 0.4, 0.4),  # '%' is a ratio like '/' (§12.1 Note 2)
+    ("city/garbage/c/bin-1/senml", "fill_level", "%RH", 40, 0.4),
     ("city/air/st/pm-1/senml", "temperature", "Cel", 21.5, 21.5),
 ])
 def test_senml_units_feed_flags_ratios_and_celsius(topic: str, field: str, unit: str, value: float, expected: float) -> None:
