@@ -298,11 +298,12 @@ def _senml_record(rec: dict[str, Any], base: dict[str, Any], topic: TopicInfo | 
     t = base["bt"] + (_num(rec, "t", "") if "t" in rec else 0.0)
     if t < SENML_RELATIVE_LIMIT:
         t += now_s
-    sensor, fieldname = _split_name(name, topic)
+    unit = _str(rec, "u", "") if "u" in rec else base["bu"]
+    sensor, fieldname = _split_name(name, topic, unit)
     if not fieldname:
         raise PayloadError(f"name {show(name)} has no field part (<sensor>/<field>)")
-    unit = _str(rec, "u", "") if "u" in rec else base["bu"]
-    if topic and topic.domain and (problem := _senml_field_problem(topic.domain, fieldname, unit)):
+    position = fieldname in _POSITION and unit == fieldname
+    if not position and topic and topic.domain and (problem := _senml_field_problem(topic.domain, fieldname, unit)):
         raise PayloadError(problem)  # each record stands alone: a field it cannot feed rejects it only
     key = (sensor or "", t)
     reading = groups.get(key)
@@ -312,6 +313,11 @@ def _senml_record(rec: dict[str, Any], base: dict[str, Any], topic: TopicInfo | 
             sensor_id=sensor, ts=ts, values={},
             domain=topic.domain if topic else None, site=topic.site if topic else None)
         out.append(reading)
+    if position:  # RFC 8428 §5.1.3: the sensor's position at that time, in units lat and lon
+        if getattr(reading, fieldname) is not None:
+            raise PayloadError(f"duplicate {fieldname} of {sensor!r} at the same time")
+        setattr(reading, fieldname, value)
+        return
     if fieldname in reading.values:
         raise PayloadError(f"duplicate value for {fieldname!r} of {sensor!r} at the same time")
     reading.values[fieldname] = value
@@ -336,12 +342,48 @@ def _senml_field_problem(domain: str, fieldname: str, unit: str | None) -> str |
     return None
 
 
-def _split_name(name: str, topic: TopicInfo | None) -> tuple[str | None, str]:
-    """(sensor, field) from a resolved SenML name; the topic's sensor when the name names none."""
+def _split_name(name: str, topic: TopicInfo | None, unit: str | None) -> tuple[str | None, str]:
+    """(sensor, field) from a resolved SenML name; the topic's sensor when the name names none.
+
+    A name that is a device's own URN (RFC 9039, `urn:dev:ow:10e2073a01080063` in RFC 8428 §5.1.1 and
+    §5.1.3) names no field: it is wholly the sensor's and its unit tells the quantity, `lat`/`lon` its
+    position, another unit the one field of the topic's domain measured in it."""
+    if _DEVICE_URN.match(name):
+        return name, _unit_field(name, topic.domain if topic else None, unit)
     cut = max(name.rfind("/"), name.rfind(":"))
     if cut < 0:
         return (topic.sensor_id if topic else None), name
-    return name[:cut], name[cut + 1:]
+    fieldname = name[cut + 1:]
+    return name[:cut], (unit if unit in _POSITION and fieldname in _POSITION_NAMES else fieldname)
+
+
+_DEVICE_URN = re.compile(r"^urn:dev:[a-z]+:[^:/]+$")
+_POSITION = ("lat", "lon")
+_POSITION_NAMES = {"lat", "lon", "latitude", "longitude"}
+
+
+def _unit_field(name: str, domain: str | None, unit: str | None) -> str:
+    """The quantity of a record named by a device URN alone; PayloadError when its unit tells none."""
+    if unit in _POSITION:
+        return unit
+    if domain is None or domain not in domains():
+        raise PayloadError(f"name {show(name)} is a device's, with no field part, and no known domain tells which "
+                           "field its unit measures: publish on city/<domain>/<site>/<sensor>/senml")
+    dom = get_domain(domain)
+    fits = [f for f in dom.fields if unit is not None and _converts(unit, dom.unit(f))]
+    if len(fits) != 1:
+        raise PayloadError(f"name {show(name)} is a device's, with no field part, and its unit {show(unit)} measures "
+                           f"{'several' if fits else 'none'} of the fields of domain {domain}: name the field "
+                           "(bn '<device>:' and n '<field>', RFC 8428 §5.1.2)")
+    return fits[0]
+
+
+def _converts(unit: str, target: str) -> bool:
+    try:
+        conversion(unit, target)
+    except ValueError:
+        return False
+    return True
 
 
 def _str(rec: dict[str, Any], key: str, where: str) -> str:

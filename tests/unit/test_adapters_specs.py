@@ -25,35 +25,6 @@ def decode(fmt: str, doc: object, topic: str | None = None, **options: object):
 
 # -- SenML, RFC 8428 ---------------------------------------------------------------------------------
 
-RFC8428_5_1_2 = [  # §5.1.2 "Multiple Datapoints", verbatim
-    {"bn": "urn:dev:ow:10e2073a01080063:", "bt": 1.320067464e+09, "bu": "A", "bver": 5,
-     "n": "voltage", "u": "V", "v": 120.1},
-    {"n": "current", "t": -5, "v": 1.2},
-    {"n": "current", "t": -4, "v": 1.3},
-    {"n": "current", "t": -3, "v": 1.4},
-    {"n": "current", "t": -2, "v": 1.5},
-    {"n": "current", "t": -1, "v": 1.6},
-    {"n": "current", "v": 1.7},
-]
-
-
-def test_rfc8428_multiple_datapoints_example_with_bver_5_is_accepted() -> None:
-    raws = parse("senml", json.dumps(RFC8428_5_1_2).encode(), window=WINDOW)
-    assert [r.rejected for r in raws] == [None] * 6
-    assert {r.sensor_id for r in raws} == {"urn:dev:ow:10e2073a01080063"}
-    by_time = {r.ts: r for r in raws}
-    assert by_time[1_320_067_464 * 10**9].values == {"voltage": 120.1, "current": 1.7}
-    assert by_time[1_320_067_459 * 10**9].values == {"current": 1.2}
-    assert by_time[1_320_067_464 * 10**9].units == {"voltage": "V", "current": "A"}
-
-
-def test_rfc8428_resolved_records_with_absolute_times_are_accepted() -> None:  # §5.1.4 style
-    doc = [{"n": "urn:dev:ow:10e2073a01080063:voltage", "t": 1.320078429e+09, "u": "V", "v": 120.1},
-           {"n": "urn:dev:ow:10e2073a01080063:current", "t": 1.320078429e+09, "u": "A", "v": 1.2}]
-    (raw,) = parse("senml", json.dumps(doc).encode(), window=WINDOW)
-    assert raw.ts == 1_320_078_429 * 10**9 and raw.values == {"voltage": 120.1, "current": 1.2}
-
-
 @pytest.mark.parametrize("bver, accepted", [(1, True), (5, True), (10, True), (11, False), (99, False)])
 def test_senml_rejects_only_a_version_newer_than_10(bver: int, accepted: bool) -> None:
     doc = [{"bn": "pm-1/", "bver": bver, "bt": 1_789_999_000, "n": "pm25", "v": 3}]
