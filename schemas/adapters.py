@@ -410,7 +410,7 @@ def parse_ttn(payload: bytes, topic: TopicInfo | None = None, *, window: TimeWin
     server's `uplink_message.received_at`, the application server's `received_at`, and only then a
     gateway's own clock (`rx_metadata[].time`), so one gateway with a wrong clock cannot get good uplinks
     rejected. Location: `uplink_message.locations` (`user`, the registry's, first), else the decoded
-    payload's fields named by the profile."""
+    payload's fields named by the profile. The Things Stack omits fields that are 0, so no `f_cnt` is 0."""
     doc = _obj(load_json(payload), "a TTN uplink")
     ids = _obj(doc.get("end_device_ids"), "end_device_ids")
     device = _device_id(ids, "device_id", "end_device_ids")
@@ -427,7 +427,7 @@ def parse_ttn(payload: bytes, topic: TopicInfo | None = None, *, window: TimeWin
     located = [locations["user"]] if isinstance(locations.get("user"), dict) else []
     located += [v for k, v in locations.items() if k != "user" and isinstance(v, dict)]
     profile = _profile(profiles, app)
-    return [_lorawan_reading(profile, device, None, ts, decoded, _opt_seq(up, "f_cnt", "uplink_message."),
+    return [_lorawan_reading(profile, device, None, ts, decoded, _opt_seq({"f_cnt": 0, **up}, "f_cnt", "uplink_message."),
                              located[0] if located else None)]
 
 
@@ -439,7 +439,8 @@ def parse_chirpstack(payload: bytes, topic: TopicInfo | None = None, *, window: 
     network server's `rxInfo[].nsTime`, the event's `time` (ChirpStack fills it from the first gateway
     clock it finds, else its own: so it comes after nsTime), and only then a gateway's own clock
     (`rxInfo[].gwTime`). The up event carries no device location: it comes from the decoded object's
-    fields named by the profile (`latitude`, `longitude` by default)."""
+    fields named by the profile (`latitude`, `longitude` by default). Its JSON omits zero values (protobuf
+    JSON mapping), so no `fCnt` is 0."""
     doc = _obj(load_json(payload), "a ChirpStack up event")
     info = _obj(doc.get("deviceInfo"), "deviceInfo")
     dev_eui = _device_id(info, "devEui", "deviceInfo")
@@ -454,7 +455,7 @@ def parse_chirpstack(payload: bytes, topic: TopicInfo | None = None, *, window: 
     tags = info.get("tags") if isinstance(info.get("tags"), dict) else {}
     profile = _profile(profiles, info.get("deviceProfileName"))
     return [_lorawan_reading(profile, dev_eui.lower(), tags.get("site"), ts, decoded,
-                             _opt_seq(doc, "fCnt", "event "), None)]
+                             _opt_seq({"fCnt": 0, **doc}, "fCnt", "event "), None)]
 
 
 def _first_time(bounds: tuple[int, int], candidates: list[tuple[str, Any, Callable[..., int]]]) -> int:
@@ -483,7 +484,8 @@ def _decoded(obj: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     """The network server's decoded values; without them the message is dead-lettered, never dropped."""
     decoded = obj.get(key)
     if not decoded:
-        raise PayloadError("no decoded payload")
+        raise PayloadError(f"no decoded payload: {where} is missing or empty; give the device a payload formatter "
+                           "(The Things Stack) or a codec (ChirpStack device profile) so the network server decodes it")
     return _obj(decoded, where)
 
 

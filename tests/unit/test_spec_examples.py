@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.adapters import TopicInfo, parse, route
+from schemas.adapters import PayloadError, TopicInfo, parse, route
 from schemas.batch import validate
 from schemas.timeparse import TimeWindow, parse_ts
 
@@ -17,6 +17,8 @@ SPECS = Path(__file__).parents[1] / "fixtures" / "specs"
 NOW = 1_790_000_000 * 10**9  # 2026-09-21, after every example's timestamps
 WINDOW = TimeWindow(now_ns=NOW)
 AIR = "city/air/st-1/gw-1/senml"
+TTN_TOPIC = "v3/app1@tenant1/devices/dev1/up"  # the docs' application, tenant and device
+CHIRPSTACK_TOPIC = "application/17c82e96-be03-4f38-aef3-f83d48582d97/device/0101010101010101/event/up"
 
 
 def spec(name: str) -> bytes:
@@ -30,6 +32,12 @@ def decode(fmt: str, payload: bytes, topic: str | None = None):
 
 def raw(name: str) -> list:
     return parse("senml", spec(name), window=WINDOW)
+
+
+@pytest.fixture
+def docs_profiles(monkeypatch) -> None:
+    """The operator's device file with profiles for the docs' application and device profile."""
+    monkeypatch.setenv("SMARTCITY_DEVICES", str(SPECS / "docs-devices.toml"))
 
 
 # -- RFC 8428 §5.1 -----------------------------------------------------------------------------------
@@ -121,6 +129,69 @@ def test_percent_is_a_ratio_and_percent_rh_a_percentage(unit: str, value: float,
                         "n": "humidity", "u": unit, "v": value}]).encode()
     result = decode("senml", pack, AIR)
     assert result.errors == [] and result.batch.readings()[0].values == {"humidity": pytest.approx(expected)}
+
+
+# -- The Things Stack v3 -----------------------------------------------------------------------------
+
+def test_tts_data_formats_uplink_with_the_operator_profile(docs_profiles: None) -> None:
+    result = decode("ttn", spec("tts_data_formats_uplink_2020.json"), TTN_TOPIC)
+    assert result.errors == []
+    (reading,) = result.batch.readings()
+    assert (reading.sensor_id, reading.domain, reading.site, reading.seq) == ("dev1", "air", "docs-site", 1)
+    # no gateway GPS time: the Network Server's received_at, before the AS's and the gateway's clock
+    assert reading.ts == parse_ts("2020-02-12T15:15:45.789585559Z")
+    assert (reading.lat, reading.lon) == (37.97155556731436, 23.72678801175413)  # locations.user
+    assert reading.values == {"temperature": 1.0}  # luminosity: not in the profile, ignored
+
+
+def test_tts_data_formats_uplink_without_a_profile_is_rejected_naming_the_fix() -> None:
+    result = decode("ttn", spec("tts_data_formats_uplink_2020.json"), TTN_TOPIC)
+    assert result.batch is None and "no domain for sensor 'dev1'" in result.errors[0]
+    assert "SMARTCITY_DEVICES" in result.errors[0]
+
+
+def test_tts_current_data_formats_example_is_malformed_json_as_published(docs_profiles: None) -> None:
+    text = spec("tts_data_formats_uplink_current.txt")
+    with pytest.raises(PayloadError, match="malformed JSON: Expecting ',' delimiter at line 79 column 5"):
+        parse("ttn", text, window=WINDOW)
+    fixed = text.replace(b'    }\n    "received_at"', b'    },\n    "received_at"', 1)  # the one missing comma
+    (reading,) = decode("ttn", fixed, TTN_TOPIC).batch.readings()
+    (older,) = decode("ttn", spec("tts_data_formats_uplink_2020.json"), TTN_TOPIC).batch.readings()
+    same = ("sensor_id", "domain", "site", "ts", "seq", "lat", "lon", "values")
+    assert [getattr(reading, k) for k in same] == [getattr(older, k) for k in same]  # the additions change nothing
+
+
+def test_tts_mqtt_server_uplink_without_decoded_payload_is_dead_lettered_with_the_fix(docs_profiles: None) -> None:
+    with pytest.raises(PayloadError, match=r"no decoded payload: uplink_message.decoded_payload .*payload formatter"):
+        parse("ttn", spec("tts_mqtt_server_uplink.json"), window=WINDOW)
+
+
+def test_tts_mqtt_server_uplink_takes_the_gateway_time_and_f_cnt_0_when_decoded(docs_profiles: None) -> None:
+    doc = json.loads(spec("tts_mqtt_server_uplink.json"))
+    doc["uplink_message"]["decoded_payload"] = {"temperature": 0.0}  # what its frm_payload says
+    (reading,) = decode("ttn", json.dumps(doc).encode(), TTN_TOPIC).batch.readings()
+    assert reading.ts == parse_ts("2019-01-29T13:02:34.981Z")  # the only time it carries
+    assert reading.seq == 0  # The Things Stack omits fields that are 0 (Data Formats note)
+    assert (reading.sensor_id, reading.lat, reading.lon) == ("dev1", None, None)
+
+
+# -- ChirpStack v4 -----------------------------------------------------------------------------------
+
+def test_chirpstack_events_up_example_has_no_codec_object_and_is_dead_lettered_with_the_fix(docs_profiles: None) -> None:
+    with pytest.raises(PayloadError, match=r"no decoded payload: object .*codec"):
+        parse("chirpstack", spec("chirpstack_v4_event_up.json"), window=WINDOW)
+
+
+def test_chirpstack_events_up_example_with_a_codec_object(docs_profiles: None) -> None:
+    doc = json.loads(spec("chirpstack_v4_event_up.json"))
+    doc["object"] = {"temperature": 21.5, "humidity": 40}
+    result = decode("chirpstack", json.dumps(doc).encode(), CHIRPSTACK_TOPIC)
+    assert result.errors == []
+    (reading,) = result.batch.readings()
+    assert (reading.sensor_id, reading.domain, reading.site) == ("0101010101010101", "air", "docs-site")
+    assert reading.ts == parse_ts("2022-07-18T09:34:15.775023242Z")  # `time`: no GPS or NS time in rxInfo
+    assert reading.seq == 0  # no fCnt: protobuf's JSON omits a 0
+    assert reading.values == {"temperature": 21.5, "humidity": 40.0}
 
 
 # -- beyond the examples: the same rules attacked ------------------------------------------------------
