@@ -410,8 +410,12 @@ def parse_ttn(payload: bytes, topic: TopicInfo | None = None, *, window: TimeWin
     server's `uplink_message.received_at`, the application server's `received_at`, and only then a
     gateway's own clock (`rx_metadata[].time`), so one gateway with a wrong clock cannot get good uplinks
     rejected. Location: `uplink_message.locations` (`user`, the registry's, first), else the decoded
-    payload's fields named by the profile. The Things Stack omits fields that are 0, so no `f_cnt` is 0."""
+    payload's fields named by the profile. The Things Stack omits fields that are 0, so no `f_cnt` is 0.
+    A simulated uplink (`"simulated": true`) is no device's reading: rejected, so kept but never counted."""
     doc = _obj(load_json(payload), "a TTN uplink")
+    if doc.get("simulated") is True:  # Data Formats: "Signals if the message ... is simulated"
+        raise PayloadError("simulated uplink ('simulated': true, e.g. from the Console): not a device's reading, "
+                           "so it is kept here and never counted")
     ids = _obj(doc.get("end_device_ids"), "end_device_ids")
     device = _device_id(ids, "device_id", "end_device_ids")
     app = _obj(ids.get("application_ids"), "end_device_ids.application_ids").get("application_id")

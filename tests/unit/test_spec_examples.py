@@ -175,6 +175,16 @@ def test_tts_mqtt_server_uplink_takes_the_gateway_time_and_f_cnt_0_when_decoded(
     assert (reading.sensor_id, reading.lat, reading.lon) == ("dev1", None, None)
 
 
+def test_tts_simulated_uplink_is_rejected_never_counted(docs_profiles: None) -> None:
+    """The Data Formats format lists `"simulated": true` for uplinks simulated rather than received."""
+    doc = json.loads(spec("tts_data_formats_uplink_2020.json"))
+    doc["simulated"] = True
+    with pytest.raises(PayloadError, match=r"^simulated uplink .*never counted"):
+        parse("ttn", json.dumps(doc).encode(), window=WINDOW)
+    doc["simulated"] = False
+    assert decode("ttn", json.dumps(doc).encode(), TTN_TOPIC).errors == []
+
+
 # -- ChirpStack v4 -----------------------------------------------------------------------------------
 
 def test_chirpstack_events_up_example_has_no_codec_object_and_is_dead_lettered_with_the_fix(docs_profiles: None) -> None:
