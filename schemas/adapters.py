@@ -298,11 +298,12 @@ def _senml_record(rec: dict[str, Any], base: dict[str, Any], topic: TopicInfo | 
     t = base["bt"] + (_num(rec, "t", "") if "t" in rec else 0.0)
     if t < SENML_RELATIVE_LIMIT:
         t += now_s
-    sensor, fieldname = _split_name(name, topic)
+    unit = _str(rec, "u", "") if "u" in rec else base["bu"]
+    sensor, fieldname = _split_name(name, topic, unit)
     if not fieldname:
         raise PayloadError(f"name {show(name)} has no field part (<sensor>/<field>)")
-    unit = _str(rec, "u", "") if "u" in rec else base["bu"]
-    if topic and topic.domain and (problem := _senml_field_problem(topic.domain, fieldname, unit)):
+    position = fieldname in _POSITION and unit == fieldname
+    if not position and topic and topic.domain and (problem := _senml_field_problem(topic.domain, fieldname, unit)):
         raise PayloadError(problem)  # each record stands alone: a field it cannot feed rejects it only
     key = (sensor or "", t)
     reading = groups.get(key)
@@ -312,6 +313,11 @@ def _senml_record(rec: dict[str, Any], base: dict[str, Any], topic: TopicInfo | 
             sensor_id=sensor, ts=ts, values={},
             domain=topic.domain if topic else None, site=topic.site if topic else None)
         out.append(reading)
+    if position:  # RFC 8428 §5.1.3: the sensor's position at that time, in units lat and lon
+        if getattr(reading, fieldname) is not None:
+            raise PayloadError(f"duplicate {fieldname} of {sensor!r} at the same time")
+        setattr(reading, fieldname, value)
+        return
     if fieldname in reading.values:
         raise PayloadError(f"duplicate value for {fieldname!r} of {sensor!r} at the same time")
     reading.values[fieldname] = value
@@ -336,12 +342,48 @@ def _senml_field_problem(domain: str, fieldname: str, unit: str | None) -> str |
     return None
 
 
-def _split_name(name: str, topic: TopicInfo | None) -> tuple[str | None, str]:
-    """(sensor, field) from a resolved SenML name; the topic's sensor when the name names none."""
+def _split_name(name: str, topic: TopicInfo | None, unit: str | None) -> tuple[str | None, str]:
+    """(sensor, field) from a resolved SenML name; the topic's sensor when the name names none.
+
+    A name that is a device's own URN (RFC 9039, `urn:dev:ow:10e2073a01080063` in RFC 8428 §5.1.1 and
+    §5.1.3) names no field: it is wholly the sensor's and its unit tells the quantity, `lat`/`lon` its
+    position, another unit the one field of the topic's domain measured in it."""
+    if _DEVICE_URN.match(name):
+        return name, _unit_field(name, topic.domain if topic else None, unit)
     cut = max(name.rfind("/"), name.rfind(":"))
     if cut < 0:
         return (topic.sensor_id if topic else None), name
-    return name[:cut], name[cut + 1:]
+    fieldname = name[cut + 1:]
+    return name[:cut], (unit if unit in _POSITION and fieldname in _POSITION_NAMES else fieldname)
+
+
+_DEVICE_URN = re.compile(r"^urn:dev:[a-z]+:[^:/]+$")
+_POSITION = ("lat", "lon")
+_POSITION_NAMES = {"lat", "lon", "latitude", "longitude"}
+
+
+def _unit_field(name: str, domain: str | None, unit: str | None) -> str:
+    """The quantity of a record named by a device URN alone; PayloadError when its unit tells none."""
+    if unit in _POSITION:
+        return unit
+    if domain is None or domain not in domains():
+        raise PayloadError(f"name {show(name)} is a device's, with no field part, and no known domain tells which "
+                           "field its unit measures: publish on city/<domain>/<site>/<sensor>/senml")
+    dom = get_domain(domain)
+    fits = [f for f in dom.fields if unit is not None and _converts(unit, dom.unit(f))]
+    if len(fits) != 1:
+        raise PayloadError(f"name {show(name)} is a device's, with no field part, and its unit {show(unit)} measures "
+                           f"{'several' if fits else 'none'} of the fields of domain {domain}: name the field "
+                           "(bn '<device>:' and n '<field>', RFC 8428 §5.1.2)")
+    return fits[0]
+
+
+def _converts(unit: str, target: str) -> bool:
+    try:
+        conversion(unit, target)
+    except ValueError:
+        return False
+    return True
 
 
 def _str(rec: dict[str, Any], key: str, where: str) -> str:
@@ -368,8 +410,12 @@ def parse_ttn(payload: bytes, topic: TopicInfo | None = None, *, window: TimeWin
     server's `uplink_message.received_at`, the application server's `received_at`, and only then a
     gateway's own clock (`rx_metadata[].time`), so one gateway with a wrong clock cannot get good uplinks
     rejected. Location: `uplink_message.locations` (`user`, the registry's, first), else the decoded
-    payload's fields named by the profile."""
+    payload's fields named by the profile. The Things Stack omits fields that are 0, so no `f_cnt` is 0.
+    A simulated uplink (`"simulated": true`) is no device's reading: rejected, so kept but never counted."""
     doc = _obj(load_json(payload), "a TTN uplink")
+    if doc.get("simulated") is True:  # Data Formats: "Signals if the message ... is simulated"
+        raise PayloadError("simulated uplink ('simulated': true, e.g. from the Console): not a device's reading, "
+                           "so it is kept here and never counted")
     ids = _obj(doc.get("end_device_ids"), "end_device_ids")
     device = _device_id(ids, "device_id", "end_device_ids")
     app = _obj(ids.get("application_ids"), "end_device_ids.application_ids").get("application_id")
@@ -385,7 +431,7 @@ def parse_ttn(payload: bytes, topic: TopicInfo | None = None, *, window: TimeWin
     located = [locations["user"]] if isinstance(locations.get("user"), dict) else []
     located += [v for k, v in locations.items() if k != "user" and isinstance(v, dict)]
     profile = _profile(profiles, app)
-    return [_lorawan_reading(profile, device, None, ts, decoded, _opt_seq(up, "f_cnt", "uplink_message."),
+    return [_lorawan_reading(profile, device, None, ts, decoded, _opt_seq({"f_cnt": 0, **up}, "f_cnt", "uplink_message."),
                              located[0] if located else None)]
 
 
@@ -397,7 +443,8 @@ def parse_chirpstack(payload: bytes, topic: TopicInfo | None = None, *, window: 
     network server's `rxInfo[].nsTime`, the event's `time` (ChirpStack fills it from the first gateway
     clock it finds, else its own: so it comes after nsTime), and only then a gateway's own clock
     (`rxInfo[].gwTime`). The up event carries no device location: it comes from the decoded object's
-    fields named by the profile (`latitude`, `longitude` by default)."""
+    fields named by the profile (`latitude`, `longitude` by default). Its JSON omits zero values (protobuf
+    JSON mapping), so no `fCnt` is 0."""
     doc = _obj(load_json(payload), "a ChirpStack up event")
     info = _obj(doc.get("deviceInfo"), "deviceInfo")
     dev_eui = _device_id(info, "devEui", "deviceInfo")
@@ -412,7 +459,7 @@ def parse_chirpstack(payload: bytes, topic: TopicInfo | None = None, *, window: 
     tags = info.get("tags") if isinstance(info.get("tags"), dict) else {}
     profile = _profile(profiles, info.get("deviceProfileName"))
     return [_lorawan_reading(profile, dev_eui.lower(), tags.get("site"), ts, decoded,
-                             _opt_seq(doc, "fCnt", "event "), None)]
+                             _opt_seq({"fCnt": 0, **doc}, "fCnt", "event "), None)]
 
 
 def _first_time(bounds: tuple[int, int], candidates: list[tuple[str, Any, Callable[..., int]]]) -> int:
@@ -441,7 +488,8 @@ def _decoded(obj: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     """The network server's decoded values; without them the message is dead-lettered, never dropped."""
     decoded = obj.get(key)
     if not decoded:
-        raise PayloadError("no decoded payload")
+        raise PayloadError(f"no decoded payload: {where} is missing or empty; give the device a payload formatter "
+                           "(The Things Stack) or a codec (ChirpStack device profile) so the network server decodes it")
     return _obj(decoded, where)
 
 

@@ -1,5 +1,6 @@
-"""Formats as their specs say: RFC 8428 (SenML), RFC 3339, The Things Stack v3 and ChirpStack v4 docs
-examples, and the operator's device profiles."""
+"""Formats as their specs say: RFC 8428 (SenML), RFC 3339, The Things Stack v3 and ChirpStack v4 rules
+(variations on their documentation examples; the verbatim ones are in test_spec_examples.py), and the
+operator's device profiles."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from schemas.batch import validate
 from schemas.devices import DeviceProfileError, load_profiles, read_profiles
 from schemas.timeparse import TimeWindow, parse_ts
 
+SPECS = Path(__file__).parents[1] / "fixtures" / "specs"  # verbatim spec examples (its README: sources)
 NOW = 1_790_000_000 * 10**9
 WINDOW = TimeWindow(now_ns=NOW)
 
@@ -24,35 +26,6 @@ def decode(fmt: str, doc: object, topic: str | None = None, **options: object):
 
 
 # -- SenML, RFC 8428 ---------------------------------------------------------------------------------
-
-RFC8428_5_1_2 = [  # §5.1.2 "Multiple Datapoints", verbatim
-    {"bn": "urn:dev:ow:10e2073a01080063:", "bt": 1.320067464e+09, "bu": "A", "bver": 5,
-     "n": "voltage", "u": "V", "v": 120.1},
-    {"n": "current", "t": -5, "v": 1.2},
-    {"n": "current", "t": -4, "v": 1.3},
-    {"n": "current", "t": -3, "v": 1.4},
-    {"n": "current", "t": -2, "v": 1.5},
-    {"n": "current", "t": -1, "v": 1.6},
-    {"n": "current", "v": 1.7},
-]
-
-
-def test_rfc8428_multiple_datapoints_example_with_bver_5_is_accepted() -> None:
-    raws = parse("senml", json.dumps(RFC8428_5_1_2).encode(), window=WINDOW)
-    assert [r.rejected for r in raws] == [None] * 6
-    assert {r.sensor_id for r in raws} == {"urn:dev:ow:10e2073a01080063"}
-    by_time = {r.ts: r for r in raws}
-    assert by_time[1_320_067_464 * 10**9].values == {"voltage": 120.1, "current": 1.7}
-    assert by_time[1_320_067_459 * 10**9].values == {"current": 1.2}
-    assert by_time[1_320_067_464 * 10**9].units == {"voltage": "V", "current": "A"}
-
-
-def test_rfc8428_resolved_records_with_absolute_times_are_accepted() -> None:  # §5.1.4 style
-    doc = [{"n": "urn:dev:ow:10e2073a01080063:voltage", "t": 1.320078429e+09, "u": "V", "v": 120.1},
-           {"n": "urn:dev:ow:10e2073a01080063:current", "t": 1.320078429e+09, "u": "A", "v": 1.2}]
-    (raw,) = parse("senml", json.dumps(doc).encode(), window=WINDOW)
-    assert raw.ts == 1_320_078_429 * 10**9 and raw.values == {"voltage": 120.1, "current": 1.2}
-
 
 @pytest.mark.parametrize("bver, accepted", [(1, True), (5, True), (10, True), (11, False), (99, False)])
 def test_senml_rejects_only_a_version_newer_than_10(bver: int, accepted: bool) -> None:
@@ -117,7 +90,8 @@ def test_a_duplicate_field_rejects_that_record_only() -> None:
 @pytest.mark.parametrize("topic, field, unit, value, expected", [
     ("city/fire/z/cam-1/senml", "smoke", "/", 1, 1.0),
     ("city/garbage/c/bin-1/senml", "fill_level", "/", 0.4, 0.4),
-    ("city/garbage/c/bin-1/senml", "fill_level", "%", 40, 0.4),
+    ("city/garbage/c/bin-1/senml", "fill_level", "%", 0.4, 0.4),  # '%' is a ratio like '/' (§12.1 Note 2)
+    ("city/garbage/c/bin-1/senml", "fill_level", "%RH", 40, 0.4),
     ("city/air/st/pm-1/senml", "temperature", "Cel", 21.5, 21.5),
 ])
 def test_senml_units_feed_flags_ratios_and_celsius(topic: str, field: str, unit: str, value: float, expected: float) -> None:
@@ -148,62 +122,50 @@ def test_rfc3339_accepts_what_the_rfc_allows(text: str, ns: int) -> None:
 
 # -- The Things Stack v3 -----------------------------------------------------------------------------
 
-def ttn_docs_uplink() -> dict:
-    """The uplink message of The Things Stack's "Data Formats" page, with our profile's application id."""
-    return {
-        "end_device_ids": {"device_id": "dev1", "application_ids": {"application_id": "laoshan-air-lora"},
-                           "dev_eui": "0004A30B001C0530", "join_eui": "800000000000000C", "dev_addr": "00BCB929"},
-        "correlation_ids": ["as:up:01..."],
-        "received_at": "2026-09-21T14:00:00.130Z",
-        "uplink_message": {
-            "session_key_id": "AXA50...", "f_port": 1, "f_cnt": 2, "frm_payload": "Y2hlZXNlCg==",
-            "decoded_payload": {"pm2_5": 35.5, "temp": 21},
-            "rx_metadata": [{
-                "gateway_ids": {"gateway_id": "gtw1", "eui": "9C5C8E00001A05C4"},
-                "time": "2026-09-21T14:00:00.100Z", "timestamp": 2463457000, "rssi": -35, "channel_rssi": -35,
-                "snr": 5, "location": {"latitude": 37.97, "longitude": 23.72, "altitude": 2, "source": "SOURCE_REGISTRY"},
-                "uplink_token": "ChIKEA...", "channel_index": 2,
-                "gps_time": "2026-09-21T14:00:00.099Z", "received_at": "2026-09-21T14:00:00.110Z"}],
-            "settings": {"data_rate": {"lora": {"bandwidth": 125000, "spreading_factor": 7}}, "frequency": "868100000"},
-            "received_at": "2026-09-21T14:00:00.120Z", "confirmed": True, "consumed_airtime": "0.056576s",
-            "locations": {"user": {"latitude": 36.1, "longitude": 120.47, "altitude": 2, "source": "SOURCE_REGISTRY"}},
-        },
-    }
+def ttn_uplink() -> dict:
+    """The Data Formats page's uplink, verbatim (tests/fixtures/specs), for our air profile's application,
+    with a payload its formatter decodes and a gateway GPS time: the fields these tests vary."""
+    doc = json.loads((SPECS / "tts_data_formats_uplink_2020.json").read_text())
+    doc["end_device_ids"]["application_ids"]["application_id"] = "laoshan-air-lora"
+    doc["uplink_message"]["decoded_payload"] = {"pm2_5": 35.5, "temp": 21}
+    doc["uplink_message"]["rx_metadata"][0]["gps_time"] = "2020-02-12T15:15:45.786Z"
+    return doc
 
 
-def test_ttn_docs_uplink_takes_gps_time_location_and_counter() -> None:
-    (reading,) = decode("ttn", ttn_docs_uplink()).batch.readings()
-    assert reading.ts == parse_ts("2026-09-21T14:00:00.099Z")
-    assert (reading.sensor_id, reading.domain, reading.seq, reading.lat, reading.lon) == ("dev1", "air", 2, 36.1, 120.47)
+def test_ttn_uplink_takes_gps_time_location_and_counter() -> None:
+    (reading,) = decode("ttn", ttn_uplink()).batch.readings()
+    assert reading.ts == parse_ts("2020-02-12T15:15:45.786Z")
+    assert (reading.sensor_id, reading.domain, reading.seq) == ("dev1", "air", 1)
+    assert (reading.lat, reading.lon) == (37.97155556731436, 23.72678801175413)
     assert reading.values == {"pm25": 35.5, "temperature": 21.0}
 
 
 def test_ttn_a_gateway_clock_in_the_future_does_not_reject_a_good_uplink() -> None:
-    doc = ttn_docs_uplink()
+    doc = ttn_uplink()
     meta = doc["uplink_message"]["rx_metadata"]
     del meta[0]["gps_time"]
     meta[0]["time"] = "2031-01-01T00:00:00Z"
     meta.insert(0, {"gateway_ids": {"gateway_id": "gtw0"}, "time": "1980-01-06T00:00:00Z"})
     (reading,) = decode("ttn", doc).batch.readings()
-    assert reading.ts == parse_ts("2026-09-21T14:00:00.120Z")  # the network server's received_at
+    assert reading.ts == parse_ts("2020-02-12T15:15:45.789585559Z")  # the network server's received_at
 
 
 def test_ttn_gateway_time_is_the_last_resort() -> None:
-    doc = ttn_docs_uplink()
+    doc = ttn_uplink()
     del doc["uplink_message"]["rx_metadata"][0]["gps_time"], doc["uplink_message"]["received_at"], doc["received_at"]
     (reading,) = decode("ttn", doc).batch.readings()
-    assert reading.ts == parse_ts("2026-09-21T14:00:00.100Z")
+    assert reading.ts == parse_ts("2020-02-12T15:15:45.787Z")
 
 
 def test_ttn_uplink_without_any_time_is_rejected_naming_where_it_looked() -> None:
-    doc = ttn_docs_uplink()
+    doc = ttn_uplink()
     del doc["uplink_message"]["rx_metadata"], doc["uplink_message"]["received_at"], doc["received_at"]
     with pytest.raises(PayloadError, match="missing timestamp: none of uplink_message.received_at, received_at"):
         parse("ttn", json.dumps(doc).encode(), window=WINDOW)
 
 
 def test_string_numbers_are_accepted_only_where_the_profile_says_so(tmp_path: Path) -> None:
-    doc = ttn_docs_uplink()
+    doc = ttn_uplink()
     doc["uplink_message"]["decoded_payload"] = {"pm2_5": "35.5", "temp": " 21 "}
     refused = decode("ttn", doc)
     assert refused.batch is None and "numbers_as_strings = true" in refused.errors[0]
@@ -218,48 +180,38 @@ def test_string_numbers_are_accepted_only_where_the_profile_says_so(tmp_path: Pa
 
 # -- ChirpStack v4 -----------------------------------------------------------------------------------
 
-def chirpstack_docs_up() -> dict:
-    """The `up` event of ChirpStack v4's "Events" documentation, with a codec's object and our profile."""
-    return {
-        "deduplicationId": "3ac7e3c4-4401-4b8d-9386-a5c902f9202d",
-        "time": "2026-09-21T14:00:00.775023242+00:00",
-        "deviceInfo": {"tenantId": "52f14cd4-c6f1-4fbd-8f87-4025e1d49242", "tenantName": "ChirpStack",
-                       "applicationId": "17c82e96-be03-4f38-aef3-f83d48582d97", "applicationName": "Test application",
-                       "deviceProfileId": "14855bf7-d10d-4aee-b618-ebfcb64dc7ad",
-                       "deviceProfileName": "laoshan-fire-weather", "deviceName": "Test device",
-                       "devEui": "0101010101010101", "tags": {"key": "value"}},
-        "devAddr": "00189440", "dr": 1, "fPort": 1, "data": "qg==",
-        "object": {"air_temp": 21.4, "rh": 28, "latitude": 36.2, "longitude": 120.6},
-        "rxInfo": [{"gatewayId": "0016c001f153a14c", "uplinkId": 4217106255, "rssi": -36, "snr": 10.5,
-                    "context": "E3OWOQ==", "metadata": {"region_name": "eu868", "region_common_name": "EU868"}}],
-        "txInfo": {"frequency": 867100000, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7,
-                                                                   "codeRate": "CR_4_5"}}},
-    }
+def chirpstack_up() -> dict:
+    """The Event types page's `up` event, verbatim (tests/fixtures/specs), for our fire-weather device
+    profile and with the codec object it lacks: the fields these tests vary."""
+    doc = json.loads((SPECS / "chirpstack_v4_event_up.json").read_text())
+    doc["deviceInfo"]["deviceProfileName"] = "laoshan-fire-weather"
+    doc["object"] = {"air_temp": 21.4, "rh": 28, "latitude": 36.2, "longitude": 120.6}
+    return doc
 
 
-def test_chirpstack_docs_up_event_takes_time_profile_site_and_location() -> None:
-    (reading,) = decode("chirpstack", chirpstack_docs_up()).batch.readings()
-    assert reading.ts == parse_ts("2026-09-21T14:00:00.775023242Z")
-    assert (reading.sensor_id, reading.domain, reading.site, reading.seq) == ("0101010101010101", "fire", "lora-fire", None)
+def test_chirpstack_up_event_takes_time_profile_site_and_location() -> None:
+    (reading,) = decode("chirpstack", chirpstack_up()).batch.readings()
+    assert reading.ts == parse_ts("2022-07-18T09:34:15.775023242Z")
+    assert (reading.sensor_id, reading.domain, reading.site, reading.seq) == ("0101010101010101", "fire", "lora-fire", 0)
     assert (reading.lat, reading.lon) == (36.2, 120.6)
     assert reading.values == {"temperature": 21.4, "humidity": 28.0}
 
 
 def test_chirpstack_gps_time_first_and_a_wrong_gateway_clock_last() -> None:
-    doc = chirpstack_docs_up()
+    doc = chirpstack_up()
     doc["rxInfo"][0]["gwTime"] = "2031-01-01T00:00:00Z"
-    assert decode("chirpstack", doc).batch.readings()[0].ts == parse_ts("2026-09-21T14:00:00.775023242Z")
-    gps = (parse_ts("2026-09-21T13:59:59Z") - 315_964_800 * 10**9) // 10**9 + 18
+    assert decode("chirpstack", doc).batch.readings()[0].ts == parse_ts("2022-07-18T09:34:15.775023242Z")
+    gps = (parse_ts("2022-07-18T09:34:14Z") - 315_964_800 * 10**9) // 10**9 + 18
     doc["rxInfo"][0]["timeSinceGpsEpoch"] = f"{gps}.5s"
-    assert decode("chirpstack", doc).batch.readings()[0].ts == parse_ts("2026-09-21T13:59:59.5Z")
+    assert decode("chirpstack", doc).batch.readings()[0].ts == parse_ts("2022-07-18T09:34:14.5Z")
     del doc["rxInfo"][0]["timeSinceGpsEpoch"]
     doc["time"] = "2031-01-01T00:00:00Z"  # ChirpStack copies the first gateway clock into `time`
-    doc["rxInfo"][0]["nsTime"] = "2026-09-21T14:00:00.8Z"
-    assert decode("chirpstack", doc).batch.readings()[0].ts == parse_ts("2026-09-21T14:00:00.8Z")
+    doc["rxInfo"][0]["nsTime"] = "2022-07-18T09:34:15.8Z"
+    assert decode("chirpstack", doc).batch.readings()[0].ts == parse_ts("2022-07-18T09:34:15.8Z")
 
 
-def test_chirpstack_docs_event_without_codec_object_is_rejected_not_dropped() -> None:
-    doc = chirpstack_docs_up()
+def test_chirpstack_event_without_codec_object_is_rejected_not_dropped() -> None:
+    doc = chirpstack_up()
     del doc["object"]
     with pytest.raises(PayloadError, match="no decoded payload"):
         parse("chirpstack", json.dumps(doc).encode(), window=WINDOW)
