@@ -18,9 +18,11 @@ from tests.helpers import flux_rows
 pytestmark = pytest.mark.integration
 
 def compliance_snapshot(settings: Settings) -> list[tuple]:
-    """Every computed point (not the wall-clock ones: pipeline metrics, sensor status, alert history)."""
+    """Every computed point (not the wall-clock ones: pipeline metrics, sensor status, and the router's alert
+    history and times, which only A's bucket receives)."""
     rows = flux_rows(settings, settings.influx.bucket_compliance,
-                     'r._measurement != "pipeline" and r._measurement != "sensor_status" and r._measurement != "alerts"')
+                     'r._measurement != "pipeline" and r._measurement != "sensor_status" and r._measurement != "alerts"'
+                     ' and r._measurement != "alert_times"')
     return sorted((r["_measurement"], tuple(sorted((k, v) for k, v in r.items() if not k.startswith("_")
                    and k not in ("result", "table"))), r["_field"], str(r["_time"]),
                    round(r["_value"], 9) if isinstance(r["_value"], float) else r["_value"]) for r in rows)
