@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from infra.settings import REPO_ROOT, Settings
@@ -82,17 +82,40 @@ def delete_topics(settings: Settings, names: list[str]) -> None:
         admin.close()
 
 
+def ensure_topics(bootstrap: str, specs: list[tuple[str, int, dict[str, str]]]) -> list[str]:
+    """Create the missing topics and set the configs of every existing one (idempotent, one admin
+    connection instead of a JVM per topic); returns what it did, a line each."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(name, parts, 1, topic_configs=cfg) for name, parts, cfg in specs if name not in existing]
+        if new:
+            admin.create_topics(new, timeout_ms=30_000)
+        kept = [ConfigResource(ConfigResourceType.TOPIC, name, configs=cfg) for name, _, cfg in specs
+                if name in existing and cfg]
+        if kept:
+            admin.alter_configs(kept)
+    finally:
+        admin.close()
+    return [f"created topic {t.name} ({t.num_partitions} partitions)" for t in new] + (
+        [f"configs set on {len(kept)} existing topics"] if kept else [])
+
+
 def main(argv: list[str]) -> int:
     """For the deploy scripts: `python -m infra.stack topics [FILE]` prints `name partitions
-    config=value...` per topic of FILE (default deploy/config/topics.txt); `python -m infra.stack
-    accounts` prints the device accounts, one per line."""
-    if argv[:1] == ["topics"] and len(argv) <= 2:
+    config=value...` per topic of FILE (default deploy/config/topics.txt); `ensure-topics BOOTSTRAP
+    [FILE]` creates the missing ones and sets every one's configs; `accounts` prints the device
+    accounts, one per line."""
+    if argv[:1] == ["ensure-topics"] and len(argv) in (2, 3):
+        for line in ensure_topics(argv[1], topic_specs(Path(argv[2]) if len(argv) == 3 else TOPICS_FILE)):
+            print(line)
+    elif argv[:1] == ["topics"] and len(argv) <= 2:
         print("\n".join(" ".join([name, str(parts), *(f"{k}={v}" for k, v in cfg.items())])
                         for name, parts, cfg in topic_specs(Path(argv[1]) if len(argv) == 2 else TOPICS_FILE)))
     elif argv == ["accounts"]:
         print("\n".join(device_accounts()))
     else:
-        print("usage: python -m infra.stack {topics [FILE]|accounts}", file=sys.stderr)
+        print("usage: python -m infra.stack {topics [FILE]|ensure-topics BOOTSTRAP [FILE]|accounts}", file=sys.stderr)
         return 2
     return 0
 

@@ -53,29 +53,15 @@ broker_ready() {
 }
 
 # topics: create the topics of topics.txt that do not exist; set the listed configs on those that do
-# (idempotent: --add-config sets a value, so a changed retention reaches topics made by older versions).
+# (idempotent: a changed retention reaches topics made by older versions). One Python admin client,
+# not a JVM per topic.
 topics() {
   grep -qv '^#' "$TOPICS_FILE" 2>/dev/null || return 0
-  local existing
-  existing="$(kjava org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list 2>/dev/null)"
-  local specs
-  specs="$(registry topics "$TOPICS_FILE")"
-  while read -r name parts cfgs; do
-    [ -n "$name" ] || continue
-    if grep -qx "$name" <<<"$existing"; then
-      [ -n "$cfgs" ] || continue
-      kjava kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter --entity-type topics \
-        --entity-name "$name" --add-config "$(tr ' ' ',' <<<"$cfgs")" >/dev/null \
-        || die "could not set $cfgs on topic $name"
-      continue
-    fi
-    local extra=()
-    for c in $cfgs; do extra+=(--config "$c"); done
-    kjava org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --create \
-      --if-not-exists --topic "$name" --partitions "$parts" --replication-factor 1 "${extra[@]}" >/dev/null \
-      || die "could not create topic $name"
-    log "created topic $name ($parts partitions)"
-  done <<<"$specs"
+  local out line
+  out="$(registry ensure-topics "127.0.0.1:$KAFKA_PORT" "$TOPICS_FILE")" || die "could not create the topics of $TOPICS_FILE"
+  while read -r line; do
+    [ -n "$line" ] && log "$line"
+  done <<<"$out"
 }
 
 # broker: start (or find running) the broker and wait until it answers; topics are left alone

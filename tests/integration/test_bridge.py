@@ -35,7 +35,7 @@ from tests.helpers import read_topic, start, stop, values
 pytestmark = pytest.mark.integration
 BASE_TS = int(time.time()) - 2 * 86400  # two days ago: never "in the future"
 OUTAGE_S = float(os.environ.get("SMARTCITY_TEST_KAFKA_OUTAGE_S", "50"))  # > 1.5 x keepalive (30 s)
-OUTAGE_RATE = float(os.environ.get("SMARTCITY_TEST_KAFKA_OUTAGE_RATE", "2000"))  # messages/s offered, at most
+OUTAGE_RATE = float(os.environ.get("SMARTCITY_TEST_KAFKA_OUTAGE_RATE", "500"))  # messages/s offered, at most
 
 
 def _port_open(port: int) -> bool:
