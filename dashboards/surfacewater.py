@@ -9,7 +9,7 @@ TARGETS = (  # plan l.269, judged against this domain's indicators (the wall's t
     Target("plan.surfacewater.sections_up_to_standard", "surfacewater", "sections_up_to_standard",
            "District river sections up to standard", "区控断面达标率", "%"),
     Target("plan.surfacewater.worse_than_v", "surfacewater", "worse_than_v", "Water bodies worse than class V",
-           "劣Ⅴ类水体", "bodies", lower_is_better=True, strict=False),
+           "劣Ⅴ类水体", "bodies", lower_is_better=True, strict=False, decimals=0),
 )
 
 CLASS_COLOURS = [(None, "#1F78C1"), (2, "#73BF69"), (3, "#FADE2A"), (4, "#FF9830"), (5, "#F2495C"), (6, "#8B0000")]

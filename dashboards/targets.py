@@ -31,6 +31,7 @@ class Target:
     lower_is_better: bool = False
     strict: bool = True           # lower is better: "better than" (<, the plan's 优于); False: at most (≤)
     outlook: bool = False         # the indicator carries a year-end outlook (projection, required_rest)
+    decimals: int = 1             # shown for plain units (0 for counts: "0 bodies")
     not_measured: str = ""        # why the pipeline cannot measure it
     not_measured_zh: str = ""
 
@@ -99,8 +100,9 @@ def plan_target_keys(plan: PlanThresholds | None = None) -> set[str]:
     return {t.key for t in (plan or load_plan()).threshold if t.key.startswith("plan.")}
 
 
-def fmt(value: float | None, unit: str, extra: int = 0) -> str:
-    """A figure as the wall shows it (`extra` more decimals where the usual ones would mislead)."""
+def fmt(value: float | None, unit: str, extra: int = 0, decimals: int = 1) -> str:
+    """A figure as the wall shows it (`decimals` for plain units, `extra` more where the usual ones would
+    mislead)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if unit == "%":
@@ -108,7 +110,7 @@ def fmt(value: float | None, unit: str, extra: int = 0) -> str:
         return f"{pct:.0f}%" if abs(pct - round(pct)) < 0.05 and not extra else f"{pct:.{1 + extra}f}%"
     if unit == "spaces":
         return (f"{value:+,.{extra}f}" if value else "0")
-    return f"{value:.{1 + extra}f} {unit}"
+    return f"{value:.{decimals + extra}f} {unit}"
 
 
 @dataclass
@@ -148,12 +150,12 @@ class Standing:
     def shown(self) -> str:
         """The figure as displayed, with as many more decimals as it takes (up to 4) not to read as the
         target itself when it misses it (34.96% is not shown as "35%" beside "target ≥ 35%")."""
-        plain = fmt(self.value, self.target.unit)
+        plain = fmt(self.value, self.target.unit, 0, self.target.decimals)
         if self.state != "missed" or self.goal is None or self.value == self.goal:   # equal to "better than"
             return plain
         for extra in range(5):
-            text = fmt(self.value, self.target.unit, extra)
-            if text != fmt(self.goal, self.target.unit, extra):
+            text = fmt(self.value, self.target.unit, extra, self.target.decimals)
+            if text != fmt(self.goal, self.target.unit, extra, self.target.decimals):
                 return text
         return plain
 
@@ -161,7 +163,7 @@ class Standing:
         t = self.target
         goal = self.goal
         sign = ("<" if t.strict else "≤") if t.lower_is_better else "≥"
-        en = f"target {sign} {fmt(goal, t.unit)}"
+        en = f"target {sign} {fmt(goal, t.unit, 0, t.decimals)}"
         if t.key == "plan.air.pm25_annual" and "stretch" in self.fields:
             en += f" (stretch {self.fields['stretch']:g})"
         return en, en.replace("target", "目标").replace("stretch", "力争")
