@@ -36,7 +36,7 @@ stop:
 chaos: venv
 	$(BIN)/python -m tests.chaos.run --full
 
-# The short version (a few faults, a few minutes); to join `make test` once it passes on main (issue 11).
+# The short version (a few faults, about 3 minutes); `make test` runs it too (tests/chaos/test_chaos.py).
 chaos-short: venv
 	$(BIN)/python -m tests.chaos.run --short
 

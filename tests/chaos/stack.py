@@ -91,16 +91,25 @@ def up() -> None:
 
 
 def stop_orphan_lane_brokers() -> None:
-    """Lane brokers an interrupted run left behind (Mosquitto processes of this namespace whose
-    config lies under .stack/chaos/lanes): stopped by PID."""
+    """Stopped by PID: lane brokers an interrupted run left behind (Mosquitto processes of this namespace
+    whose config lies under .stack/chaos/lanes), and the private services of another checkout (a
+    short run leaves its stack up, and the namespace's ports are one set for every clone)."""
     pids = subprocess.run(["ip", "netns", "pids", NETNS], capture_output=True, text=True).stdout.split()
+    gone = []
     for pid in pids:
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if cmdline and cmdline[0].endswith(b"mosquitto") and any(str(STATE / "lanes").encode() in a for a in cmdline):
+        service = cmdline and Path(cmdline[0].decode(errors="replace")).name in ("mosquitto", "java", "influxd")
+        lane = any(str(STATE / "lanes").encode() in a for a in cmdline)
+        foreign = not any(str(STATE).encode() in a for a in cmdline)
+        if service and (lane or foreign):
             os.kill(int(pid), signal.SIGTERM)
+            gone.append(int(pid))
+    deadline = time.monotonic() + 60
+    while any(Path(f"/proc/{p}").exists() for p in gone) and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 def down() -> None:
