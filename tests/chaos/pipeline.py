@@ -124,14 +124,20 @@ class Lane:
     .stack/chaos/lanes/<tag>, the stack's passwords); without, it uses the private stack's broker."""
 
     def __init__(self, tag: str, fault: str, base: Settings, logs: Path, proxy_port: int,
-                 topics_from: "Lane | None" = None, mqtt_port: int | None = None) -> None:
+                 topics_from: "Lane | None" = None, mqtt_port: int | None = None,
+                 kafka_port: int | None = None) -> None:
         self.tag, self.fault, self.logs, self.proxy_port = tag, fault, logs, proxy_port
-        self.mqtt_port = mqtt_port
+        self.mqtt_port, self.kafka_port = mqtt_port, kafka_port
         self.dir = stack.STATE / "lanes" / tag if mqtt_port else stack.STATE
         self.script_env = {"SMARTCITY_STACK_DIR": str(self.dir)}
         if mqtt_port:
             self.script_env.update({"SMARTCITY_MQTT_PORT": str(mqtt_port),
                                     "SMARTCITY_MQTT_TLS_PORT": str(mqtt_port + 1000)})
+        if kafka_port:   # a Kafka of the lane's own: its outage runs beside the other lanes
+            self.script_env.update({"SMARTCITY_KAFKA_PORT": str(kafka_port),
+                                    "SMARTCITY_KAFKA_CONTROLLER_PORT": str(kafka_port + 1000),
+                                    "SMARTCITY_TOPICS_FILE": "/dev/null"})
+            base = base.model_copy(update={"kafka": base.kafka.model_copy(update={"bootstrap": f"127.0.0.1:{kafka_port}"})})
         prefix = topics_from.settings.kafka.topic_prefix if topics_from else f"{tag}."
         self.settings = base.model_copy(update={
             "mqtt": base.mqtt.model_copy(update={"port": mqtt_port or base.mqtt.port,
@@ -165,6 +171,8 @@ class Lane:
             if not (self.dir / "mosquitto" / "certs").exists():   # the stack's CA: no key generation per lane
                 shutil.copytree(stack.STATE / "mosquitto" / "certs", self.dir / "mosquitto" / "certs")
             stack.script("mosquitto", "start", env=self.script_env)
+        if self.kafka_port:
+            stack.script("kafka", "start", env=self.script_env)
         create_topics(self.settings)
         if influx:
             self._influx_setup()
@@ -213,6 +221,7 @@ class Lane:
         env.update({
             "SMARTCITY_MQTT__PORT": str(self.settings.mqtt.port),
             "SMARTCITY_KAFKA__TOPIC_PREFIX": self.settings.kafka.topic_prefix,
+            "SMARTCITY_KAFKA__BOOTSTRAP": self.settings.kafka.bootstrap,
             "SMARTCITY_INFLUX__BUCKET_RAW": self.settings.influx.bucket_raw,
             "SMARTCITY_INFLUX__BUCKET_COMPLIANCE": self.settings.influx.bucket_compliance,
             "SMARTCITY_INFLUX__URL": f"http://127.0.0.1:{self.proxy_port}",
@@ -430,6 +439,8 @@ class Lane:
         self.webhook.close()
         if self.tcp:
             self.tcp.close()
+        if self.kafka_port:
+            stack.script("kafka", "stop", env=self.script_env, check=False)
         if self.mqtt_port:
             stack.script("mosquitto", "stop", env=self.script_env, check=False)
         else:

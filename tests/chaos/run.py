@@ -46,6 +46,7 @@ class Fault:
     exclusive: bool = False                # stops Kafka or InfluxDB or disturbs the network: runs alone
                                            # (or beside a check that does not need what it stops)
     routers: bool = True
+    own_kafka: bool = False                # the lane has a Kafka of its own and runs beside all the others
 
 
 def _restart(name: str, starter: str) -> Callable[[Lane, Load], None]:
@@ -117,7 +118,8 @@ def _oversized(lane: Lane, load: Load) -> None:
 def _outage(service: str, seconds: float) -> Callable[[Lane, Load], None]:
     """Stop a broker for `seconds` (Mosquitto: the lane's own; Kafka and InfluxDB: the private stack's)."""
     def act(lane: Lane, load: Load) -> None:
-        env = lane.script_env if service == "mosquitto" else None
+        own = service == "mosquitto" or (service == "kafka" and lane.kafka_port)
+        env = lane.script_env if own else None
         time.sleep(4)
         stack.stop_service(service, env)
         time.sleep(seconds)
@@ -148,7 +150,7 @@ FAULTS = {f.name: f for f in (
     Fault("mosquitto-60s", _outage("mosquitto", 60), load_seconds=75, drain=180),   # the lane's own broker
     Fault("kafka-60s", _outage("kafka", 60), load_seconds=75, exclusive=True, drain=180),
     Fault("influxdb-60s", _outage("influxdb", 60), load_seconds=75, exclusive=True, drain=180),
-    Fault("kafka-10min", _outage("kafka", 600), load_seconds=620, exclusive=True, drain=300),
+    Fault("kafka-10min", _outage("kafka", 600), load_seconds=620, drain=300, own_kafka=True),
 )}
 NEW_GROUP = "new-group-on-full-topics"
 SHORT = ["none", "bridge-kill", "processor-kill", "poison", "influx-500"]
@@ -171,8 +173,10 @@ class Run:
         with self.lock:   # lanes start in threads: tags and ports must be unique
             self.port += 1
             tag = f"{fault.split('-')[0][:10]}{self.port - 18086:02d}{self.folder.name[-4:]}"
+            own_kafka = fault in FAULTS and FAULTS[fault].own_kafka
             lane = Lane(tag, fault, self.base, self.folder / fault, self.port, topics_from,
-                        mqtt_port=20000 + self.port - 18086)
+                        mqtt_port=20000 + self.port - 18086,
+                        kafka_port=23000 + self.port - 18086 if own_kafka else None)
             self.lanes[fault] = lane
         return lane
 
@@ -338,7 +342,11 @@ def main(argv: list[str]) -> int:
     run = Run(stack.STATE / "runs" / f"{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}", day, not args.full)
     extra: list[tuple[str, bool, str]] = []
     try:
-        parallel = [FAULTS[n] for n in names if n in FAULTS and not FAULTS[n].exclusive]
+        beside_all = [threading.Thread(target=run.run_fault, args=(FAULTS[n],)) for n in names
+                      if n in FAULTS and FAULTS[n].own_kafka]   # the long outage, on the lane's own Kafka
+        for t in beside_all:
+            t.start()
+        parallel = [FAULTS[n] for n in names if n in FAULTS and not FAULTS[n].exclusive and not FAULTS[n].own_kafka]
         for i in range(0, len(parallel), WAVE):
             threads = [threading.Thread(target=run.run_fault, args=(f,)) for f in parallel[i:i + WAVE]]
             for t in threads:
@@ -350,7 +358,7 @@ def main(argv: list[str]) -> int:
         count = args.fuzz if args.fuzz is not None else (100_000 if args.full else 3_000)
         # checks that can share time with an outage of what they do not use
         checks = {"influxdb-60s": lambda: extra.append(fuzz.run(run.base, run.folder / "fuzz", count)) if count else None,
-                  "kafka-10min": lambda: extra.extend(security.run(run.base, run.folder / "security"))}
+                  "kafka-60s": lambda: extra.extend(security.run(run.base, run.folder / "security"))}
         for n in names:
             if n in FAULTS and FAULTS[n].exclusive:
                 beside = checks.pop(n, None)
@@ -362,6 +370,8 @@ def main(argv: list[str]) -> int:
                     thread.join()
         for check in checks.values():
             check()
+        for t in beside_all:
+            t.join()
     finally:
         alive = {s: stack.pid_of(s) is not None for s in stack.SERVICES}
         extra.append(("brokers alive at the end", all(alive.values()),
