@@ -91,9 +91,9 @@ def up() -> None:
 
 
 def stop_orphan_lane_brokers() -> None:
-    """Stopped by PID: lane brokers an interrupted run left behind (Mosquitto processes of this namespace
-    whose config lies under .stack/chaos/lanes), and the private services of another checkout (a
-    short run leaves its stack up, and the namespace's ports are one set for every clone)."""
+    """Stopped by PID: what an interrupted run left behind in the namespace (lane brokers, whose config lies
+    under .stack/chaos/lanes; pipeline processes and fault proxies), and the private services of another
+    checkout (the namespace's ports are one set for every clone)."""
     pids = subprocess.run(["ip", "netns", "pids", NETNS], capture_output=True, text=True).stdout.split()
     gone = []
     for pid in pids:
@@ -104,7 +104,8 @@ def stop_orphan_lane_brokers() -> None:
         service = cmdline and Path(cmdline[0].decode(errors="replace")).name in ("mosquitto", "java", "influxd")
         lane = any(str(STATE / "lanes").encode() in a for a in cmdline)
         foreign = not any(str(STATE).encode() in a for a in cmdline)
-        if service and (lane or foreign):
+        leftover = any(a in (b"smartcity.cli", b"tests.chaos.proxy") for a in cmdline)   # an interrupted run's
+        if (service and (lane or foreign)) or leftover:
             os.kill(int(pid), signal.SIGTERM)
             gone.append(int(pid))
     deadline = time.monotonic() + 60
