@@ -206,13 +206,22 @@ class Run:
                 sim.wait(load.seconds + 600)
             self.reconcile(lane, outcome, probe, fault_end, fault.drain)
         except Exception as exc:  # noqa: BLE001 - a broken lane is a row that says so
-            outcome.notes.append(f"suite error: {type(exc).__name__}: {exc}"[:300])
-            outcome.lost = max(outcome.lost, 1)
+            self.broken(outcome, exc)
         finally:
-            outcome.died = lane.died()
-            lane.stop()
-            outcome.notes.extend(lane.notes)
-            self.outcomes[fault.name] = outcome
+            self.finish(lane, outcome)
+
+    @staticmethod
+    def broken(outcome: Outcome, exc: Exception) -> None:
+        """A lane the suite itself could not run counts as a loss, with the error in its notes."""
+        outcome.notes.append(f"suite error: {type(exc).__name__}: {exc}"[:300])
+        outcome.lost = max(outcome.lost, 1)
+
+    def finish(self, lane: Lane, outcome: Outcome) -> None:
+        """Dead processes noted, the lane stopped, its row recorded."""
+        outcome.died = lane.died()
+        lane.stop()
+        outcome.notes.extend(lane.notes)
+        self.outcomes[outcome.fault] = outcome
 
     def run_new_group(self) -> None:
         """A brand-new processor group on the `none` lane's topics (full of data), empty bucket."""
@@ -230,13 +239,9 @@ class Run:
             self.reconcile(lane, outcome, None, started, 120, idle=20)
             outcome.recovery = outcome.recovery if outcome.lost else round(time.monotonic() - started, 1)
         except Exception as exc:  # noqa: BLE001
-            outcome.notes.append(f"suite error: {type(exc).__name__}: {exc}"[:300])
-            outcome.lost = max(outcome.lost, 1)
+            self.broken(outcome, exc)
         finally:
-            outcome.died = lane.died()
-            lane.stop()
-            outcome.notes.extend(lane.notes)
-            self.outcomes[NEW_GROUP] = outcome
+            self.finish(lane, outcome)
 
     def reconcile(self, lane: Lane, outcome: Outcome, probe: str | None, fault_end: float, drain: float,
                   idle: float = 60) -> None:

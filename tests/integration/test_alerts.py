@@ -449,14 +449,20 @@ def test_two_routers_in_one_group_deliver_each_notification_once_and_take_over_a
 
 # -- acknowledgements: while the router is down, and through a signed link ----------------------------------
 
-def test_acks_sent_while_the_router_is_down_are_applied_after_the_restart(
-        settings: Settings, receivers: Receivers, tmp_path: Path, keys_env) -> None:  # noqa: ANN001
-    r = receivers
+def two_firing(settings: Settings, r: Receivers, tmp_path: Path) -> tuple[Path, subprocess.Popen]:
+    """A router (no reminders for 10 min) with PM2.5 alerts firing at st1 and st2, both delivered over MQTT."""
     config = write_config(tmp_path / "alerts.toml", r, repeat=600)
     proc = router(settings, config, tmp_path / "router.log")
     for site in ("st1", "st2"):
         observe(settings, site, 92.0, DAY)
-    wait_until(lambda: len(r.mqtt) == 2)
+    wait_until(lambda: sum(1 for b in r.mqtt_bodies() if b["kind"] == "firing") == 2)
+    return config, proc
+
+
+def test_acks_sent_while_the_router_is_down_are_applied_after_the_restart(
+        settings: Settings, receivers: Receivers, tmp_path: Path, keys_env) -> None:  # noqa: ANN001
+    r = receivers
+    config, proc = two_firing(settings, r, tmp_path)
     ids = {b["alerts"][0]["entity"]: b["alerts"][0]["id"] for b in r.mqtt_bodies()}
     proc.kill()
     proc.wait()
@@ -600,11 +606,7 @@ def test_hostile_records_and_acks_are_dead_lettered_and_the_router_keeps_working
 def test_restarting_the_router_while_firing_neither_repeats_firing_nor_loses_the_resolve(
         settings: Settings, receivers: Receivers, tmp_path: Path, keys_env) -> None:  # noqa: ANN001
     r = receivers
-    config = write_config(tmp_path / "alerts.toml", r, repeat=600)
-    proc = router(settings, config, tmp_path / "router.log")
-    for site in ("st1", "st2"):
-        observe(settings, site, 92.0, DAY)
-    wait_until(lambda: sum(1 for b in r.mqtt_bodies() if b["kind"] == "firing") == 2)
+    config, proc = two_firing(settings, r, tmp_path)
     time.sleep(1)
     proc.kill()  # SIGKILL while both alerts are firing
     proc.wait()
