@@ -33,7 +33,7 @@ from infra.stack import create_topics
 from schemas.timeparse import parse_ts
 from simulators.base import Sensors
 from simulators.formats import rfc3339
-from simulators.publisher import Publisher
+from simulators.publisher import Publisher, account_for
 from tests.chaos import stack
 from tests.chaos.proxy import line_identity
 
@@ -312,6 +312,24 @@ class Lane:
             pub.wait(300)
         finally:
             pub.close()
+
+    def refused_by_broker(self, topic: str, payload: bytes) -> str | None:
+        """Publish `payload` on a device connection of its own; the reason the broker closed that connection
+        (None: it stayed open, i.e. the broker took the message)."""
+        client = mqtt_client(self.settings, f"{self.tag}-oversize", username=account_for(topic), reconnect=False)
+        connected, closed, reason = threading.Event(), threading.Event(), []
+        client.on_connect = lambda c, u, f, rc, p: connected.set()
+        client.on_disconnect = lambda c, u, f, rc, p: (reason.append(rc.getName()), closed.set())
+        mqtt_connect(client, self.settings)
+        client.loop_start()
+        try:
+            if not connected.wait(15):
+                raise RuntimeError("the oversize publisher could not connect")
+            client.publish(topic, payload, qos=1)
+            closed.wait(30)
+        finally:
+            client.loop_stop()
+        return reason[0] if reason else None
 
     def proxy_mode(self, mode: str, seconds: float = 0, victim: str = "") -> None:
         urllib.request.urlopen(f"http://127.0.0.1:{self.proxy_port}/_chaos/mode?mode={mode}&seconds={seconds}"

@@ -32,7 +32,8 @@ from tests.chaos import stack
 from tests.chaos.payloads import oversized, poison_messages, valid_inside
 from tests.chaos.pipeline import Lane, Load, Outcome, first_sensor, identity, wait_ready
 
-OVERSIZED_BYTES = 10 * 1024 * 1024
+OVERSIZED_BYTES = 10 * 1024 * 1024   # above the broker's max_packet_size
+LARGE_BYTES = 200 * 1024             # below it, above the bridge's dead-letter raw bound (64 KiB)
 
 
 @dataclass
@@ -111,8 +112,14 @@ def _poison(lane: Lane, load: Load) -> None:
 
 
 def _oversized(lane: Lane, load: Load) -> None:
+    """10 MB: refused by the broker (max_packet_size 256 KiB closes the sender's connection), nothing of it
+    reaches the bridge; 200 KiB (under the broker's bound): dead-lettered by the bridge, raw bytes bounded."""
     time.sleep(3)
-    lane.publish([oversized(lane.tag, OVERSIZED_BYTES)])
+    closed = lane.refused_by_broker(*oversized(lane.tag, OVERSIZED_BYTES))
+    if closed is None:
+        raise RuntimeError("the broker took a 10 MB message (is max_packet_size set?)")
+    lane.note(f"10 MB refused by the broker (connection closed: {closed})")
+    lane.publish([oversized(lane.tag, LARGE_BYTES)])
 
 
 def _outage(service: str, seconds: float) -> Callable[[Lane, Load], None]:
