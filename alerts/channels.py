@@ -267,8 +267,14 @@ def email_delivery(sub: Subscriber) -> Deliver:
         msg["Subject"] = (f"[{body['kind'].upper()}/{KIND_ZH.get(body['kind'], '')}] {first['title_en']} / "
                           f"{first['title_zh']}" + (f" (+{len(body['alerts']) - 1})" if len(body["alerts"]) > 1 else ""))
         msg.set_content(body["text_zh"] + "\n\n" + body["text_en"] + "\n")
-        with smtplib.SMTP(sub.smtp_host, sub.smtp_port, timeout=sub.timeout) as smtp:
+        smtp = smtplib.SMTP(sub.smtp_host, sub.smtp_port, timeout=sub.timeout)
+        try:
             refused = smtp.send_message(msg)
+        finally:   # accepted is delivered: a failed QUIT afterwards must not make us send it again
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
         if refused:
             raise RuntimeError(f"SMTP server refused {sorted(refused)}")
     return deliver

@@ -51,7 +51,14 @@ from alerts.channels import (
     webhook_delivery,
 )
 from alerts.state import Alert, AlertBook, Change, Notification, RulePolicy, Silence, id_partition, key_hash
-from infra.clients import kafka_consumer, kafka_producer, mqtt_client, mqtt_connect, subscribe_when_known
+from infra.clients import (
+    RebalanceWatch,
+    kafka_consumer,
+    kafka_producer,
+    mqtt_client,
+    mqtt_connect,
+    subscribe_when_known,
+)
 from infra.influxwrite import InfluxWriter
 from infra.lineprotocol import Point
 from infra.logs import event
@@ -260,6 +267,7 @@ class AlertRouter:
         self.consumed: dict[int, int] = {}   # partition -> next offset after the last record applied
         self.producer: KafkaProducer | None = None
         self.consumer: Any = None
+        self.watch: RebalanceWatch | None = None
         self.partition_count = 0   # of alerts.events, known once Kafka answers
         self.rebalances: queue.Queue[tuple[str, list[int]]] = queue.Queue()   # from _Rebalance, for step()
         self.http: RouterHTTP | None = None
@@ -402,13 +410,13 @@ class AlertRouter:
         try:
             self.producer = self._wait_for("connect", lambda: kafka_producer(self.settings, linger_ms=0))
             self.partition_count = self._wait_for("partitions", self._ensure_state_partitions)
-            self.consumer = self._wait_for("connect", lambda: kafka_consumer(
-                self.settings, self.group, max_poll_records=1000, session_timeout_ms=6000,
-                heartbeat_interval_ms=1500))
-            if not subscribe_when_known(self.consumer, [self.settings.kafka.alerts_topic], _Rebalance(self),
-                                        self.stopping):
-                raise _Stopped()
+            self._join()
             while not self.stopping.is_set():
+                if self.watch is not None and self.watch.stalled():
+                    event(log, "rebalance_stalled", logging.WARNING, seconds=self.watch.stall_after,
+                          action="leaving and joining again with a new consumer")
+                    self.consumer.close(autocommit=False)
+                    self._join()
                 self.step()
             self._flush_groups(force=True)
             for ch in self.channels.values():
@@ -418,6 +426,14 @@ class AlertRouter:
             event(log, "stopped_while_waiting", logging.WARNING)
         finally:
             self._shutdown()
+
+    def _join(self) -> None:
+        """A consumer of the group, subscribed once the broker knows alerts.events."""
+        self.consumer = self._wait_for("connect", lambda: kafka_consumer(
+            self.settings, self.group, max_poll_records=1000, session_timeout_ms=6000, heartbeat_interval_ms=1500))
+        self.watch = RebalanceWatch(_Rebalance(self))
+        if not subscribe_when_known(self.consumer, [self.settings.kafka.alerts_topic], self.watch, self.stopping):
+            raise _Stopped()
 
     def stop(self) -> None:
         self.stopping.set()

@@ -4,11 +4,12 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from influxdb_client import InfluxDBClient
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -104,7 +105,8 @@ def subscribe_when_known(consumer: KafkaConsumer, topics: list[str], listener: A
     """Subscribe once the metadata knows every topic's partitions (False: stopped while waiting).
 
     kafka-python 3.0.12 can stall for good in the rejoin that follows a first join made before the
-    topics' metadata arrived (seen with freshly created topics); a missing topic is logged with the fix."""
+    topics' metadata arrived (seen with freshly created topics; RebalanceWatch catches the stalls this
+    does not prevent); a missing topic is logged with the fix."""
     delay = 0.2
     while True:
         try:
@@ -120,6 +122,27 @@ def subscribe_when_known(consumer: KafkaConsumer, topics: list[str], listener: A
         if stopping.wait(delay):
             return False
         delay = min(delay * 2, 30.0)
+
+
+class RebalanceWatch(ConsumerRebalanceListener):
+    """Passes a consumer's rebalance callbacks on and notices a rebalance that never ends: kafka-python
+    3.0.12 can stall in a rejoin for good (no assignment, no error); the owner then replaces the consumer."""
+
+    def __init__(self, inner: ConsumerRebalanceListener, stall_after: float = 12.0) -> None:
+        self.inner, self.stall_after = inner, stall_after
+        self.pending_since: float | None = time.monotonic()   # the first join counts too
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.pending_since = time.monotonic()
+        self.inner.on_partitions_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.pending_since = None
+        self.inner.on_partitions_assigned(assigned)
+
+    def stalled(self) -> bool:
+        """A rebalance began more than `stall_after` seconds ago and has not assigned anything since."""
+        return self.pending_since is not None and time.monotonic() - self.pending_since > self.stall_after
 
 
 def influx_client(settings: Settings, timeout_ms: int = 30_000) -> InfluxDBClient:

@@ -36,7 +36,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import start_http_server
 
-from infra.clients import influx_client, kafka_consumer, kafka_producer, subscribe_when_known
+from infra.clients import RebalanceWatch, influx_client, kafka_consumer, kafka_producer, subscribe_when_known
 from infra.influxwrite import InfluxWriter
 from infra.logs import event
 from infra.settings import Settings
@@ -126,9 +126,11 @@ class ProcessorService:
         self.producer = kafka_producer(settings, linger_ms=5, max_block_ms=2_000)
         # Static membership (instance_id): a restarted member takes its partitions back at once; the short
         # session timeout hands a dead member's partitions to the others within seconds.
-        self.consumer = kafka_consumer(settings, group, max_poll_records=5000, group_instance_id=instance_id,
-                                       session_timeout_ms=session_timeout_ms,
-                                       heartbeat_interval_ms=max(session_timeout_ms // 4, 500), **consumer_options)
+        self._new_consumer = lambda: kafka_consumer(
+            settings, group, max_poll_records=5000, group_instance_id=instance_id, session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(session_timeout_ms // 4, 500), **consumer_options)
+        self.consumer = self._new_consumer()
+        self.watch = RebalanceWatch(_Assignments(self))
         self.stale = StaleDetector(minimum=stale_after)
         self.stopping = threading.Event()
         self.totals: dict[str, int] = defaultdict(int)
@@ -295,9 +297,11 @@ class ProcessorService:
             start_http_server(self.metrics_port, registry=self.metrics.registry)
         last_check = time.monotonic()
         try:
-            if not subscribe_when_known(self.consumer, list(self.topics), _Assignments(self), self.stopping):
+            if not subscribe_when_known(self.consumer, list(self.topics), self.watch, self.stopping):
                 raise Stopping()
             while not self.stopping.is_set():
+                if self.watch.stalled():
+                    self._rejoin()
                 try:
                     self._step()
                     if time.monotonic() - last_check >= 2.0:
@@ -323,6 +327,18 @@ class ProcessorService:
             self.influx_client.close()
             self.influx_writer.close()
             event(log, "processor_stopped", **self.totals)
+
+    def _rejoin(self) -> None:
+        """Replace a consumer whose rebalance never ended (RebalanceWatch); everything is repositioned
+        at the committed offsets and open windows once the new one is assigned."""
+        event(log, "rebalance_stalled", logging.WARNING, seconds=self.watch.stall_after,
+              action="leaving and joining again with a new consumer")
+        self.consumer.close(autocommit=False)
+        self.consumer = self._new_consumer()
+        self.watch = RebalanceWatch(_Assignments(self))
+        self.owned, self.assignment_changed = set(), True
+        if not subscribe_when_known(self.consumer, list(self.topics), self.watch, self.stopping):
+            raise Stopping()
 
     def _step(self) -> None:
         """Position, poll, process and checkpoint once."""
