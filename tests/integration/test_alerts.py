@@ -198,17 +198,24 @@ def group_of(settings: Settings) -> str:
 
 def router(settings: Settings, config: Path, log: Path, *, instance: str = "1", http_port: int = 0,
            owns: int | None = 3) -> subprocess.Popen:
-    """Start `alerts serve`; wait until it owns `owns` partitions (None: any assignment at all)."""
-    before = log.read_text(errors="replace").count("event=partitions_assigned") if log.exists() else 0
+    """Start `alerts serve`; wait until it owns `owns` partitions (None: any assignment at all) and has
+    kept them for 2 s (kafka-python may rebalance again right after the first join; a stalled rejoin is
+    replaced after 12 s, see infra.clients.RebalanceWatch)."""
+    start_at = len(log.read_text(errors="replace")) if log.exists() else 0
     proc = start(settings, "alerts", "serve", "--config", str(config), "--group", group_of(settings),
                  "--instance", instance, "--http-port", str(http_port), "--session-expiry", "120", log=log)
     STARTED.append(proc)
-    deadline = time.monotonic() + 60
+    deadline, stable_since = time.monotonic() + 90, None
     while True:
         text = log.read_text(errors="replace")
-        assigned = re.findall(r"event=partitions_assigned partitions=(\S+)", text)[before:]
-        if assigned and (owns is None or len(assigned[-1].split(",")) == owns):
-            return proc
+        changes = re.findall(r"event=partitions_(assigned|revoked) partitions=(\S*)", text[start_at:])
+        kind, parts = changes[-1] if changes else ("", "")
+        if kind == "assigned" and (owns is None or len(parts.split(",")) == owns):
+            stable_since = stable_since or time.monotonic()
+            if time.monotonic() - stable_since >= 2:
+                return proc
+        else:
+            stable_since = None
         assert time.monotonic() < deadline and proc.poll() is None, text[-3000:]
         time.sleep(0.2)
 
