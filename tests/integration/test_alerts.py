@@ -403,7 +403,7 @@ def test_router_killed_inside_a_grouping_window_loses_no_notification(
 
     def outboxed() -> int:
         return sum(1 for recs in read_state(settings).values() for k in recs if k.startswith("outbox/"))
-    wait_until(lambda: outboxed() == 9, 30, "3 notifications x 3 subscribers in the outbox")
+    wait_until(lambda: outboxed() == 9, 60, "3 notifications x 3 subscribers in the outbox")
     assert r.mqtt == [] and r.mailbox.messages == [] and r.hooks.requests == []   # held by the 10-min window
     proc.kill()
     proc.wait()
