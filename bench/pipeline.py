@@ -91,7 +91,8 @@ def publish(settings: Settings, items: list[tuple[str, bytes]], client_prefix: s
 
 def _launch_bridges(b: Bench, s: Settings, name: str, count: int) -> list[Measured]:
     return [b.smartcity(f"{name}-{i}", s, "bridge", "--client-id", f"bench-{b.tag}-{name}-{i}",
-                        "--group", f"bench{b.tag}{name}", "--session-expiry", "3600", "--metrics-port", "0")
+                        "--group", f"bench{b.tag}{name}", "--session-expiry", "3600", "--metrics-port", "0",
+                        *(["--shared"] if count > 1 else []))
             for i in range(count)]
 
 

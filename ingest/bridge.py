@@ -76,8 +76,9 @@ class BridgeConfig:
     """How one bridge process subscribes, batches and reports."""
 
     client_id: str = "bridge-1"
-    group: str = "ingest"                  # shared subscription group: $share/<group>/<filter>
+    group: str = "ingest"                  # bridges that watch each other (status, adoption)
     filters: tuple[str, ...] = SOURCE_FILTERS
+    shared: bool = False                   # subscribe $share/<group>/<filter>: bridges split the stream
     window: int = 2000                     # unacknowledged MQTT messages held, at most
     batch_max: int = 1000                  # messages decoded and produced together
     linger: float = 0.02                   # seconds to wait for a batch to fill
@@ -96,6 +97,11 @@ class BridgeConfig:
                 raise ValueError(f"bridge {name} {value!r} must be non-empty without '/', '+' or '#': "
                                  f"it is a level of the MQTT topics {STATUS_ROOT}/<group>/<client_id>")
         self.batch_max = min(self.batch_max, self.window)  # a batch can never outgrow the window
+
+    @property
+    def subscriptions(self) -> tuple[str, ...]:
+        """The topic filters this bridge's own session subscribes to, as sent to the broker."""
+        return tuple(f"$share/{self.group}/{f}" for f in self.filters) if self.shared else self.filters
 
 
 @dataclass
@@ -151,7 +157,8 @@ class Link:
         self.bridge = bridge
         self.client_id = client_id
         self.adopted = adopted
-        self.filters = filters or cfg.filters
+        self.filters = filters or cfg.subscriptions   # full topic filters, as subscribed
+        self.subacked: set[int] = set()                 # message ids of SUBSCRIBEs the broker granted
         self.generation = 0            # bumped on every connect and disconnect
         self.held = 0                  # this link's messages in the window (under bridge.lock)
         self.draining = False          # the window overflowed: take nothing until held == 0, then reconnect
@@ -166,6 +173,7 @@ class Link:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_unsubscribe = self._on_unsubscribe
+        self.client.on_subscribe = self._on_subscribe
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         if not adopted:
             self.client.will_set(status_topic(cfg.group, client_id),
@@ -217,15 +225,13 @@ class Link:
             bridge.metrics.reconnects.inc()
         self.session_present = flags.session_present
         if self.adopted:
-            # Stop the share group from routing more to the dead peer; what its session holds still comes.
+            # Stop routing more to the dead peer (our own session took its plain filters over before we
+            # connected); what its session holds still comes.
             if flags.session_present:
-                client.unsubscribe([f"$share/{cfg.group}/{f}" for f in self.filters]
-                                   + [status_topic(cfg.group, "+")])
+                client.unsubscribe(list(self.filters) + [status_topic(cfg.group, "+")])
         else:
-            client.subscribe([(f"$share/{cfg.group}/{f}", 1) for f in self.filters]
-                             + [(status_topic(cfg.group, "+"), 0)])
-            client.publish(status_topic(cfg.group, self.client_id),
-                           status_payload(self.client_id, "online", self.filters), qos=1, retain=True)
+            client.subscribe([(f, 1) for f in self.filters] + [(status_topic(cfg.group, "+"), 0)])
+            self.publish_status("online")
         event(log, "mqtt_connected", link=self.name, client_id=self.client_id, cause=cause,
               session_present=flags.session_present, window=cfg.window)
 
@@ -236,6 +242,38 @@ class Link:
             self.lost = True
         if not self.closing and not self.bridge.stopping.is_set():
             event(log, "mqtt_disconnected", logging.WARNING, link=self.name, reason=reason.getName())
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
+                      reasons: list[mqtt.ReasonCode], properties: Properties | None) -> None:
+        if any(r.is_failure for r in reasons):
+            event(log, "mqtt_subscribe_refused", logging.ERROR, link=self.name,
+                  reasons=[r.getName() for r in reasons])
+            return
+        self.subacked.add(mid)
+
+    def take(self, filters: tuple[str, ...]) -> int | None:
+        """Subscribe this (own) session to `filters` too and say so in the status; the SUBSCRIBE's
+        message id, None when nothing was new. Paho queues it while the connection is away."""
+        new = tuple(f for f in filters if f not in self.filters)
+        if not new:
+            return None
+        self.filters += new
+        _, mid = self.client.subscribe([(f, 1) for f in new])
+        self.publish_status("online")
+        return mid
+
+    def release(self, filters: tuple[str, ...]) -> None:
+        """Unsubscribe `filters` taken over from a peer that is back (its own session has them again)."""
+        gone = tuple(f for f in filters if f in self.filters)
+        if gone:
+            self.filters = tuple(f for f in self.filters if f not in gone)
+            self.client.unsubscribe(list(gone))
+            self.publish_status("online")
+
+    def publish_status(self, state: str) -> mqtt.MQTTMessageInfo:
+        """The retained status of this bridge, with every subscription its session holds."""
+        return self.client.publish(status_topic(self.bridge.config.group, self.client_id),
+                                   status_payload(self.client_id, state, self.filters), qos=1, retain=True)
 
     def _on_unsubscribe(self, client: mqtt.Client, userdata: object, mid: int,
                         reasons: list[mqtt.ReasonCode], properties: Properties | None) -> None:
@@ -266,6 +304,8 @@ class Bridge:
         self.peers = PeerTable(self.config.group)
         self.link = Link(self, self.config.client_id)
         self.adoptions: dict[str, Link] = {}
+        self.taken: dict[str, tuple[tuple[str, ...], int | None]] = {}  # peer -> (plain filters, SUBSCRIBE mid)
+        self._overlap_warned: set[str] = set()
         self._totals = {"received": 0, "forwarded": 0, "deadlettered": 0, "acked": 0}
         self._influx = InfluxWriter(settings.influx, timeout_s=5.0)
         self._missing: dict[str, tuple[float, str]] = {}  # topic found absent -> (refused until, reason)
@@ -522,8 +562,28 @@ class Bridge:
                 event(log, "window_drained_reconnecting", link=link.name,
                       dropped_total=int(self.metrics.window_dropped._value.get()))
                 link.reconnect()
+        for peer_id, same in self.peers.overlapping(self.config.client_id, self.link.filters).items():
+            if peer_id not in self._overlap_warned and peer_id not in self.taken:
+                self._overlap_warned.add(peer_id)
+                event(log, "filters_overlap", logging.WARNING, peer=peer_id, filters=same,
+                      fix="every such message reaches Kafka twice: give each bridge its own --filter, or use --shared")
+        for peer_id, (filters, _) in list(self.taken.items()):
+            if self.peers.online(peer_id) and peer_id not in self.adoptions:
+                mine = {f for pid, (fs, _) in self.taken.items() if pid != peer_id for f in fs}
+                self.link.release(tuple(f for f in filters if f not in mine and f not in self.config.subscriptions))
+                del self.taken[peer_id]
+                event(log, "filters_given_back", peer=peer_id, filters=list(filters))
         for peer in self.peers.due(self.config.client_id, now, self.config.adopt_after):
-            if peer.client_id not in self.adoptions:
+            if peer.client_id in self.adoptions:
+                continue
+            plain = tuple(f for f in peer.filters if not f.startswith("$share/"))
+            if plain and peer.client_id not in self.taken:
+                # Plain filters have no other subscriber: take them over first, so nothing published from
+                # now on goes only to the dead session; adopt once the broker granted the subscription.
+                self.taken[peer.client_id] = (plain, self.link.take(plain))
+                event(log, "filters_taken_over", peer=peer.client_id, filters=list(plain))
+            mid = self.taken.get(peer.client_id, ((), None))[1]
+            if mid is None or mid in self.link.subacked:
                 event(log, "adopting_session", peer=peer.client_id, offline_for=now - peer.since)
                 link = self.adoptions[peer.client_id] = Link(self, peer.client_id, adopted=True, filters=peer.filters)
                 link.connect("adopt")
@@ -538,7 +598,7 @@ class Bridge:
             else:
                 continue
             link.close(end_session=result == "drained")
-            if result == "drained":
+            if result == "drained":  # the peer's status goes; our own status now lists its plain filters
                 self.link.client.publish(status_topic(self.config.group, peer_id), b"", qos=1, retain=True)
             del self.adoptions[peer_id]
             self.metrics.adoptions.labels(result).inc()
@@ -679,9 +739,7 @@ class Bridge:
         self._report()
         for link in self.adoptions.values():
             link.close()
-        info = self.link.client.publish(status_topic(self.config.group, self.config.client_id),
-                                        status_payload(self.config.client_id, "offline", self.link.filters),
-                                        qos=1, retain=True)
+        info = self.link.publish_status("offline")
         try:
             info.wait_for_publish(timeout=5)
         except (RuntimeError, ValueError):

@@ -23,8 +23,8 @@ def status_topic(group: str, client_id: str) -> str:
 
 
 def status_payload(client_id: str, state: str, filters: tuple[str, ...]) -> bytes:
-    """A status message: the state, and the filters the bridge's session is subscribed to (an adopter
-    unsubscribes exactly these)."""
+    """A status message: the state, and the subscriptions of the bridge's session as full topic filters
+    (`$share/<group>/...` or plain): an adopter unsubscribes exactly these, and takes the plain ones over."""
     return json.dumps({"client_id": client_id, "state": state, "filters": list(filters)}).encode()
 
 
@@ -61,6 +61,9 @@ class PeerTable:
             except (ValueError, KeyError, TypeError):
                 return
             known = self._peers.get(client_id)
+            if known is not None and known.online and not online:
+                # A Last Will was fixed at connect time: the session may hold more (filters taken over since).
+                filters = tuple(dict.fromkeys(filters + known.filters))
             if known is None or known.online != online:
                 self._peers[client_id] = Peer(client_id, online, now, filters)
             else:
@@ -71,6 +74,14 @@ class PeerTable:
         with self._lock:
             peer = self._peers.get(client_id)
             return peer is not None and peer.online
+
+    def overlapping(self, self_id: str, filters: tuple[str, ...]) -> dict[str, list[str]]:
+        """Live peers subscribed plainly to one of our plain `filters`: each such message is forwarded twice."""
+        mine = {f for f in filters if not f.startswith("$share/")}
+        with self._lock:
+            found = {p.client_id: sorted(mine & set(p.filters)) for p in self._peers.values()
+                     if p.online and p.client_id != self_id}
+        return {k: v for k, v in found.items() if v}
 
     def due(self, self_id: str, now: float, grace: float) -> list[Peer]:
         """Peers offline for at least `grace` seconds whose session this bridge is the one to adopt:

@@ -136,8 +136,8 @@ class Simulation:
                             self._emit(sink, model, injector, i, buf, late, truth, k)
                             buffers[(d, i)] = []
                 while late and (late[0][0] <= k or last_tick):
-                    _, topic, payload = late.popleft()
-                    self._send(sink, topic, payload)
+                    _, topic, payload, lines = late.popleft()
+                    self._send(sink, topic, payload, truth, lines)
                 if progress:
                     progress(k + 1, self.stats)
         finally:
@@ -162,20 +162,23 @@ class Simulation:
             injector.counts[name] += 1
         self.stats.readings += len(readings)
         self.stats.by_domain[model.domain] += len(readings)
-        if truth:
-            for (ts, seq, values), faults in buf:
-                truth.write(json.dumps({"domain": model.domain, "site": site, "sensor_id": sensor, "ts": ts,
-                                        "seq": seq, "values": values, "faults": faults + flags,
-                                        "topic": topic, "sent": True}, separators=(",", ":")) + "\n")
+        lines = [json.dumps({"domain": model.domain, "site": site, "sensor_id": sensor, "ts": ts,
+                             "seq": seq, "values": values, "faults": faults + flags,
+                             "topic": topic, "sent": True}, separators=(",", ":")) + "\n"
+                 for (ts, seq, values), faults in buf] if truth else []
         if is_late:
-            late.append((tick + LATE_BY_TICKS, topic, payload))
+            late.append((tick + LATE_BY_TICKS, topic, payload, lines))
         else:
-            self._send(sink, topic, payload)
+            self._send(sink, topic, payload, truth, lines)
         if dup:
             self._send(sink, topic, payload)
 
-    def _send(self, sink: Sink, topic: str, payload: bytes) -> None:
+    def _send(self, sink: Sink, topic: str, payload: bytes, truth=None, lines: list[str] = ()) -> None:  # noqa: ANN001
+        """Publish one message; its readings go to the truth file only once the sink took it (a
+        publish that raises leaves no reading claimed as sent)."""
         sink.publish(topic, payload)
+        if truth:
+            truth.writelines(lines)
         self.stats.messages += 1
         self.stats.bytes += len(payload)
         self.stats.digest.update(topic.encode() + b"\0" + payload + b"\0")

@@ -70,9 +70,11 @@ class Publisher:
                 self.acked += 1
 
     def publish(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
-        """Queue one message; paho keeps at most `max_inflight` unacknowledged per connection."""
+        """Queue one message; paho keeps at most `max_inflight` unacknowledged per connection. While the
+        connection is down paho keeps a QoS>0 message and sends it on reconnect (rc NO_CONN): queued,
+        and wait() covers its PUBACK; anything else is an error."""
         info = self._client(account_for(topic)).publish(topic, payload, qos=self.qos)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+        if info.rc != mqtt.MQTT_ERR_SUCCESS and not (info.rc == mqtt.MQTT_ERR_NO_CONN and self.qos > 0):
             raise ConnectionError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
         self.sent += 1
         return info

@@ -123,7 +123,9 @@ def decode(
 @app.command()
 def bridge(
     client_id: str = typer.Option("bridge-1", help="MQTT client id; keep it stable so the broker keeps the session"),
-    group: str = typer.Option("ingest", help="shared-subscription group ($share/<group>/...): bridges in one group split the load"),
+    group: str = typer.Option("ingest", help="the bridges that watch each other: a live one adopts the session of one that stays offline (and with --shared, the share group)"),
+    filters: Optional[list[str]] = typer.Option(None, "--filter", help="MQTT topic filter to subscribe (repeat; default: the four source formats). Divide the stream between bridges by giving each its own filters, e.g. --filter 'city/air/+/+/up' (the broker's ACL grants the bridge account city/+/+/+/up, not city/#)"),
+    shared: bool = typer.Option(False, "--shared", help="subscribe through $share/<group>/: bridges of the group split one stream. Mosquitto 2.0.11 does not restore shared subscriptions when it restarts, so messages published before the bridges resubscribe are lost; plain subscriptions (the default) are restored"),
     window: int = typer.Option(2000, min=1, max=65535, help="unacknowledged messages held at most (also sent as MQTT Receive Maximum)"),
     batch: int = typer.Option(1000, min=1, help="messages decoded and produced to Kafka together"),
     session_expiry: int = typer.Option(3600, min=1, help="seconds the broker keeps our session (and queues for it) while no bridge of the group is alive to adopt it"),
@@ -135,22 +137,26 @@ def bridge(
     """Forward MQTT readings to Kafka: validate, produce, dead-letter, then acknowledge.
 
     Subscribes (QoS 1, persistent session) to city/+/+/+/up, city/+/+/+/senml, v3/+/devices/+/up and
-    application/+/device/+/event/up through a shared subscription, so several bridges split the load.
+    application/+/device/+/event/up, or to the --filter list. To scale out, give each bridge of a group
+    its own filters (lossless across broker restarts) or use --shared (one stream split; a broker
+    restart loses what devices publish before the bridges resubscribe).
     A message is acknowledged only after Kafka accepted every record made from it. SIGTERM or Ctrl-C
     stops cleanly: take no more messages, forward and acknowledge what arrived, flush, exit 0; the
     subscription stays in the broker's session, so what is published meanwhile waits for the restart.
     A bridge of the group that stays offline longer than --adopt-after has its session adopted and
-    drained by a live one, so nothing waits for a bridge that never returns.
+    drained by a live one, which also takes its plain filters over until it returns, so nothing waits
+    for a bridge that never returns.
     """
     from infra import logs
-    from ingest.bridge import Bridge, BridgeConfig
+    from ingest.bridge import SOURCE_FILTERS, Bridge, BridgeConfig
 
     logs.setup(log_level)
     settings = _service_settings("bridge")
     _require_device_profiles()
     if tls:
         settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"tls": True})})
-    config = BridgeConfig(client_id=client_id, group=group, window=window, batch_max=batch,
+    config = BridgeConfig(client_id=client_id, group=group, filters=tuple(filters or SOURCE_FILTERS), shared=shared,
+                          window=window, batch_max=batch,
                           session_expiry=session_expiry, adopt_after=adopt_after, metrics_port=metrics_port or None)
     runner = Bridge(settings, config)
     _run_until_signalled(runner)

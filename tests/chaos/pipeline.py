@@ -241,11 +241,11 @@ class Lane:
         self.procs = [p for p in self.procs if p.name != name] + [proc]
         return proc
 
-    def start_bridge(self, name: str = "bridge") -> Proc:
+    def start_bridge(self, name: str = "bridge", *extra: str) -> Proc:
         client_id = f"{self.tag}-{name}"
         self.bridge_ids.append(client_id)
         return self.start(name, "bridge", "--client-id", client_id, "--group", self.tag, "--metrics-port", "0",
-                          service="bridge")
+                          *extra, service="bridge")
 
     def start_processor(self, name: str = "processor", group: str | None = None) -> Proc:
         return self.start(name, "process", "--group", group or f"{self.tag}-p", "--stale-after", "3600",

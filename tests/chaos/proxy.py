@@ -3,7 +3,8 @@
 Modes (set with `GET /_chaos/mode?mode=M&seconds=S[&victim=SENSOR]`, back to `pass` after S s):
   pass  forward everything
   422   partial write, as InfluxDB answers a field-type conflict: the lines tagged sensor=<victim> are
-        dropped, the others written, and the client gets 422 with InfluxDB's message
+        dropped, the others written, and the client gets 422 with InfluxDB's message; a line refused
+        once stays refused after the mode ends (a type conflict does not go away)
   429   every write answered 429 Too Many Requests (Retry-After: 1)
   500   every API request answered 500
 Writes are the v2 /api/v2/write and the v1 /write (the services' write-only v1 users).
@@ -102,9 +103,13 @@ def make_handler(target: int, state: FaultState) -> type[BaseHTTPRequestHandler]
                 return self._reply(429, b'{"code":"too many requests","message":"chaos: injected 429"}',
                                    {"Content-Type": "application/json", "Retry-After": "1"})
             refused: list[str] = []
-            if mode == "422" and is_write and body:
+            if is_write and body and (mode == "422" or state.rejected):
+                # A field type conflict is for good: a line refused once is refused every time after.
                 lines = body.decode("utf-8", "replace").split("\n")
-                refused = [ln for ln in lines if f",sensor={victim}," in ln or ln.endswith(f",sensor={victim}")]
+                with state.lock:
+                    before = set(state.rejected)
+                refused = [ln for ln in lines if line_identity(ln) in before or (mode == "422" and (
+                    f",sensor={victim}," in ln or ln.endswith(f",sensor={victim}")))]
                 body = "\n".join(ln for ln in lines if ln not in refused).encode()
             try:
                 status, headers, data = self._forward(body if body is None or body.strip() else None)

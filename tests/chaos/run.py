@@ -63,9 +63,20 @@ def _idle(lane: Lane, load: Load) -> None:
     time.sleep(4)
 
 
-def _share_group(lane: Lane, load: Load) -> None:
+def _bridge2_lost(lane: Lane, load: Load) -> None:
     time.sleep(4)
     lane.kill("bridge2")   # and never restarted
+
+
+def divided_filters() -> tuple[list[str], list[str]]:
+    """Two bridges dividing the stream with plain subscriptions: the first half of the domains' native
+    topics and every other format to the first bridge, the rest to the second."""
+    from ingest.bridge import SOURCE_FILTERS
+    from schemas.registry import domain_names
+    names = domain_names()
+    own = [f"city/{d}/+/+/up" for d in names]
+    half = len(own) // 2
+    return own[:half] + [f for f in SOURCE_FILTERS if f != "city/+/+/+/up"], own[half:]
 
 
 def _rebalance(lane: Lane, load: Load) -> None:
@@ -132,9 +143,8 @@ def _outage(service: str, seconds: float) -> Callable[[Lane, Load], None]:
         time.sleep(seconds)
         stack.start_service(service, env)
         if service == "mosquitto":
-            # the simulator's publisher gives up when its broker goes away: the load goes on with a
-            # second run (another seed, a day later: other point identities), the first one's
-            # published readings are in the truth up to where it stopped
+            # devices that come back after the restart: a second simulator (another seed, a day later:
+            # other point identities) beside the first, whose publisher queued through the outage
             later = (dt.datetime.fromisoformat(load.start.replace("Z", "+00:00")) + dt.timedelta(days=1))
             lane.simulate(Load(later.strftime("%Y-%m-%dT%H:%M:%SZ"), 10, seed=load.seed + 1,
                                interval=load.interval), name="sim2")
@@ -146,7 +156,8 @@ FAULTS = {f.name: f for f in (
     Fault("bridge-kill", _restart("bridge", "start_bridge")),
     Fault("processor-kill", _restart("processor", "start_processor")),
     Fault("router-kill", _restart("router", "start_router")),
-    Fault("share-group-bridge-lost", _share_group),
+    Fault("share-group-bridge-lost", _bridge2_lost),
+    Fault("divided-bridge-lost", _bridge2_lost),
     Fault("processor-rebalance", _rebalance),
     Fault("influx-422", _proxy("422")),
     Fault("influx-429", _proxy("429")),
@@ -199,9 +210,15 @@ class Run:
             lane.setup()
             if fault.name == "netem-delay-loss":
                 lane.via_tcp_proxy()
-            lane.start_bridge()
             if fault.name == "share-group-bridge-lost":
-                lane.start_bridge("bridge2")
+                lane.start_bridge("bridge", "--shared", "--adopt-after", "10")
+                lane.start_bridge("bridge2", "--shared", "--adopt-after", "10")
+            elif fault.name == "divided-bridge-lost":
+                first, second = divided_filters()
+                lane.start_bridge("bridge", "--adopt-after", "10", *(a for f in first for a in ("--filter", f)))
+                lane.start_bridge("bridge2", "--adopt-after", "10", *(a for f in second for a in ("--filter", f)))
+            else:
+                lane.start_bridge()
             lane.start_processor()
             lane.start_router()
             wait_ready(lane)
@@ -210,7 +227,9 @@ class Run:
             fault_end = time.monotonic()
             probe = lane.probe()
             for sim in lane.sims:
-                sim.wait(load.seconds + 600)
+                if sim.wait(load.seconds + 600) != 0:  # its truth stops where it died: say so
+                    outcome.notes.append(f"simulator exited {sim.returncode} (see sim.log): load cut short")
+                    outcome.died.append("simulator")
             self.reconcile(lane, outcome, probe, fault_end, fault.drain)
         except Exception as exc:  # noqa: BLE001 - a broken lane is a row that says so
             self.broken(outcome, exc)
@@ -225,7 +244,7 @@ class Run:
 
     def finish(self, lane: Lane, outcome: Outcome) -> None:
         """Dead processes noted, the lane stopped, its row recorded."""
-        outcome.died = lane.died()
+        outcome.died += lane.died()
         lane.stop()
         outcome.notes.extend(lane.notes)
         self.outcomes[outcome.fault] = outcome

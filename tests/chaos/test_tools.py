@@ -64,6 +64,10 @@ def test_partial_write_drops_only_the_victims_lines_and_answers_422(proxy) -> No
         assert status == 422 and b"partial write" in body
     assert Upstream.bodies == [b"air,sensor=a-2,site=s,source=native pm25=2 1000"] * 2
     assert state.rejected == {"air,sensor=a-1,site=s,source=native 1000"}
+    state.set("pass", 0, "")   # the conflict stays: the refused line is refused again, others pass
+    status, _, _ = _post(port, "/api/v2/write?bucket=b", LINES + b"\nair,sensor=a-1,site=s,source=native pm25=3 2000")
+    assert status == 422
+    assert Upstream.bodies[-1] == b"air,sensor=a-2,site=s,source=native pm25=2 1000\nair,sensor=a-1,site=s,source=native pm25=3 2000"
 
 
 def test_429_carries_retry_after_and_500_refuses_every_api_call(proxy) -> None:  # noqa: ANN001

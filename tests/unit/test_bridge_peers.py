@@ -57,3 +57,18 @@ def test_a_cleared_or_unreadable_status_adopts_nothing() -> None:
 def test_the_adopter_learns_the_filters_to_unsubscribe() -> None:
     peers = table({"b": "offline"})
     assert peers.due("a", now=100.0, grace=60)[0].filters == FILTERS
+
+
+def test_a_last_will_keeps_the_filters_the_peer_took_over_after_it_connected() -> None:
+    peers = PeerTable("g")
+    peers.update(status_topic("g", "b"), status_payload("b", "online", ("city/air/#", "city/fire/#")), 0.0)
+    peers.update(status_topic("g", "b"), status_payload("b", "offline", ("city/air/#",)), 10.0)  # its will
+    assert peers.due("a", now=100.0, grace=60)[0].filters == ("city/air/#", "city/fire/#")
+
+
+def test_plain_filters_held_by_two_live_bridges_are_reported_shared_ones_are_not() -> None:
+    peers = PeerTable("g")
+    peers.update(status_topic("g", "b"), status_payload("b", "online", ("city/air/#", "$share/g/x/#")), 0.0)
+    peers.update(status_topic("g", "c"), status_payload("c", "offline", ("city/fire/#",)), 0.0)
+    assert peers.overlapping("a", ("city/air/#", "city/fire/#", "$share/g/x/#")) == {"b": ["city/air/#"]}
+    assert peers.overlapping("b", ("city/air/#",)) == {}
