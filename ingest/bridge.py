@@ -37,6 +37,7 @@ Invalid messages go to the dead-letter topic with their raw bytes and the reason
 """
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -158,7 +159,9 @@ class Link:
         self.client_id = client_id
         self.adopted = adopted
         self.filters = filters or cfg.subscriptions   # full topic filters, as subscribed
-        self.subacked: set[int] = set()                 # message ids of SUBSCRIBEs the broker granted
+        self.granted: set[str] = set()                  # filters the broker confirmed (SUBACK)
+        self.leaving: set[str] = set()                  # filters given back, until the broker confirms
+        self._asked: dict[int, tuple[str, ...]] = {}    # SUBSCRIBE/UNSUBSCRIBE mid -> its filters
         self.generation = 0            # bumped on every connect and disconnect
         self.held = 0                  # this link's messages in the window (under bridge.lock)
         self.draining = False          # the window overflowed: take nothing until held == 0, then reconnect
@@ -176,8 +179,12 @@ class Link:
         self.client.on_subscribe = self._on_subscribe
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         if not adopted:
-            self.client.will_set(status_topic(cfg.group, client_id),
-                                 status_payload(client_id, "offline", self.filters), qos=1, retain=True)
+            self._set_will()
+
+    def _set_will(self) -> None:
+        """Our Last Will: "offline" with every subscription the session holds (paho sends it on connect)."""
+        self.client.will_set(status_topic(self.bridge.config.group, self.client_id),
+                             status_payload(self.client_id, "offline", self.filters), qos=1, retain=True)
 
     @property
     def name(self) -> str:
@@ -190,16 +197,16 @@ class Link:
                      receive_maximum=self.bridge.config.window, wait=False)
         self.client.loop_start()
 
-    def reconnect(self) -> None:
-        """The drained connection: disconnect (the session and its unacked messages stay) and resume it,
-        so the broker sends again what was dropped while the window was full."""
+    def reconnect(self, cause: str = "drain") -> None:
+        """Disconnect (the session and its unacked messages stay) and resume it: the drained connection,
+        so the broker sends again what was dropped while the window was full, or a new Last Will."""
         self.closing = True
         self.client.disconnect()
         self.client.loop_stop()
         self.closing = False
         with self.bridge.lock:
             self.draining = False
-        self.connect("drain")
+        self.connect(cause)
 
     def close(self, *, end_session: bool = False) -> None:
         """Disconnect; `end_session` sets Session Expiry 0, so the broker drops the session (and with
@@ -230,7 +237,10 @@ class Link:
             if flags.session_present:
                 client.unsubscribe(list(self.filters) + [status_topic(cfg.group, "+")])
         else:
-            client.subscribe([(f, 1) for f in self.filters] + [(status_topic(cfg.group, "+"), 0)])
+            self._subscribe(self.filters)
+            client.subscribe(status_topic(cfg.group, "+"), 0)
+            if self.leaving:
+                self._unsubscribe(tuple(self.leaving))
             self.publish_status("online")
         event(log, "mqtt_connected", link=self.name, client_id=self.client_id, cause=cause,
               session_present=flags.session_present, window=cfg.window)
@@ -243,32 +253,54 @@ class Link:
         if not self.closing and not self.bridge.stopping.is_set():
             event(log, "mqtt_disconnected", logging.WARNING, link=self.name, reason=reason.getName())
 
+    def _subscribe(self, filters: tuple[str, ...]) -> None:
+        """SUBSCRIBE (QoS 1); paho refuses while disconnected, and on_connect subscribes everything again."""
+        rc, mid = self.client.subscribe([(f, 1) for f in filters])
+        if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            self._asked[mid] = filters
+
+    def _unsubscribe(self, filters: tuple[str, ...]) -> None:
+        rc, mid = self.client.unsubscribe(list(filters))
+        if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            self._asked[mid] = filters
+
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
                       reasons: list[mqtt.ReasonCode], properties: Properties | None) -> None:
-        if any(r.is_failure for r in reasons):
-            event(log, "mqtt_subscribe_refused", logging.ERROR, link=self.name,
-                  reasons=[r.getName() for r in reasons])
-            return
-        self.subacked.add(mid)
+        filters = self._asked.pop(mid, ())
+        refused = [f for f, r in zip(filters, reasons) if r.is_failure]
+        if refused:
+            event(log, "mqtt_subscribe_refused", logging.ERROR, link=self.name, filters=refused,
+                  reasons=[r.getName() for r in reasons if r.is_failure],
+                  fix="the broker's ACL must let the bridge account read these filters")
+        self.granted.update(f for f, r in zip(filters, reasons) if not r.is_failure)
 
-    def take(self, filters: tuple[str, ...]) -> int | None:
-        """Subscribe this (own) session to `filters` too and say so in the status; the SUBSCRIBE's
-        message id, None when nothing was new. Paho queues it while the connection is away."""
+    def take(self, filters: tuple[str, ...]) -> tuple[str, ...]:
+        """Subscribe this (own) session to `filters` too and list them in the status; returns the new ones."""
         new = tuple(f for f in filters if f not in self.filters)
-        if not new:
-            return None
-        self.filters += new
-        _, mid = self.client.subscribe([(f, 1) for f in new])
-        self.publish_status("online")
-        return mid
+        if new:
+            self.filters += new
+            self.leaving.difference_update(new)
+            self._subscribe(new)
+            self.publish_status("online")
+        return new
 
     def release(self, filters: tuple[str, ...]) -> None:
-        """Unsubscribe `filters` taken over from a peer that is back (its own session has them again)."""
+        """Unsubscribe `filters` taken over from a peer that is back (its own session has them again);
+        asked again on every connect until the broker confirms."""
         gone = tuple(f for f in filters if f in self.filters)
         if gone:
             self.filters = tuple(f for f in self.filters if f not in gone)
-            self.client.unsubscribe(list(gone))
-            self.publish_status("online")
+            self.granted.difference_update(gone)
+            self.leaving.update(gone)
+            self._unsubscribe(gone)
+            self.refresh_will()
+
+    def refresh_will(self) -> None:
+        """Say what the session now holds, in the status and in the Last Will. A will is fixed at
+        connect time, so the connection is resumed (held messages are redelivered: at-least-once)."""
+        self.publish_status("online")
+        self._set_will()
+        self.reconnect("will")
 
     def publish_status(self, state: str) -> mqtt.MQTTMessageInfo:
         """The retained status of this bridge, with every subscription its session holds."""
@@ -278,10 +310,13 @@ class Link:
     def _on_unsubscribe(self, client: mqtt.Client, userdata: object, mid: int,
                         reasons: list[mqtt.ReasonCode], properties: Properties | None) -> None:
         self.unsubscribed = True
+        self.leaving.difference_update(self._asked.pop(mid, ()))
         self.last_message = time.monotonic()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.startswith(STATUS_ROOT + "/"):
+            if msg.retain and msg.topic == status_topic(self.bridge.config.group, self.client_id):
+                self.bridge.restore(msg.payload)   # what our session held when we last went away
             self.bridge.peers.update(msg.topic, msg.payload, time.monotonic())  # QoS 0: nothing to ack
             return
         self.last_message = time.monotonic()
@@ -304,11 +339,20 @@ class Bridge:
         self.peers = PeerTable(self.config.group)
         self.link = Link(self, self.config.client_id)
         self.adoptions: dict[str, Link] = {}
-        self.taken: dict[str, tuple[tuple[str, ...], int | None]] = {}  # peer -> (plain filters, SUBSCRIBE mid)
+        self.taking: dict[str, tuple[str, ...]] = {}   # peer -> its plain filters we subscribe to, until adopted
+        self.restored: tuple[str, ...] | None = None
         self._overlap_warned: set[str] = set()
         self._totals = {"received": 0, "forwarded": 0, "deadlettered": 0, "acked": 0}
         self._influx = InfluxWriter(settings.influx, timeout_s=5.0)
         self._missing: dict[str, tuple[float, str]] = {}  # topic found absent -> (refused until, reason)
+
+    def restore(self, payload: bytes) -> None:
+        """Our own retained status from before this start: the subscriptions our session may still hold
+        (filters taken over from a dead peer). Called on paho's thread; _tend_links acts on it."""
+        try:
+            self.restored = tuple(str(f) for f in json.loads(payload)["filters"])
+        except (ValueError, KeyError, TypeError):
+            return
 
     # -- MQTT side (paho's network thread: never waits) -----------------------------------------------
 
@@ -562,28 +606,36 @@ class Bridge:
                 event(log, "window_drained_reconnecting", link=link.name,
                       dropped_total=int(self.metrics.window_dropped._value.get()))
                 link.reconnect()
-        for peer_id, same in self.peers.overlapping(self.config.client_id, self.link.filters).items():
-            if peer_id not in self._overlap_warned and peer_id not in self.taken:
+        own = self.config.subscriptions
+        for peer_id, same in self.peers.overlapping(self.config.client_id, own).items():
+            if peer_id not in self._overlap_warned:
                 self._overlap_warned.add(peer_id)
                 event(log, "filters_overlap", logging.WARNING, peer=peer_id, filters=same,
                       fix="every such message reaches Kafka twice: give each bridge its own --filter, or use --shared")
-        for peer_id, (filters, _) in list(self.taken.items()):
-            if self.peers.online(peer_id) and peer_id not in self.adoptions:
-                mine = {f for pid, (fs, _) in self.taken.items() if pid != peer_id for f in fs}
-                self.link.release(tuple(f for f in filters if f not in mine and f not in self.config.subscriptions))
-                del self.taken[peer_id]
-                event(log, "filters_given_back", peer=peer_id, filters=list(filters))
+        if self.restored:
+            extra = tuple(f for f in self.restored if f not in own and not f.startswith("$share/"))
+            self.restored = None
+            if self.link.take(extra):   # still in our session: list them, so they are given back or adopted
+                self.link.refresh_will()
+                event(log, "filters_restored", filters=list(extra))
+        # Plain filters we took over go back once a live bridge holds them again (its session has them).
+        back = self.peers.held_by_live(self.config.client_id, set(self.adoptions))
+        given = tuple(f for f in self.link.filters if f not in own and f in back)
+        if given:
+            event(log, "filters_given_back", peers=sorted({back[f] for f in given}), filters=list(given))
+            self.link.release(given)
         for peer in self.peers.due(self.config.client_id, now, self.config.adopt_after):
             if peer.client_id in self.adoptions:
                 continue
             plain = tuple(f for f in peer.filters if not f.startswith("$share/"))
-            if plain and peer.client_id not in self.taken:
+            if plain and peer.client_id not in self.taking:
                 # Plain filters have no other subscriber: take them over first, so nothing published from
                 # now on goes only to the dead session; adopt once the broker granted the subscription.
-                self.taken[peer.client_id] = (plain, self.link.take(plain))
+                self.taking[peer.client_id] = plain
+                self.link.take(plain)
                 event(log, "filters_taken_over", peer=peer.client_id, filters=list(plain))
-            mid = self.taken.get(peer.client_id, ((), None))[1]
-            if mid is None or mid in self.link.subacked:
+            if all(f in self.link.granted for f in self.taking.get(peer.client_id, ())):
+                self.taking.pop(peer.client_id, None)
                 event(log, "adopting_session", peer=peer.client_id, offline_for=now - peer.since)
                 link = self.adoptions[peer.client_id] = Link(self, peer.client_id, adopted=True, filters=peer.filters)
                 link.connect("adopt")
@@ -598,9 +650,11 @@ class Bridge:
             else:
                 continue
             link.close(end_session=result == "drained")
-            if result == "drained":  # the peer's status goes; our own status now lists its plain filters
-                self.link.client.publish(status_topic(self.config.group, peer_id), b"", qos=1, retain=True)
             del self.adoptions[peer_id]
+            if result == "drained":  # the peer's status goes; our status and will list its plain filters
+                self.link.client.publish(status_topic(self.config.group, peer_id), b"", qos=1, retain=True)
+                if any(f not in own for f in self.link.filters):
+                    self.link.refresh_will()
             self.metrics.adoptions.labels(result).inc()
             event(log, "adoption_ended", peer=peer_id, result=result, session_present=link.session_present)
 

@@ -83,6 +83,13 @@ class PeerTable:
                      if p.online and p.client_id != self_id}
         return {k: v for k, v in found.items() if v}
 
+    def held_by_live(self, self_id: str, skip: set[str]) -> dict[str, str]:
+        """Plain filters that live peers (not `self_id`, not those in `skip`) subscribe to -> one such peer."""
+        with self._lock:
+            return {f: p.client_id for p in self._peers.values()
+                    if p.online and p.client_id != self_id and p.client_id not in skip
+                    for f in p.filters if not f.startswith("$share/")}
+
     def due(self, self_id: str, now: float, grace: float) -> list[Peer]:
         """Peers offline for at least `grace` seconds whose session this bridge is the one to adopt:
         the live bridges (this one included) sorted by id, the peer's CRC32 picks one of them."""

@@ -143,9 +143,10 @@ def _outage(service: str, seconds: float) -> Callable[[Lane, Load], None]:
         time.sleep(seconds)
         stack.start_service(service, env)
         if service == "mosquitto":
-            # devices that come back after the restart: a second simulator (another seed, a day later:
-            # other point identities) beside the first, whose publisher queued through the outage
-            later = (dt.datetime.fromisoformat(load.start.replace("Z", "+00:00")) + dt.timedelta(days=1))
+            # devices that come back after the restart: a second simulator (another seed, starting after
+            # the first one's at most 1.5 simulated days: other point identities) beside the first,
+            # whose publisher queued through the outage
+            later = (dt.datetime.fromisoformat(load.start.replace("Z", "+00:00")) + dt.timedelta(days=1.55))
             lane.simulate(Load(later.strftime("%Y-%m-%dT%H:%M:%SZ"), 10, seed=load.seed + 1,
                                interval=load.interval), name="sim2")
     return act

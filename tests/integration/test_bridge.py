@@ -482,8 +482,9 @@ def _filters(*filters: str) -> list[str]:
 def test_bridges_dividing_the_topics_lose_nothing_when_one_dies_and_give_them_back_on_its_return(
         settings: Settings, tmp_path: Path) -> None:
     """Two bridges with plain subscriptions divide the formats between them. One is SIGKILLed mid-stream:
-    the live one subscribes to its filters, drains its session and ends it. When it returns, the live
-    one unsubscribes them again, and what is published after that is forwarded by the returned one."""
+    the live one subscribes to its filters, drains its session and ends it (and, SIGKILLed in turn,
+    restarts still listing them). When the first returns, the live one unsubscribes them again, and
+    what is published after that is forwarded by the returned one."""
     tag = uuid.uuid4().hex[:6]
     group, mine, theirs = f"g{tag}", ("city/+/+/+/up", "city/+/+/+/senml"), ("v3/+/devices/+/up", "application/+/device/+/event/up")
     live = bridge(settings, tmp_path, f"b1-{tag}", group, "--adopt-after", "5", *_filters(*mine))
@@ -506,10 +507,19 @@ def test_bridges_dividing_the_topics_lose_nothing_when_one_dies_and_give_them_ba
     log = tmp_path / f"b1-{tag}.log"
     assert f"event=filters_taken_over peer=b2-{tag}" in log.read_text()
     assert f"event=adoption_ended peer=b2-{tag} result=drained" in log.read_text()
+    # The adopter crashes while it holds the dead bridge's filters: its Last Will listed them, so the
+    # restarted adopter lists them again (and gives them back below), rather than holding them unseen.
+    live.kill()
+    live.wait()
+    live = bridge(settings, tmp_path, f"b1-{tag}", group, "--adopt-after", "5", *_filters(*mine))
+    deadline = time.monotonic() + 30
+    while "event=filters_restored" not in log.read_text():
+        assert time.monotonic() < deadline, "the restarted adopter forgot the filters its session holds"
+        time.sleep(0.2)
 
     back = bridge(settings, tmp_path, f"b2-{tag}", group, "--adopt-after", "5", *_filters(*theirs))
     deadline = time.monotonic() + 30
-    while f"event=filters_given_back peer=b2-{tag}" not in log.read_text():
+    while not [ln for ln in log.read_text().splitlines() if "event=filters_given_back" in ln and f"b2-{tag}" in ln]:
         assert time.monotonic() < deadline, "the live bridge kept the returned bridge's filters"
         time.sleep(0.2)
     time.sleep(1)  # UNSUBSCRIBE
