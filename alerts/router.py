@@ -59,7 +59,7 @@ from infra.clients import (
     mqtt_connect,
     subscribe_when_known,
 )
-from infra.influxwrite import InfluxWriter
+from infra.influxwrite import REFUSED, InfluxWriteError, InfluxWriter
 from infra.lineprotocol import Point
 from infra.logs import event
 from infra.settings import Settings
@@ -223,6 +223,8 @@ class RouterMetrics:
         self.errors = Counter("alerts_errors", "errors by service and operation", ["service", "operation"],
                               registry=r)
         self.influx_backlog = Gauge("alerts_influx_backlog", "lines waiting for InfluxDB", registry=r)
+        self.influx_refused = Counter("alerts_influx_refused", "lines InfluxDB refused (400/422), dropped and logged",
+                                      registry=r)
         self.influx_dropped = Counter("alerts_influx_dropped", "lines dropped: backlog full during an outage",
                                       registry=r)
 
@@ -659,20 +661,35 @@ class AlertRouter:
             del self.influx_lines[:dropped]
 
     def _write_influx(self) -> None:
-        """Write the backlog; during an InfluxDB outage keep it and retry with backoff (notifications go on)."""
+        """Write the backlog; during an InfluxDB outage keep it and retry with backoff (notifications go on).
+        Lines InfluxDB refuses (400/422) cannot succeed later: they are dropped, logged and counted."""
         if not self.influx_lines or time.monotonic() < self._influx_retry_at:
             return
-        try:
-            self.influx.write(self.settings.influx.bucket_compliance, self.influx_lines)
-        except Exception as exc:  # noqa: BLE001 - InfluxDB down or no token: keep the lines, retry later
-            self.metrics.errors.labels("influxdb", "write").inc()
-            event(log, "influx_write_failed", logging.WARNING, lines=len(self.influx_lines),
-                  error=f"{type(exc).__name__}: {str(exc)[:200]}", retry_in=self._influx_delay)
-            self._influx_retry_at = time.monotonic() + self._influx_delay
-            self._influx_delay = min(self._influx_delay * 2, 60.0)
-            return
-        self.influx_lines.clear()
+        batches = [self.influx_lines]
+        while batches:
+            batch = batches.pop()
+            try:
+                self.influx.write(self.settings.influx.bucket_compliance, batch)
+            except Exception as exc:  # noqa: BLE001 - InfluxDB down or no token: keep the lines, retry later
+                if not (isinstance(exc, InfluxWriteError) and exc.status in REFUSED):
+                    self.influx_lines = [line for b in batches for line in b] + batch
+                    self._influx_retry(exc)
+                    return
+                if len(batch) > 1:   # find the refused lines one by one; the others are written
+                    batches += [[line] for line in reversed(batch)]
+                    continue
+                self.metrics.influx_refused.inc()
+                event(log, "influx_line_refused", logging.ERROR, line=batch[0][:500], reason=exc.body[:300])
+        self.influx_lines = []
         self._influx_delay = 1.0
+
+    def _influx_retry(self, exc: Exception) -> None:
+        """Keep the backlog and try again later, backing off to a minute."""
+        self.metrics.errors.labels("influxdb", "write").inc()
+        event(log, "influx_write_failed", logging.WARNING, lines=len(self.influx_lines),
+              error=f"{type(exc).__name__}: {str(exc)[:200]}", retry_in=self._influx_delay)
+        self._influx_retry_at = time.monotonic() + self._influx_delay
+        self._influx_delay = min(self._influx_delay * 2, 60.0)
 
     def _gauges(self) -> None:
         states: dict[str, int] = {"pending": 0, "firing": 0, "resolved": 0, "cleared": 0}

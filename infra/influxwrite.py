@@ -17,6 +17,8 @@ import urllib3
 
 from infra.settings import InfluxSettings
 
+REFUSED = (400, 422)   # InfluxDB found these lines wrong (422: unprocessable, e.g. a field type conflict)
+
 
 class InfluxWriteError(Exception):
     """InfluxDB refused a write: `status`, its message (`body`) and the response headers (Retry-After)."""

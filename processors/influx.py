@@ -31,13 +31,12 @@ from typing import Any, Callable
 from influxdb_client import InfluxDBClient
 from influxdb_client.rest import ApiException
 
-from infra.influxwrite import InfluxWriteError, InfluxWriter
+from infra.influxwrite import REFUSED, InfluxWriteError, InfluxWriter
 from infra.logs import event
 from processors.metrics import ProcessorMetrics
 
 log = logging.getLogger("smartcity.processor")
 
-REFUSED = (400, 422)          # these lines are wrong: find them, keep them, write the rest
 TOO_LARGE = 413               # the request is too big: split it
 REASON_LIMIT = 1000           # characters of InfluxDB's message kept per refused line
 MAX_BACKOFF = 15.0
