@@ -665,18 +665,19 @@ class AlertRouter:
         Lines InfluxDB refuses (400/422) cannot succeed later: they are dropped, logged and counted."""
         if not self.influx_lines or time.monotonic() < self._influx_retry_at:
             return
-        batches = [self.influx_lines]
+        batches = [self.influx_lines]   # a stack: the last one is written next
         while batches:
             batch = batches.pop()
             try:
                 self.influx.write(self.settings.influx.bucket_compliance, batch)
             except Exception as exc:  # noqa: BLE001 - InfluxDB down or no token: keep the lines, retry later
                 if not (isinstance(exc, InfluxWriteError) and exc.status in REFUSED):
-                    self.influx_lines = [line for b in batches for line in b] + batch
+                    self.influx_lines = batch + [line for b in reversed(batches) for line in b]  # in order
                     self._influx_retry(exc)
                     return
-                if len(batch) > 1:   # find the refused lines one by one; the others are written
-                    batches += [[line] for line in reversed(batch)]
+                if len(batch) > 1:   # bisect to the refused lines; the others are written
+                    mid = len(batch) // 2
+                    batches += [batch[mid:], batch[:mid]]
                     continue
                 self.metrics.influx_refused.inc()
                 event(log, "influx_line_refused", logging.ERROR, line=batch[0][:500], reason=exc.body[:300])

@@ -162,6 +162,7 @@ class Link:
         self.granted: set[str] = set()                  # filters the broker confirmed (SUBACK)
         self.leaving: set[str] = set()                  # filters given back, until the broker confirms
         self._asked: dict[int, tuple[str, ...]] = {}    # SUBSCRIBE/UNSUBSCRIBE mid -> its filters
+        self._asked_lock = threading.Lock()
         self.generation = 0            # bumped on every connect and disconnect
         self.held = 0                  # this link's messages in the window (under bridge.lock)
         self.draining = False          # the window overflowed: take nothing until held == 0, then reconnect
@@ -184,7 +185,8 @@ class Link:
     def _set_will(self) -> None:
         """Our Last Will: "offline" with every subscription the session holds (paho sends it on connect)."""
         self.client.will_set(status_topic(self.bridge.config.group, self.client_id),
-                             status_payload(self.client_id, "offline", self.filters), qos=1, retain=True)
+                             status_payload(self.client_id, "offline", self.filters, self.bridge.config.subscriptions),
+                             qos=1, retain=True)
 
     @property
     def name(self) -> str:
@@ -254,19 +256,23 @@ class Link:
             event(log, "mqtt_disconnected", logging.WARNING, link=self.name, reason=reason.getName())
 
     def _subscribe(self, filters: tuple[str, ...]) -> None:
-        """SUBSCRIBE (QoS 1); paho refuses while disconnected, and on_connect subscribes everything again."""
-        rc, mid = self.client.subscribe([(f, 1) for f in filters])
-        if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
-            self._asked[mid] = filters
+        """SUBSCRIBE (QoS 1); paho refuses while disconnected, and on_connect subscribes everything again.
+        The mid is recorded under the lock the SUBACK callback takes, so the answer cannot come first."""
+        with self._asked_lock:
+            rc, mid = self.client.subscribe([(f, 1) for f in filters])
+            if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+                self._asked[mid] = filters
 
     def _unsubscribe(self, filters: tuple[str, ...]) -> None:
-        rc, mid = self.client.unsubscribe(list(filters))
-        if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
-            self._asked[mid] = filters
+        with self._asked_lock:
+            rc, mid = self.client.unsubscribe(list(filters))
+            if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+                self._asked[mid] = filters
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
                       reasons: list[mqtt.ReasonCode], properties: Properties | None) -> None:
-        filters = self._asked.pop(mid, ())
+        with self._asked_lock:
+            filters = self._asked.pop(mid, ())
         refused = [f for f, r in zip(filters, reasons) if r.is_failure]
         if refused:
             event(log, "mqtt_subscribe_refused", logging.ERROR, link=self.name, filters=refused,
@@ -284,10 +290,10 @@ class Link:
             self.publish_status("online")
         return new
 
-    def release(self, filters: tuple[str, ...]) -> None:
-        """Unsubscribe `filters` taken over from a peer that is back (its own session has them again);
-        asked again on every connect until the broker confirms."""
-        gone = tuple(f for f in filters if f in self.filters)
+    def release(self, filters: tuple[str, ...], *, listed: bool = True) -> None:
+        """Unsubscribe `filters` (taken over from a peer that is back, or, not `listed`, left in the
+        session by an earlier configuration); asked again on every connect until the broker confirms."""
+        gone = tuple(f for f in filters if f in self.filters or not listed)
         if gone:
             self.filters = tuple(f for f in self.filters if f not in gone)
             self.granted.difference_update(gone)
@@ -305,12 +311,14 @@ class Link:
     def publish_status(self, state: str) -> mqtt.MQTTMessageInfo:
         """The retained status of this bridge, with every subscription its session holds."""
         return self.client.publish(status_topic(self.bridge.config.group, self.client_id),
-                                   status_payload(self.client_id, state, self.filters), qos=1, retain=True)
+                                   status_payload(self.client_id, state, self.filters, self.bridge.config.subscriptions),
+                                   qos=1, retain=True)
 
     def _on_unsubscribe(self, client: mqtt.Client, userdata: object, mid: int,
                         reasons: list[mqtt.ReasonCode], properties: Properties | None) -> None:
         self.unsubscribed = True
-        self.leaving.difference_update(self._asked.pop(mid, ()))
+        with self._asked_lock:
+            self.leaving.difference_update(self._asked.pop(mid, ()))
         self.last_message = time.monotonic()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
@@ -340,17 +348,21 @@ class Bridge:
         self.link = Link(self, self.config.client_id)
         self.adoptions: dict[str, Link] = {}
         self.taking: dict[str, tuple[str, ...]] = {}   # peer -> its plain filters we subscribe to, until adopted
-        self.restored: tuple[str, ...] | None = None
+        self.restored: tuple[tuple[str, ...], tuple[str, ...]] | None = None   # (filters, own) last time
+        self._adopt_again_at: dict[str, float] = {}   # peer -> not before (its adoption link was cut)
         self._overlap_warned: set[str] = set()
         self._totals = {"received": 0, "forwarded": 0, "deadlettered": 0, "acked": 0}
         self._influx = InfluxWriter(settings.influx, timeout_s=5.0)
         self._missing: dict[str, tuple[float, str]] = {}  # topic found absent -> (refused until, reason)
 
     def restore(self, payload: bytes) -> None:
-        """Our own retained status from before this start: the subscriptions our session may still hold
-        (filters taken over from a dead peer). Called on paho's thread; _tend_links acts on it."""
+        """Our own retained status from before this start: the subscriptions our session may still hold,
+        and which of them the configuration of that time gave us. Called on paho's thread; _tend_links
+        acts on it."""
         try:
-            self.restored = tuple(str(f) for f in json.loads(payload)["filters"])
+            doc = json.loads(payload)
+            filters = tuple(str(f) for f in doc["filters"])
+            self.restored = (filters, tuple(str(f) for f in doc.get("own", filters)))
         except (ValueError, KeyError, TypeError):
             return
 
@@ -613,28 +625,37 @@ class Bridge:
                 event(log, "filters_overlap", logging.WARNING, peer=peer_id, filters=same,
                       fix="every such message reaches Kafka twice: give each bridge its own --filter, or use --shared")
         if self.restored:
-            extra = tuple(f for f in self.restored if f not in own and not f.startswith("$share/"))
-            self.restored = None
-            if self.link.take(extra):   # still in our session: list them, so they are given back or adopted
+            (filters, was_own), self.restored = self.restored, None
+            dropped = tuple(f for f in was_own if f not in own)   # the configuration changed since
+            if dropped:
+                self.link.release(dropped, listed=False)
+                event(log, "old_filters_unsubscribed", filters=list(dropped))
+            extra = tuple(f for f in filters if f not in was_own and f not in own and not f.startswith("$share/"))
+            if self.link.take(extra):   # taken from dead peers, still in our session: list them again
                 self.link.refresh_will()
                 event(log, "filters_restored", filters=list(extra))
-        # Plain filters we took over go back once a live bridge holds them again (its session has them).
-        back = self.peers.held_by_live(self.config.client_id, set(self.adoptions))
-        given = tuple(f for f in self.link.filters if f not in own and f in back)
-        if given:
-            event(log, "filters_given_back", peers=sorted({back[f] for f in given}), filters=list(given))
-            self.link.release(given)
-        for peer in self.peers.due(self.config.client_id, now, self.config.adopt_after):
-            if peer.client_id in self.adoptions:
+        # Plain filters we took over go back once their owner is live again (its session has them), or
+        # to the bridge with the lower id when two of us took the same one.
+        taken = {f for f in self.link.filters if f not in own}
+        back = self.peers.to_give_back(self.config.client_id, taken, set(self.adoptions))
+        if back:
+            event(log, "filters_given_back", peers=sorted(set(back.values())), filters=sorted(back))
+            self.link.release(tuple(back))
+        due = self.peers.due(self.config.client_id, now, self.config.adopt_after)
+        for peer_id in set(self.taking) - {p.client_id for p in due}:
+            del self.taking[peer_id]
+        for peer in due:
+            if peer.client_id in self.adoptions or now < self._adopt_again_at.get(peer.client_id, 0.0):
                 continue
             plain = tuple(f for f in peer.filters if not f.startswith("$share/"))
-            if plain and peer.client_id not in self.taking:
+            missing = tuple(f for f in plain if f not in self.link.filters)
+            if missing:
                 # Plain filters have no other subscriber: take them over first, so nothing published from
                 # now on goes only to the dead session; adopt once the broker granted the subscription.
-                self.taking[peer.client_id] = plain
-                self.link.take(plain)
-                event(log, "filters_taken_over", peer=peer.client_id, filters=list(plain))
-            if all(f in self.link.granted for f in self.taking.get(peer.client_id, ())):
+                self.link.take(missing)
+                event(log, "filters_taken_over", peer=peer.client_id, filters=list(missing))
+            self.taking[peer.client_id] = plain
+            if all(f in self.link.granted for f in plain):
                 self.taking.pop(peer.client_id, None)
                 event(log, "adopting_session", peer=peer.client_id, offline_for=now - peer.since)
                 link = self.adoptions[peer.client_id] = Link(self, peer.client_id, adopted=True, filters=peer.filters)
@@ -649,12 +670,22 @@ class Bridge:
                 result = "drained"
             else:
                 continue
+            if result == "drained":
+                # The peer's status goes, sent on its own session before that session ends: a peer that
+                # reconnects after this takes the session over and its "online" is not wiped.
+                cleared = link.client.publish(status_topic(self.config.group, peer_id), b"", qos=1, retain=True)
+                try:
+                    cleared.wait_for_publish(timeout=5)
+                except (RuntimeError, ValueError):
+                    pass
+                if not cleared.is_published():   # cut meanwhile (the peer is back?): look again next time
+                    result = "connection_lost"
             link.close(end_session=result == "drained")
             del self.adoptions[peer_id]
-            if result == "drained":  # the peer's status goes; our status and will list its plain filters
-                self.link.client.publish(status_topic(self.config.group, peer_id), b"", qos=1, retain=True)
-                if any(f not in own for f in self.link.filters):
-                    self.link.refresh_will()
+            if result == "connection_lost":   # e.g. the peer took its session back: give it time to say so
+                self._adopt_again_at[peer_id] = now + self.config.adopt_after
+            if result == "drained" and any(f not in own for f in self.link.filters):
+                self.link.refresh_will()   # our status and will list its plain filters
             self.metrics.adoptions.labels(result).inc()
             event(log, "adoption_ended", peer=peer_id, result=result, session_present=link.session_present)
 

@@ -22,10 +22,12 @@ def status_topic(group: str, client_id: str) -> str:
     return f"{STATUS_ROOT}/{group}/{client_id}"
 
 
-def status_payload(client_id: str, state: str, filters: tuple[str, ...]) -> bytes:
-    """A status message: the state, and the subscriptions of the bridge's session as full topic filters
-    (`$share/<group>/...` or plain): an adopter unsubscribes exactly these, and takes the plain ones over."""
-    return json.dumps({"client_id": client_id, "state": state, "filters": list(filters)}).encode()
+def status_payload(client_id: str, state: str, filters: tuple[str, ...], own: tuple[str, ...] | None = None) -> bytes:
+    """A status message: the state, the subscriptions of the bridge's session as full topic filters
+    (`$share/<group>/...` or plain: an adopter unsubscribes exactly these and takes the plain ones over),
+    and `own`, those of them its configuration gives it (the rest it took over from dead peers)."""
+    return json.dumps({"client_id": client_id, "state": state, "filters": list(filters),
+                       "own": list(filters if own is None else own)}).encode()
 
 
 @dataclass
@@ -35,7 +37,13 @@ class Peer:
     client_id: str
     online: bool
     since: float                     # monotonic time this bridge saw the current state begin
-    filters: tuple[str, ...]
+    filters: tuple[str, ...]         # every subscription of its session
+    own: tuple[str, ...] = ()        # those its configuration gives it
+
+    @property
+    def taken(self) -> set[str]:
+        """Plain filters it holds for dead peers."""
+        return {f for f in self.filters if f not in self.own and not f.startswith("$share/")}
 
 
 class PeerTable:
@@ -58,16 +66,17 @@ class PeerTable:
                 doc = json.loads(payload)
                 online = doc["state"] == "online"
                 filters = tuple(str(f) for f in doc["filters"])
+                own = tuple(str(f) for f in doc.get("own", filters))
             except (ValueError, KeyError, TypeError):
                 return
             known = self._peers.get(client_id)
-            if known is not None and known.online and not online:
+            if known is not None and not online:
                 # A Last Will was fixed at connect time: the session may hold more (filters taken over since).
                 filters = tuple(dict.fromkeys(filters + known.filters))
             if known is None or known.online != online:
-                self._peers[client_id] = Peer(client_id, online, now, filters)
+                self._peers[client_id] = Peer(client_id, online, now, filters, own)
             else:
-                known.filters = filters
+                known.filters, known.own = filters, own
 
     def online(self, client_id: str) -> bool:
         """True when `client_id` last said it is online."""
@@ -83,12 +92,15 @@ class PeerTable:
                      if p.online and p.client_id != self_id}
         return {k: v for k, v in found.items() if v}
 
-    def held_by_live(self, self_id: str, skip: set[str]) -> dict[str, str]:
-        """Plain filters that live peers (not `self_id`, not those in `skip`) subscribe to -> one such peer."""
+    def to_give_back(self, self_id: str, taken: set[str], skip: set[str]) -> dict[str, str]:
+        """Which of the plain filters we took over (`taken`) to unsubscribe -> the live peer that keeps
+        it: one whose configuration has it (it is back), or, when two of us took the same filter, the
+        one with the lower id. Peers in `skip` (being adopted) do not count."""
         with self._lock:
-            return {f: p.client_id for p in self._peers.values()
-                    if p.online and p.client_id != self_id and p.client_id not in skip
-                    for f in p.filters if not f.startswith("$share/")}
+            live = [p for p in self._peers.values() if p.online and p.client_id != self_id and p.client_id not in skip]
+            out = {f: p.client_id for p in live if p.client_id < self_id for f in p.taken & taken}
+            out.update({f: p.client_id for p in live for f in p.own if f in taken})
+            return out
 
     def due(self, self_id: str, now: float, grace: float) -> list[Peer]:
         """Peers offline for at least `grace` seconds whose session this bridge is the one to adopt:

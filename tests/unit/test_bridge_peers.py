@@ -72,3 +72,16 @@ def test_plain_filters_held_by_two_live_bridges_are_reported_shared_ones_are_not
     peers.update(status_topic("g", "c"), status_payload("c", "offline", ("city/fire/#",)), 0.0)
     assert peers.overlapping("a", ("city/air/#", "city/fire/#", "$share/g/x/#")) == {"b": ["city/air/#"]}
     assert peers.overlapping("b", ("city/air/#",)) == {}
+
+
+def test_a_taken_filter_goes_back_to_its_owner_or_to_the_lower_id_of_two_takers() -> None:
+    peers = PeerTable("g")
+    f = "v3/+/devices/+/up"
+    # c took f too (it lists f, but not as its own): of two takers, the lower id keeps it
+    peers.update(status_topic("g", "c"), status_payload("c", "online", ("city/a", f), ("city/a",)), 0.0)
+    assert peers.to_give_back("b", {f}, set()) == {}              # b < c: b keeps it
+    assert peers.to_give_back("d", {f}, set()) == {f: "c"}        # d > c: d lets go
+    # the owner is back (f is in its own list): every taker gives it back, unless it is being adopted
+    peers.update(status_topic("g", "e"), status_payload("e", "online", (f,)), 0.0)
+    assert peers.to_give_back("b", {f, "x"}, set()) == {f: "e"}
+    assert peers.to_give_back("b", {f}, {"e"}) == {}
