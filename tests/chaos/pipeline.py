@@ -411,8 +411,14 @@ class Lane:
         while True:
             try:
                 stored = self.stored()
-            except Exception as exc:  # noqa: BLE001 - InfluxDB may be the thing that is down
-                self.note(f"query failed: {type(exc).__name__}")
+            except Exception as exc:  # noqa: BLE001 - InfluxDB may be down (this lane's fault or a
+                # neighbour's outage): that is no sign the pipeline is done, wait for it until the deadline
+                self.note(f"query failed (retried): {type(exc).__name__}")
+                if time.monotonic() > deadline:
+                    return stored, recovery
+                last_change = time.monotonic()
+                time.sleep(2)
+                continue
             if probe and recovery is None and probe in stored:
                 recovery = time.monotonic() - fault_end
             if len(stored) != last:
