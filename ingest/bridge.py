@@ -70,6 +70,8 @@ SOURCE_FILTERS = (
     "application/+/device/+/event/up",    # ChirpStack v4
 )
 Record = tuple  # (topic, key, value, headers, timestamp ms): what encode() makes of messages
+SESSION_TAKEN_OVER = 0x8E   # MQTT v5 DISCONNECT reason: another connection with our client id
+ADOPT_CONNECT_TIMEOUT = 30.0   # an adoption that has not connected by then is dropped and tried later
 
 
 @dataclass
@@ -169,6 +171,8 @@ class Link:
         self.closing = False           # we are ending this connection on purpose
         self.lost = False              # an adopted connection ended (taken over or dropped)
         self.session_present: bool | None = None
+        self.connect_started = time.monotonic()
+        self.connected_at: float | None = None   # monotonic time of the latest CONNACK
         self.unsubscribed = False
         self.last_message = time.monotonic()
         self._cause = "start"
@@ -195,6 +199,7 @@ class Link:
     def connect(self, cause: str) -> None:
         """Connect (the network loop retries while the broker is away), resuming the session."""
         self._cause = cause
+        self.connect_started = time.monotonic()
         mqtt_connect(self.client, self.bridge.settings, session_expiry=self.bridge.config.session_expiry,
                      receive_maximum=self.bridge.config.window, wait=False)
         self.client.loop_start()
@@ -233,6 +238,7 @@ class Link:
         if cause == "lost":
             bridge.metrics.reconnects.inc()
         self.session_present = flags.session_present
+        self.connected_at = time.monotonic()
         if self.adopted:
             # Stop routing more to the dead peer (our own session took its plain filters over before we
             # connected); what its session holds still comes.
@@ -254,6 +260,10 @@ class Link:
             self.lost = True
         if not self.closing and not self.bridge.stopping.is_set():
             event(log, "mqtt_disconnected", logging.WARNING, link=self.name, reason=reason.getName())
+            if not self.adopted and reason.value == SESSION_TAKEN_OVER:
+                event(log, "client_id_clash", logging.ERROR, client_id=self.client_id,
+                      fix="another client connected with this --client-id and took the session over; "
+                          "give every bridge its own --client-id")
 
     def _subscribe(self, filters: tuple[str, ...]) -> None:
         """SUBSCRIBE (QoS 1); paho refuses while disconnected, and on_connect subscribes everything again.
@@ -281,13 +291,14 @@ class Link:
         self.granted.update(f for f, r in zip(filters, reasons) if not r.is_failure)
 
     def take(self, filters: tuple[str, ...]) -> tuple[str, ...]:
-        """Subscribe this (own) session to `filters` too and list them in the status; returns the new ones."""
+        """Subscribe this (own) session to `filters` too and list them in the status and the Last Will
+        at once (a crash right after must not leave them in the session unlisted); returns the new ones."""
         new = tuple(f for f in filters if f not in self.filters)
         if new:
             self.filters += new
             self.leaving.difference_update(new)
             self._subscribe(new)
-            self.publish_status("online")
+            self.refresh_will()
         return new
 
     def release(self, filters: tuple[str, ...], *, listed: bool = True) -> None:
@@ -350,6 +361,7 @@ class Bridge:
         self.taking: dict[str, tuple[str, ...]] = {}   # peer -> its plain filters we subscribe to, until adopted
         self.restored: tuple[tuple[str, ...], tuple[str, ...]] | None = None   # (filters, own) last time
         self._adopt_again_at: dict[str, float] = {}   # peer -> not before (its adoption link was cut)
+        self._fresh_status_needed: dict[str, float] = {}   # peer -> when our adoption connected as it
         self._overlap_warned: set[str] = set()
         self._totals = {"received": 0, "forwarded": 0, "deadlettered": 0, "acked": 0}
         self._influx = InfluxWriter(settings.influx, timeout_s=5.0)
@@ -626,18 +638,27 @@ class Bridge:
                       fix="every such message reaches Kafka twice: give each bridge its own --filter, or use --shared")
         if self.restored:
             (filters, was_own), self.restored = self.restored, None
-            dropped = tuple(f for f in was_own if f not in own)   # the configuration changed since
-            if dropped:
+            # Filters an earlier configuration (or an adoption) left in our session: a $share one, or one
+            # the current configuration has in the other form, is unsubscribed; any other stream is kept
+            # (plain) and listed as taken until a live bridge of the group owns it, so a narrower
+            # --filter list or another group does not drop a stream nobody else reads yet.
+            plain_own = {_plain(o) for o in own}
+            dropped = tuple(f for f in was_own if f not in own and (f.startswith("$share/") or f in plain_own))
+            if dropped:   # an old share group's filter not covered now is kept as a plain one below
                 self.link.release(dropped, listed=False)
                 event(log, "old_filters_unsubscribed", filters=list(dropped))
-            extra = tuple(f for f in filters if f not in was_own and f not in own and not f.startswith("$share/"))
-            if self.link.take(extra):   # taken from dead peers, still in our session: list them again
-                self.link.refresh_will()
-                event(log, "filters_restored", filters=list(extra))
+            extra = tuple(dict.fromkeys(_plain(f) for f in filters if f not in own and f not in dropped
+                                        or f in dropped and _plain(f) not in plain_own))
+            if self.link.take(extra):
+                event(log, "filters_restored", filters=list(extra),
+                      note="kept until a live bridge of the group owns them")
         # Plain filters we took over go back once their owner is live again (its session has them), or
         # to the bridge with the lower id when two of us took the same one.
         taken = {f for f in self.link.filters if f not in own}
-        back = self.peers.to_give_back(self.config.client_id, taken, set(self.adoptions))
+        # A peer whose adoption just ended may have been cut off by it (our CONNECT as the peer took its
+        # session over, and unsubscribed its filters): its status counts only once it said so again.
+        stale = {p for p, t in self._fresh_status_needed.items() if self.peers.updated(p) <= t}
+        back = self.peers.to_give_back(self.config.client_id, taken, set(self.adoptions) | stale)
         if back:
             event(log, "filters_given_back", peers=sorted(set(back.values())), filters=sorted(back))
             self.link.release(tuple(back))
@@ -663,31 +684,43 @@ class Bridge:
         for peer_id, link in list(self.adoptions.items()):
             with self.lock:
                 idle = link.held == 0 and not link.draining
+            connected = link.client.is_connected()
             if self.peers.online(peer_id) or link.lost:
                 result = "peer_returned" if self.peers.online(peer_id) else "connection_lost"
+            elif not connected:
+                # paho gives an adoption one connect attempt (no reconnect loop): one refused while the
+                # broker was away ends without a callback, so it is dropped here and tried again later
+                if link.session_present is None and now - link.connect_started < ADOPT_CONNECT_TIMEOUT:
+                    continue
+                result = "connection_lost"
             elif link.session_present is False or (link.unsubscribed and idle
                                                     and now - link.last_message >= self.config.adopt_quiet):
                 result = "drained"
             else:
                 continue
-            if result == "drained":
-                # The peer's status goes, sent on its own session before that session ends: a peer that
-                # reconnects after this takes the session over and its "online" is not wiped.
-                cleared = link.client.publish(status_topic(self.config.group, peer_id), b"", qos=1, retain=True)
-                try:
-                    cleared.wait_for_publish(timeout=5)
-                except (RuntimeError, ValueError):
-                    pass
-                if not cleared.is_published():   # cut meanwhile (the peer is back?): look again next time
-                    result = "connection_lost"
+            if result == "drained" and not self._clear_status(link, peer_id):
+                result = "connection_lost"   # cut meanwhile (the peer is back?): look again later
             link.close(end_session=result == "drained")
             del self.adoptions[peer_id]
+            if link.connected_at is not None:   # we unsubscribed its session: give back only on a newer status
+                self._fresh_status_needed[peer_id] = link.connected_at
             if result == "connection_lost":   # e.g. the peer took its session back: give it time to say so
                 self._adopt_again_at[peer_id] = now + self.config.adopt_after
             if result == "drained" and any(f not in own for f in self.link.filters):
                 self.link.refresh_will()   # our status and will list its plain filters
             self.metrics.adoptions.labels(result).inc()
             event(log, "adoption_ended", peer=peer_id, result=result, session_present=link.session_present)
+
+    def _clear_status(self, link: Link, peer_id: str) -> bool:
+        """Clear a drained peer's retained status on its own session, before that session ends: a peer
+        that reconnects after this takes the session over and its "online" is not wiped. True when the
+        broker confirmed it."""
+        try:
+            cleared = link.client.publish(status_topic(self.config.group, peer_id), b"", qos=1, retain=True)
+            cleared.wait_for_publish(timeout=5)
+            return cleared.is_published()
+        except (RuntimeError, ValueError):   # not connected (paho raises), or the wait timed out
+            return False
 
     def encode(self, batch: list[mqtt.MQTTMessage]) -> list[tuple]:
         """Kafka records (topic, key, value, headers, timestamp ms) for a batch: readings and dead letters.
@@ -837,6 +870,13 @@ class Bridge:
         self.producer.close(timeout=10)
         self._influx.close()
         event(log, "bridge_stopped", client_id=self.config.client_id, **self._totals)
+
+
+def _plain(topic_filter: str) -> str:
+    """A filter without its `$share/<group>/` prefix, if any."""
+    if topic_filter.startswith("$share/"):
+        return topic_filter.split("/", 2)[2]
+    return topic_filter
 
 
 def _topic_of(msg: mqtt.MQTTMessage) -> str:

@@ -39,6 +39,7 @@ class Peer:
     since: float                     # monotonic time this bridge saw the current state begin
     filters: tuple[str, ...]         # every subscription of its session
     own: tuple[str, ...] = ()        # those its configuration gives it
+    updated: float = 0.0             # monotonic time of its latest status
 
     @property
     def taken(self) -> set[str]:
@@ -74,9 +75,15 @@ class PeerTable:
                 # A Last Will was fixed at connect time: the session may hold more (filters taken over since).
                 filters = tuple(dict.fromkeys(filters + known.filters))
             if known is None or known.online != online:
-                self._peers[client_id] = Peer(client_id, online, now, filters, own)
+                self._peers[client_id] = Peer(client_id, online, now, filters, own, now)
             else:
-                known.filters, known.own = filters, own
+                known.filters, known.own, known.updated = filters, own, now
+
+    def updated(self, client_id: str) -> float:
+        """When the latest status of `client_id` arrived (monotonic; -inf when none is known)."""
+        with self._lock:
+            peer = self._peers.get(client_id)
+            return peer.updated if peer is not None else float("-inf")
 
     def online(self, client_id: str) -> bool:
         """True when `client_id` last said it is online."""

@@ -545,6 +545,34 @@ def test_bridges_dividing_the_topics_lose_nothing_when_one_dies_and_give_them_ba
     assert not wrong, f"{len(wrong)} messages forwarded by the wrong bridge or twice, e.g. {list(wrong.items())[:3]}"
 
 
+def test_a_bridge_restarted_with_fewer_filters_keeps_the_others_until_a_peer_owns_them(
+        settings: Settings, tmp_path: Path) -> None:
+    """A bridge restarted with a narrower --filter list (or switched to --shared) must not drop the
+    streams its session held: the plain ones it no longer owns are kept, listed as taken, and given to
+    the first live bridge of the group that owns them; a plain filter now held as $share is replaced."""
+    tag = uuid.uuid4().hex[:6]
+    group, mine, theirs = f"g{tag}", ("city/+/+/+/up", "city/+/+/+/senml"), ("v3/+/devices/+/up", "application/+/device/+/event/up")
+    first = bridge(settings, tmp_path, f"x-{tag}", group, *_filters(*mine, *theirs))
+    assert stop(first) == 0
+    expected = publish(settings, tag, 400)          # queued in the session, all four formats
+    narrow = bridge(settings, tmp_path, f"x-{tag}", group, "--shared", *_filters(*mine))
+    seen = wait_for_count(settings, expected, timeout=60)
+    log = (tmp_path / f"x-{tag}.log").read_text()
+    assert "event=old_filters_unsubscribed" in log and "event=filters_restored" in log, log[-3000:]
+    assert expected <= set(seen), f"{len(expected - set(seen))} lost when the filters changed"
+    later = publish(settings, f"{tag}b", 400)       # still forwarded: nobody else owns v3/application yet
+    assert later <= set(wait_for_count(settings, later, timeout=60))
+    owner = bridge(settings, tmp_path, f"y-{tag}", group, *_filters(*theirs))
+    deadline = time.monotonic() + 30
+    while "event=filters_given_back" not in (tmp_path / f"x-{tag}.log").read_text():
+        assert time.monotonic() < deadline, "the restarted bridge kept filters a live owner holds"
+        time.sleep(0.2)
+    last = publish(settings, f"{tag}c", 400)
+    assert last <= set(wait_for_count(settings, last, timeout=60))
+    for proc in (narrow, owner):
+        assert stop(proc) == 0
+
+
 @pytest.mark.parametrize("shared", [False, True], ids=["plain", "shared"])
 def test_a_broker_restart_keeps_plain_subscriptions_and_drops_shared_ones(
         settings: Settings, broker: PrivateService, tmp_path: Path, shared: bool) -> None:
