@@ -42,6 +42,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,7 +71,6 @@ SOURCE_FILTERS = (
     "application/+/device/+/event/up",    # ChirpStack v4
 )
 Record = tuple  # (topic, key, value, headers, timestamp ms): what encode() makes of messages
-SESSION_TAKEN_OVER = 0x8E   # MQTT v5 DISCONNECT reason: another connection with our client id
 ADOPT_CONNECT_TIMEOUT = 30.0   # an adoption that has not connected by then is dropped and tried later
 
 
@@ -189,7 +189,8 @@ class Link:
     def _set_will(self) -> None:
         """Our Last Will: "offline" with every subscription the session holds (paho sends it on connect)."""
         self.client.will_set(status_topic(self.bridge.config.group, self.client_id),
-                             status_payload(self.client_id, "offline", self.filters, self.bridge.config.subscriptions),
+                             status_payload(self.client_id, "offline", self.filters, self.bridge.config.subscriptions,
+                                            self.bridge.instance),
                              qos=1, retain=True)
 
     @property
@@ -209,7 +210,7 @@ class Link:
         so the broker sends again what was dropped while the window was full, or a new Last Will."""
         self.closing = True
         self.client.disconnect()
-        self.client.loop_stop()
+        _stop_loop(self.client)
         self.closing = False
         with self.bridge.lock:
             self.draining = False
@@ -224,7 +225,7 @@ class Link:
             props = Properties(PacketTypes.DISCONNECT)
             props.SessionExpiryInterval = 0
         self.client.disconnect(properties=props)
-        self.client.loop_stop()
+        _stop_loop(self.client)
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                     reason: mqtt.ReasonCode, properties: Properties | None) -> None:
@@ -260,10 +261,6 @@ class Link:
             self.lost = True
         if not self.closing and not self.bridge.stopping.is_set():
             event(log, "mqtt_disconnected", logging.WARNING, link=self.name, reason=reason.getName())
-            if not self.adopted and reason.value == SESSION_TAKEN_OVER:
-                event(log, "client_id_clash", logging.ERROR, client_id=self.client_id,
-                      fix="another client connected with this --client-id and took the session over; "
-                          "give every bridge its own --client-id")
 
     def _subscribe(self, filters: tuple[str, ...]) -> None:
         """SUBSCRIBE (QoS 1); paho refuses while disconnected, and on_connect subscribes everything again.
@@ -322,7 +319,8 @@ class Link:
     def publish_status(self, state: str) -> mqtt.MQTTMessageInfo:
         """The retained status of this bridge, with every subscription its session holds."""
         return self.client.publish(status_topic(self.bridge.config.group, self.client_id),
-                                   status_payload(self.client_id, state, self.filters, self.bridge.config.subscriptions),
+                                   status_payload(self.client_id, state, self.filters, self.bridge.config.subscriptions,
+                                                  self.bridge.instance),
                                    qos=1, retain=True)
 
     def _on_unsubscribe(self, client: mqtt.Client, userdata: object, mid: int,
@@ -334,8 +332,11 @@ class Link:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.startswith(STATUS_ROOT + "/"):
-            if msg.retain and msg.topic == status_topic(self.bridge.config.group, self.client_id):
-                self.bridge.restore(msg.payload)   # what our session held when we last went away
+            if msg.topic == status_topic(self.bridge.config.group, self.client_id):
+                if msg.retain and not self.bridge.restore_seen:
+                    self.bridge.restore(msg.payload)   # what our session held when we last went away
+                else:   # ours since, unless another process runs with our client id
+                    self.bridge.check_instance(msg.payload)
             self.bridge.peers.update(msg.topic, msg.payload, time.monotonic())  # QoS 0: nothing to ack
             return
         self.last_message = time.monotonic()
@@ -356,10 +357,13 @@ class Bridge:
         self.held = 0
         self.stopping = threading.Event()
         self.peers = PeerTable(self.config.group)
+        self.instance = uuid.uuid4().hex[:12]   # tells our own status from another process's with our id
         self.link = Link(self, self.config.client_id)
         self.adoptions: dict[str, Link] = {}
         self.taking: dict[str, tuple[str, ...]] = {}   # peer -> its plain filters we subscribe to, until adopted
         self.restored: tuple[tuple[str, ...], tuple[str, ...]] | None = None   # (filters, own) last time
+        self.restore_seen = False   # the status found at start was read (later ones are ours)
+        self._clash_logged = -1e9
         self._adopt_again_at: dict[str, float] = {}   # peer -> not before (its adoption link was cut)
         self._fresh_status_needed: dict[str, float] = {}   # peer -> when our adoption connected as it
         self._overlap_warned: set[str] = set()
@@ -367,10 +371,25 @@ class Bridge:
         self._influx = InfluxWriter(settings.influx, timeout_s=5.0)
         self._missing: dict[str, tuple[float, str]] = {}  # topic found absent -> (refused until, reason)
 
+    def check_instance(self, payload: bytes) -> None:
+        """A live status on our own topic from another process: two bridges share our client id, and
+        the broker hands the session from one to the other on every connect."""
+        try:
+            doc = json.loads(payload)
+            other = doc.get("instance") if doc.get("state") == "online" else None
+        except (ValueError, AttributeError):
+            return
+        if other and other != self.instance and time.monotonic() - self._clash_logged > 60:
+            self._clash_logged = time.monotonic()
+            event(log, "client_id_clash", logging.ERROR, client_id=self.config.client_id, other_instance=other,
+                  fix="another bridge runs with this --client-id and takes the session over on every "
+                      "connect; give every bridge its own --client-id")
+
     def restore(self, payload: bytes) -> None:
         """Our own retained status from before this start: the subscriptions our session may still hold,
         and which of them the configuration of that time gave us. Called on paho's thread; _tend_links
         acts on it."""
+        self.restore_seen = True
         try:
             doc = json.loads(payload)
             filters = tuple(str(f) for f in doc["filters"])
@@ -417,7 +436,10 @@ class Bridge:
                 if batch:
                     self.forward(batch)
                 if not self.stopping.is_set():
-                    self._tend_links()
+                    try:
+                        self._tend_links()
+                    except Exception as exc:  # noqa: BLE001 - a bug here must not stop the stream: log, go on
+                        _error_with_traceback("tend_links_failed", exc)
                 if time.monotonic() - last_log >= self.config.log_interval:
                     last_log = time.monotonic()
                     self._report()
@@ -700,6 +722,8 @@ class Bridge:
                 continue
             if result == "drained" and not self._clear_status(link, peer_id):
                 result = "connection_lost"   # cut meanwhile (the peer is back?): look again later
+            if result == "drained":   # our own link may miss the cleared status (QoS 0, or reconnecting)
+                self.peers.forget(peer_id)
             link.close(end_session=result == "drained")
             del self.adoptions[peer_id]
             if link.connected_at is not None:   # we unsubscribed its session: give back only on a newer status
@@ -870,6 +894,15 @@ class Bridge:
         self.producer.close(timeout=10)
         self._influx.close()
         event(log, "bridge_stopped", client_id=self.config.client_id, **self._totals)
+
+
+def _stop_loop(client: mqtt.Client) -> None:
+    """paho's loop_stop(), which raises AttributeError when the network thread ends by itself between
+    its check and its join (seen under load): then there is nothing left to stop."""
+    try:
+        client.loop_stop()
+    except AttributeError:
+        pass
 
 
 def _plain(topic_filter: str) -> str:

@@ -22,12 +22,14 @@ def status_topic(group: str, client_id: str) -> str:
     return f"{STATUS_ROOT}/{group}/{client_id}"
 
 
-def status_payload(client_id: str, state: str, filters: tuple[str, ...], own: tuple[str, ...] | None = None) -> bytes:
+def status_payload(client_id: str, state: str, filters: tuple[str, ...], own: tuple[str, ...] | None = None,
+                   instance: str = "") -> bytes:
     """A status message: the state, the subscriptions of the bridge's session as full topic filters
     (`$share/<group>/...` or plain: an adopter unsubscribes exactly these and takes the plain ones over),
-    and `own`, those of them its configuration gives it (the rest it took over from dead peers)."""
+    and `own`, those of them its configuration gives it (the rest it took over from dead peers);
+    `instance` tells two processes with one client id apart."""
     return json.dumps({"client_id": client_id, "state": state, "filters": list(filters),
-                       "own": list(filters if own is None else own)}).encode()
+                       "own": list(filters if own is None else own), "instance": instance}).encode()
 
 
 @dataclass
@@ -78,6 +80,11 @@ class PeerTable:
                 self._peers[client_id] = Peer(client_id, online, now, filters, own, now)
             else:
                 known.filters, known.own, known.updated = filters, own, now
+
+    def forget(self, client_id: str) -> None:
+        """Drop a peer whose status we cleared ourselves (its session is gone)."""
+        with self._lock:
+            self._peers.pop(client_id, None)
 
     def updated(self, client_id: str) -> float:
         """When the latest status of `client_id` arrived (monotonic; -inf when none is known)."""

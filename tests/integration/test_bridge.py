@@ -573,6 +573,22 @@ def test_a_bridge_restarted_with_fewer_filters_keeps_the_others_until_a_peer_own
         assert stop(proc) == 0
 
 
+def test_two_bridges_with_one_client_id_say_so(settings: Settings, tmp_path: Path) -> None:
+    """The broker hands a session from one connection to the other with the same client id, endlessly;
+    the bridges cannot stop that, but they must say what is wrong and how to fix it."""
+    tag = uuid.uuid4().hex[:6]
+    first = bridge(settings, tmp_path, f"same-{tag}", f"g{tag}")
+    second = start(settings, "bridge", "--client-id", f"same-{tag}", "--group", f"g{tag}", "--metrics-port", "0",
+                   log=tmp_path / "second.log")
+    deadline = time.monotonic() + 45
+    logs = [tmp_path / f"same-{tag}.log", tmp_path / "second.log"]
+    while not any("event=client_id_clash" in p.read_text(errors="replace") for p in logs):
+        assert time.monotonic() < deadline, "two bridges with one client id went unreported"
+        time.sleep(0.5)
+    for proc in (first, second):
+        stop(proc)
+
+
 @pytest.mark.parametrize("shared", [False, True], ids=["plain", "shared"])
 def test_a_broker_restart_keeps_plain_subscriptions_and_drops_shared_ones(
         settings: Settings, broker: PrivateService, tmp_path: Path, shared: bool) -> None:
