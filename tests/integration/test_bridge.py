@@ -201,12 +201,27 @@ def wait_for_count(settings: Settings, expected: set, timeout: float = 180,
         time.sleep(2)
 
 
+STARTED: list[subprocess.Popen] = []   # bridge processes of the running test, killed if it fails
+
+
+@pytest.fixture(autouse=True)
+def _reap_bridges() -> Iterator[None]:
+    """A failing test must not leave its bridges running (they would reconnect to a broker that is gone)."""
+    yield
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    STARTED.clear()
+
+
 def bridge(settings: Settings, tmp_path: Path, client_id: str, group: str, *extra: str) -> subprocess.Popen:
     """A `smartcity bridge` process, returned once it has connected and subscribed (its log says so)."""
     log = tmp_path / f"{client_id}.log"
     offset = log.stat().st_size if log.exists() else 0
     proc = start(settings, "bridge", "--client-id", client_id, "--group", group, "--session-expiry", "120",
                  "--metrics-port", "0", *extra, log=log)
+    STARTED.append(proc)
     deadline = time.monotonic() + 60
     while "event=mqtt_connected" not in log.read_bytes()[offset:].decode(errors="replace"):
         assert proc.poll() is None and time.monotonic() < deadline, f"bridge did not connect: {log.read_text()[-2000:]}"
@@ -580,6 +595,7 @@ def test_two_bridges_with_one_client_id_say_so(settings: Settings, tmp_path: Pat
     first = bridge(settings, tmp_path, f"same-{tag}", f"g{tag}")
     second = start(settings, "bridge", "--client-id", f"same-{tag}", "--group", f"g{tag}", "--metrics-port", "0",
                    log=tmp_path / "second.log")
+    STARTED.append(second)
     deadline = time.monotonic() + 45
     logs = [tmp_path / f"same-{tag}.log", tmp_path / "second.log"]
     while not any("event=client_id_clash" in p.read_text(errors="replace") for p in logs):
