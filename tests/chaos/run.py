@@ -86,12 +86,26 @@ def _rebalance(lane: Lane, load: Load) -> None:
     lane.kill("processor2", signal.SIGTERM)   # leaves the group cleanly
 
 
-def _proxy(mode: str, seconds: float = 8) -> Callable[[Lane, Load], None]:
+def _proxy(mode: str, seconds: float = 8, longest: float = 40) -> Callable[[Lane, Load], None]:
+    """InfluxDB misbehaving for `seconds`, and longer (up to `longest`) until the fault was met at least
+    once: a window in which the processor happened to write nothing would prove nothing."""
     def act(lane: Lane, load: Load) -> None:
         time.sleep(3)
-        lane.proxy_mode(mode, seconds, first_sensor("air", load.sensors) if mode == "422" else "")
+        victim = first_sensor("air", load.sensors) if mode == "422" else ""
+        started = time.monotonic()
+        lane.proxy_mode(mode, seconds, victim)
         time.sleep(seconds)
+        while not _met(lane.proxy_stats(), mode):
+            if time.monotonic() - started > longest:
+                raise RuntimeError(f"InfluxDB fault {mode} never met a write in {longest:.0f} s: the lane proves nothing")
+            lane.proxy_mode(mode, 2, victim)
+            time.sleep(2)
     return act
+
+
+def _met(stats: dict, mode: str) -> bool:
+    """Whether the proxy answered with the fault at least once (422: refused at least one line)."""
+    return bool(stats["rejected"]) if mode == "422" else stats["answered"].get(mode, 0) > 0
 
 
 def _netem(lane: Lane, load: Load) -> None:
