@@ -446,6 +446,24 @@ def test_messages_published_while_the_bridge_is_stopped_are_forwarded_after_rest
     assert expected <= set(seen), f"{len(expected - set(seen))} messages published during the restart were lost"
 
 
+def publish_killing(settings: Settings, tag: str, victim: subprocess.Popen, n: int = 4000,
+                    at: int = 1000) -> set[tuple[str, int]]:
+    """Publish messages 0..n-1 at a steady pace, SIGKILLing `victim` after message `at`; returns the
+    readings (sensor, ts) that must reach Kafka."""
+    pub = Publisher(settings)
+    msgs = [message(i, tag) for i in range(n)]
+    for i, (topic, payload, _) in enumerate(msgs):
+        pub.publish(topic, payload)
+        if i == at:
+            victim.kill()
+            victim.wait()
+        if i % 100 == 0:
+            time.sleep(0.05)
+    pub.wait()
+    pub.close()
+    return {key for _, _, key in msgs}
+
+
 def test_a_bridge_killed_for_good_strands_none_of_its_share(settings: Settings, tmp_path: Path) -> None:
     """Two bridges share the stream; one is SIGKILLed mid-stream and never restarted. Mosquitto keeps
     routing its share to its offline session; the live bridge adopts that session after the grace
@@ -455,19 +473,8 @@ def test_a_bridge_killed_for_good_strands_none_of_its_share(settings: Settings, 
     live = bridge(settings, tmp_path, f"b1-{tag}", group, "--adopt-after", "5", "--shared")
     doomed = bridge(settings, tmp_path, f"b2-{tag}", group, "--adopt-after", "5", "--shared")
     time.sleep(3)
-    pub = Publisher(settings)
-    msgs = [message(i, tag) for i in range(4000)]
-    for n, (topic, payload, _) in enumerate(msgs):
-        pub.publish(topic, payload)
-        if n == 1000:
-            doomed.kill()  # SIGKILL, never restarted
-            doomed.wait()
-        if n % 100 == 0:
-            time.sleep(0.05)
-    pub.wait()
-    pub.close()
+    expected = publish_killing(settings, tag, doomed)   # never restarted
     published = time.monotonic()
-    expected = {key for _, _, key in msgs}
     seen = wait_for_count(settings, expected, timeout=90)
     took = time.monotonic() - published
     assert stop(live) == 0
@@ -505,18 +512,7 @@ def test_bridges_dividing_the_topics_lose_nothing_when_one_dies_and_give_them_ba
     live = bridge(settings, tmp_path, f"b1-{tag}", group, "--adopt-after", "5", *_filters(*mine))
     doomed = bridge(settings, tmp_path, f"b2-{tag}", group, "--adopt-after", "5", *_filters(*theirs))
     time.sleep(2)
-    pub = Publisher(settings)
-    msgs = [message(i, tag) for i in range(4000)]
-    for n, (topic, payload, _) in enumerate(msgs):
-        pub.publish(topic, payload)
-        if n == 1000:
-            doomed.kill()  # SIGKILL
-            doomed.wait()
-        if n % 100 == 0:
-            time.sleep(0.05)
-    pub.wait()
-    pub.close()
-    expected = {key for _, _, key in msgs}
+    expected = publish_killing(settings, tag, doomed)
     seen = wait_for_count(settings, expected, timeout=90)
     assert not expected - set(seen), f"{len(expected - set(seen))} messages stranded with the dead bridge's filters"
     log = tmp_path / f"b1-{tag}.log"
