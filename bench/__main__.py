@@ -30,7 +30,7 @@ class Run:
         self.bench = Bench()
         self.messages: dict[str, object] = {}
         self.results: dict[str, dict] = {}
-        self.batch_source = None  # settings whose topics hold the bridge's 100-reading drain
+        self.batch_source: dict[str, object] = {}  # tool -> settings whose topics hold its 100-reading drain
 
     def msgs(self, shape: str):  # noqa: ANN201 - bench.pipeline.Messages
         from bench.pipeline import generate
@@ -67,8 +67,8 @@ def _runs(run: Run, shape: str, tools: list[tuple[str, int]]) -> dict:
             out["runs"][f"{tool} x{count}"] = {"error": f"{type(exc).__name__}: {exc}"[:2000], "usage": {}}
             continue
         settings = result.pop("settings")
-        if shape == "batch" and tool == "bridge":
-            run.batch_source = settings
+        if shape == "batch" and count == 1 and result.get("seconds") is not None:
+            run.batch_source[tool] = settings
         out["runs"][result["tool"]] = result
         print(f"    {_line(result)}", flush=True)
     return out
@@ -119,18 +119,20 @@ def case_batch(run: Run) -> dict:
 def case_kafka_influx(run: Run) -> dict:
     from bench.pipeline import sink
 
-    if run.batch_source is None:
-        print("  (filling Kafka with the bridge's 100-reading drain first)", flush=True)
-        run.results["mqtt-kafka-batch"] = _runs(run, "batch", [("bridge", 1)])
-    if run.results.get("mqtt-kafka-batch", {}).get("runs", {}).get("bridge x1", {}).get("seconds") is None:
-        raise RuntimeError("the bridge's 100-reading drain did not complete, so Kafka does not hold the whole "
-                           "input; see the mqtt-kafka-batch error and rerun with a larger --stall or --timeout")
+    missing = [(tool, 1) for tool in ("telegraf", "bridge") if tool not in run.batch_source]
+    if missing:
+        print(f"  (filling Kafka with the 100-reading drain of {', '.join(t for t, _ in missing)} first)", flush=True)
+        run.results.setdefault("mqtt-kafka-batch", {"runs": {}})["runs"].update(_runs(run, "batch", missing)["runs"])
+    if len(run.batch_source) < 2:
+        raise RuntimeError("a 100-reading drain did not complete, so Kafka does not hold the whole input; see "
+                           "the mqtt-kafka-batch error and rerun with a larger --stall or --timeout")
     run.telegraf()
     out: dict = {"runs": {}}
     for tool in ("telegraf", "process"):
         print(f"  {tool} ...", flush=True)
         try:
-            result = sink(run.bench, run.batch_source, run.msgs("batch"), tool, timeout=run.args.timeout,
+            result = sink(run.bench, run.batch_source["telegraf" if tool == "telegraf" else "bridge"],
+                          run.msgs("batch"), tool, timeout=run.args.timeout,
                           stall=run.args.stall)
         except Exception as exc:  # noqa: BLE001 - keep the other tool's figures
             traceback.print_exc()
@@ -172,7 +174,6 @@ CASES: dict[str, Callable[[Run], dict]] = {
     "kafka-influx": case_kafka_influx, "latency": case_latency, "processor-day": case_processor_day,
     "profile-bridge": case_profile_bridge,
     **{name: _micro(name) for name in ("decode", "generate", "publish", "kernels")},
-    "prototypes": lambda run: __import__("bench.prototypes", fromlist=["prototypes"]).prototypes(),
 }
 
 

@@ -62,7 +62,7 @@ def decode() -> dict:
     sb, n_sb = best(run_singles_batched)
     r, n_r = best(run_records)
     m, n_m = best(lambda: len(validate(parse("senml", senml, senml_info), "senml").batch))
-    processors_side = [v for _, v in validate(parse("native", array, info), "native").batch.records()]
+    processors_side = [v for _, v, _, _ in validate(parse("native", array, info), "native").batch.records()]
     k, n_k = best(lambda: len(ReadingBatch.from_records("air", processors_side)[0]))
     return {"native_array_readings_per_s": n_a / a, "native_single_messages_per_s": n_s / s,
             "native_single_messages_validated_together_per_s": n_sb / sb,

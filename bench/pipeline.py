@@ -41,6 +41,7 @@ class Messages:
     readings: int
     field: str          # a value field every domain-air reading carries (for counting points)
     field_count: int    # readings that carry it
+    records: int        # Kafka records the bridge makes of them (one per message and sensor)
 
 
 class _Collect:
@@ -66,12 +67,19 @@ def generate(shape: str, messages: int, per_message: int, seed: int = 14) -> Mes
     readings = sum(len(_readings(p)) for _, p in items)
     field_count = sum(1 for t, p in items if t.startswith("city/air/") for r in _readings(p) if "pm25" in r["values"])
     del stats
-    return Messages(shape, items, readings, "pm25", field_count)
+    return Messages(shape, items, readings, "pm25", field_count, sum(_runs(t, p) for t, p in items))
 
 
 def _readings(payload: bytes) -> list[dict]:
     doc = json.loads(payload)
     return doc if isinstance(doc, list) else [doc]
+
+
+def _runs(topic: str, payload: bytes) -> int:
+    """Runs of readings of one sensor at one site in a message: the bridge's records for it."""
+    _, _, site, sensor, _ = topic.split("/")
+    keys = [(r.get("sensor_id", sensor), r.get("site", site)) for r in _readings(payload)]
+    return 1 + sum(a != b for a, b in zip(keys, keys[1:]))
 
 
 def publish(settings: Settings, items: list[tuple[str, bytes]], client_prefix: str) -> float:
@@ -156,7 +164,8 @@ def drain(b: Bench, msgs: Messages, tool: str, count: int = 1, timeout: float = 
         procs = launch()
         if on_start:
             on_start(procs)
-        elapsed, got, usage = wait_until_count(counter.records, baseline + msgs.readings, procs, timeout=timeout,
+        expected = msgs.records if tool == "bridge" else msgs.readings
+        elapsed, got, usage = wait_until_count(counter.records, baseline + expected, procs, timeout=timeout,
                                                stall=stall)
         for p in procs:
             p.stop()
@@ -194,7 +203,9 @@ def count_field(s: Settings, bucket: str, field: str) -> int:
 
 
 def sink(b: Bench, source: Settings, msgs: Messages, tool: str, timeout: float = 900, stall: float = 90) -> dict:
-    """Kafka -> InfluxDB from the topics of `source` (filled by a bridge) into fresh buckets."""
+    """Kafka -> InfluxDB from the topics of `source` into fresh buckets: each tool reads what its own
+    MQTT -> Kafka drain of the same messages wrote (Telegraf one JSON metric per reading, the bridge
+    one column record per message)."""
     name = f"sink{tool}"
     s = b.settings(name, topics=False, buckets=True)
     s = s.model_copy(update={"kafka": source.kafka})
@@ -207,7 +218,7 @@ def sink(b: Bench, source: Settings, msgs: Messages, tool: str, timeout: float =
                                      telegraf.kafka_to_influx(s, topics, group, s.influx.bucket_raw))
         env = {**b.env(s), "BENCH_INFLUX_TOKEN": s.influx.token_value()}
         procs = [b.spawn(name, [b.telegraf, "--config", str(conf)], env)]
-        field = f"values_{msgs.field}"
+        field = f"fields_values_{msgs.field}"
     else:
         procs = [b.smartcity(name, s, "process", "--group", group)]
         field = msgs.field

@@ -3,7 +3,8 @@
 MQTT -> Kafka: `mqtt_consumer` (QoS 1, persistent session, fixed client id, default delivery tracking:
 a message is acknowledged only after the output accepted its metrics) -> `outputs.kafka` (acks=-1,
 idempotent, one JSON record per reading keyed by sensor id, one topic per domain like ours).
-Kafka -> InfluxDB: `kafka_consumer` (offsets marked after the write) -> `influxdb_v2` (raw points).
+Kafka -> InfluxDB: `kafka_consumer` (offsets marked after the write) -> `influxdb_v2` (raw points),
+reading what Telegraf's own MQTT -> Kafka drain wrote.
 A short flush_interval keeps Telegraf's 10 s default from dominating a drain.
 """
 from __future__ import annotations
@@ -77,7 +78,8 @@ def mqtt_to_kafka(settings: Settings, client_id: str, batch: int = 1000) -> str:
 
 
 def kafka_to_influx(settings: Settings, topics: list[str], group: str, bucket: str, batch: int = 5000) -> str:
-    """Config for Kafka -> InfluxDB raw writes of our telemetry records; the token comes from $BENCH_INFLUX_TOKEN."""
+    """Config for Kafka -> InfluxDB raw writes of the records Telegraf's own MQTT -> Kafka drain wrote
+    (its JSON serializer: fields, name, tags, timestamp); the token comes from $BENCH_INFLUX_TOKEN."""
     return AGENT.format(batch=batch, buffer=200_000) + f"""
 [[inputs.kafka_consumer]]
   brokers = [{_q(settings.kafka.bootstrap)}]
@@ -87,9 +89,9 @@ def kafka_to_influx(settings: Settings, topics: list[str], group: str, bucket: s
   kafka_version = "3.9.0"
   max_undelivered_messages = {batch}
   data_format = "json"
-  json_name_key = "domain"
-  tag_keys = ["sensor_id", "site", "domain", "source"]
-  json_time_key = "ts"
+  json_name_key = "tags_domain"
+  tag_keys = ["tags_sensor_id", "tags_site", "tags_domain"]
+  json_time_key = "timestamp"
   json_time_format = "unix_ns"
 
 [[outputs.influxdb_v2]]

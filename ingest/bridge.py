@@ -782,13 +782,12 @@ class Bridge:
         result, failed = self._validate(parsed)
         for domain, (readings, message_of) in result.batches.items():
             target = kafka.telemetry_topic(domain)
-            records = self._encoded(readings, message_of, failed)
-            # Record timestamp = event time (ms): processors seek back to open windows with it.
-            before = len(out)
-            out.extend((target, key, value, owners[m][1], ts // 10**6)
-                       for (key, value), ts, m in zip(records, readings.ts.tolist(), message_of.tolist()) if key is not None)
-            self.metrics.forwarded.labels(domain).inc(len(out) - before)
-            self._totals["forwarded"] += len(out) - before
+            # Record timestamp = newest event time (ms): processors seek back to open windows with it.
+            for key, value, ts_ms, m in self._encoded(readings, message_of, failed):
+                out.append((target, key, value, owners[m][1], ts_ms))
+            forwarded = int((~np.isin(message_of, list(failed))).sum())
+            self.metrics.forwarded.labels(domain).inc(forwarded)
+            self._totals["forwarded"] += forwarded
         for m, exc in failed.items():
             out.append(self._internal_error(owners[m][0], exc, parsed[m].source, parsed[m].received_at,
                                             result.errors.get(m, [])))
@@ -824,20 +823,20 @@ class Bridge:
 
     @staticmethod
     def _encoded(readings: ReadingBatch, message_of: np.ndarray,
-                 failed: dict[int, Exception]) -> list[tuple[bytes | None, bytes | None]]:
-        """(key, value) per reading; if encoding the batch raises, row by row, and a row that cannot be
-        encoded gives (None, None) and sets its message aside in `failed`."""
+                 failed: dict[int, Exception]) -> list[tuple[bytes, bytes, int, int]]:
+        """(key, value, timestamp ms, message index) per record of the batch; if encoding the batch
+        raises, message by message, and a message that cannot be encoded is set aside in `failed`."""
         try:
-            return list(readings.records())
-        except Exception:  # noqa: BLE001 - find the rows responsible, one by one
+            return [(k, v, ts, int(message_of[row])) for k, v, ts, row in readings.records(message_of)]
+        except Exception:  # noqa: BLE001 - find the messages responsible, one by one
             pass
-        out: list[tuple[bytes | None, bytes | None]] = []
-        for row, m in enumerate(message_of.tolist()):
+        out: list[tuple[bytes, bytes, int, int]] = []
+        for m in np.unique(message_of).tolist():
+            rows = np.flatnonzero(message_of == m)
             try:
-                out.append(next(readings.take(np.array([row])).records()))
-            except Exception as exc:  # noqa: BLE001 - this row's message becomes an internal-error dead letter
+                out += [(k, v, ts, m) for k, v, ts, _ in readings.take(rows).records()]
+            except Exception as exc:  # noqa: BLE001 - this message becomes an internal-error dead letter
                 failed.setdefault(m, exc)
-                out.append((None, None))
         return out
 
     def _internal_error(self, msg: mqtt.MQTTMessage, exc: Exception, fmt: str | None, received_at: int,

@@ -63,16 +63,24 @@ class Stopping(Exception):
 
 
 def raw_lines(batch: ReadingBatch) -> list[str]:
-    """Line protocol for raw readings: measurement = domain, tags site/sensor/source, one field per value."""
-    names = batch.fields
-    present = ~np.isnan(batch.values)
-    lines = []
-    rows = batch.values.tolist()  # Python floats: their repr is line protocol's number syntax
-    for i in range(len(batch)):
-        fields = ",".join(f"{names[j]}={rows[i][j]!r}" for j in np.flatnonzero(present[i]))
-        lines.append(f"{batch.domain},sensor={escape(batch.sensor_id[i])},site={escape(batch.site[i])},"
-                     f"source={batch.source[i]} {fields} {int(batch.ts[i])}")
-    return lines
+    """Line protocol for raw readings: measurement = domain, tags site/sensor/source, one field per
+    present value. Built column by column: each distinct tag value escaped once, each field column
+    formatted in one pass (a Python float's repr is line protocol's number syntax)."""
+    sensors, sites, sources = batch.sensor_id.tolist(), batch.site.tolist(), batch.source.tolist()
+    tag = {s: escape(s) for s in {*sensors, *sites, *sources}}
+    prefix = [f"{batch.domain},sensor={tag[a]},site={tag[b]},source={tag[c]} " for a, b, c in zip(sensors, sites, sources)]
+    columns = []
+    for j, name in enumerate(batch.fields):
+        col = batch.values[:, j]
+        present = ~np.isnan(col)
+        if not present.any():
+            continue
+        texts = [f"{name}={v!r}" for v in col.tolist()]
+        if not present.all():
+            texts = [t if p else "" for t, p in zip(texts, present.tolist())]
+        columns.append(texts)
+    ts = batch.ts.tolist()
+    return [f"{p}{','.join(filter(None, fields))} {t}" for p, t, *fields in zip(prefix, ts, *columns)]
 
 
 @dataclass

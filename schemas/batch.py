@@ -82,10 +82,45 @@ class ReadingBatch:
                                    for name in ("sensor_id", "site", "ts", "values", "seq", "lat", "lon",
                                                 "source", "received_at")))
 
-    def records(self) -> Iterator[tuple[bytes, bytes]]:
-        """(Kafka key, JSON value) per reading: the telemetry.<domain> record format."""
-        for d in self.dicts():
-            yield d["sensor_id"].encode(), json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()
+    def records(self, message_of: np.ndarray | None = None) -> Iterator[tuple[bytes, bytes, int, int]]:
+        """The telemetry.<domain> record format: one record per run of rows of one sensor (same site,
+        source and arrival) within one message (`message_of`, None: one message), its readings as
+        columns with every name once and no nulls but for absent values inside a column. Yields
+        (Kafka key = sensor id, JSON value, newest event time in ms, the run's first row)."""
+        n = len(self)
+        if not n:
+            return
+        msg = np.zeros(n, np.int64) if message_of is None else np.asarray(message_of)
+        start = np.zeros(n, bool)
+        start[0] = True
+        for column in (msg, self.sensor_id, self.site, self.source, self.received_at):
+            start[1:] |= column[1:] != column[:-1]
+        starts = np.flatnonzero(start)
+        ends = np.append(starts[1:], n).tolist()
+        present = ~np.isnan(self.values)
+        has = np.logical_or.reduceat(present, starts)      # [runs, fields]: the field appears in the run
+        full = np.logical_and.reduceat(present, starts)    # ... in every reading of the run
+        seq_any = np.logical_or.reduceat(self.seq >= 0, starts).tolist()
+        geo_any = np.logical_or.reduceat(~np.isnan(self.lat) | ~np.isnan(self.lon), starts).tolist()
+        newest = np.maximum.reduceat(self.ts, starts) // 10**6
+        names, columns = self.fields, self.values.T.tolist()
+        ts, seq, lat, lon = self.ts.tolist(), self.seq.tolist(), self.lat.tolist(), self.lon.tolist()
+        sensors, sites, sources, arrived = (self.sensor_id.tolist(), self.site.tolist(), self.source.tolist(),
+                                            self.received_at.tolist())
+        for r, (a, b) in enumerate(zip(starts.tolist(), ends)):
+            values = {}
+            for j in np.flatnonzero(has[r]).tolist():
+                col = columns[j][a:b]
+                values[names[j]] = col if full[r, j] else [None if v != v else v for v in col]
+            doc: dict[str, Any] = {"sensor_id": sensors[a], "domain": self.domain, "site": sites[a],
+                                   "source": sources[a], "received_at": arrived[a], "ts": ts[a:b], "values": values}
+            if seq_any[r]:
+                doc["seq"] = [None if v < 0 else v for v in seq[a:b]]
+            if geo_any[r]:
+                doc["lat"] = [None if v != v else v for v in lat[a:b]]
+                doc["lon"] = [None if v != v else v for v in lon[a:b]]
+            yield (sensors[a].encode(), json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode(),
+                   int(newest[r]), a)
 
     def readings(self) -> list[Reading]:
         """Pydantic envelopes (for the CLI and tests; the hot path stays columnar)."""
@@ -93,40 +128,83 @@ class ReadingBatch:
 
     @classmethod
     def from_records(cls, domain_name: str, values: Iterable[bytes]) -> tuple["ReadingBatch", list[str]]:
-        """Columns from Kafka record values of one domain; undecodable records are returned as reasons."""
+        """Columns from Kafka record values of one domain (the column records `records()` writes, and
+        the one-reading-per-record format of earlier bridges, still in a topic after an upgrade);
+        undecodable records are returned as reasons."""
         dom = get_domain(domain_name)
         index = {n: j for j, n in enumerate(dom.fields)}
-        docs, errors = [], []
+        cols = _Columns(len(index))
+        errors = []
         for raw in values:
             try:
                 d = json.loads(raw)
             except (ValueError, RecursionError) as exc:
                 errors.append(f"undecodable record: {show(str(exc))}")
                 continue
-            problem = _record_problem(d)
+            problem = _columns_problem(d) if isinstance(d, dict) and isinstance(d.get("ts"), list) else _record_problem(d)
             if problem:
                 errors.append(f"undecodable record: {problem}")
             else:
-                docs.append(d)
-        n = len(docs)
-        matrix = np.full((n, len(index)), np.nan)
-        for i, d in enumerate(docs):
-            for name, v in d["values"].items():
-                j = index.get(name)
-                if j is not None:
-                    matrix[i, j] = v
-        return cls(
-            domain=domain_name,
-            sensor_id=np.array([d["sensor_id"] for d in docs], dtype=object),
-            site=np.array([d.get("site", "") for d in docs], dtype=object),
-            ts=np.fromiter((d["ts"] for d in docs), np.int64, n),
-            values=matrix,
-            seq=np.fromiter((-1 if d.get("seq") is None else d["seq"] for d in docs), np.int64, n),
-            lat=np.fromiter((np.nan if d.get("lat") is None else d["lat"] for d in docs), float, n),
-            lon=np.fromiter((np.nan if d.get("lon") is None else d["lon"] for d in docs), float, n),
-            source=np.array([d.get("source", "native") for d in docs], dtype=object),
-            received_at=np.fromiter((d.get("received_at", 0) for d in docs), np.int64, n),
-        ), errors
+                cols.add(d, index)
+        return cols.batch(domain_name), errors
+
+
+def record_readings(value: bytes) -> list[dict[str, Any]]:
+    """The canonical envelopes (dicts) in one telemetry record of either format, for tools and tests
+    that look at single records (processors decode whole polls with `ReadingBatch.from_records`)."""
+    doc = json.loads(value)
+    batch, errors = ReadingBatch.from_records(doc["domain"], [value])
+    if errors:
+        raise ValueError(errors[0])
+    return list(batch.dicts())
+
+
+class _Columns:
+    """Decoded records gathered as Python lists, turned into arrays once per batch."""
+
+    def __init__(self, fields: int) -> None:
+        self.sensor_id: list[str] = []
+        self.site: list[str] = []
+        self.source: list[str] = []
+        self.received_at: list[int] = []
+        self.ts: list[int] = []
+        self.seq: list[int | None] = []
+        self.lat: list[float | None] = []
+        self.lon: list[float | None] = []
+        self.values: list[list[float | None]] = [[] for _ in range(fields)]
+
+    def add(self, d: dict[str, Any], index: dict[str, int]) -> None:
+        """One checked record: a column record, or a single reading (scalars)."""
+        columns = isinstance(d["ts"], list)
+        n = len(d["ts"]) if columns else 1
+        self.sensor_id += [d["sensor_id"]] * n
+        self.site += [d.get("site") or ""] * n
+        self.source += [d.get("source") or "native"] * n
+        self.received_at += [d.get("received_at") or 0] * n
+        if not columns:
+            d = {k: [v] for k, v in d.items() if k in ("ts", "seq", "lat", "lon")} | {
+                "values": {name: [v] for name, v in d["values"].items()}}
+        self.ts += d["ts"]
+        for name in ("seq", "lat", "lon"):
+            getattr(self, name).extend(d.get(name) or [None] * n)
+        given = d["values"]
+        for name, j in index.items():
+            self.values[j].extend(given.get(name) or [None] * n)
+
+    def batch(self, domain: str) -> ReadingBatch:
+        n = len(self.ts)
+        return ReadingBatch(
+            domain=domain,
+            sensor_id=np.array(self.sensor_id, dtype=object),
+            site=np.array(self.site, dtype=object),
+            ts=np.array(self.ts, np.int64).reshape(n),
+            values=np.array(self.values, dtype=float).reshape(len(self.values), n).T.copy(),
+            seq=np.array([-1 if v is None else v for v in self.seq], np.int64).reshape(n),
+            lat=np.array(self.lat, dtype=float).reshape(n),
+            lon=np.array(self.lon, dtype=float).reshape(n),
+            source=np.array(self.source, dtype=object),
+            received_at=np.array(self.received_at, np.int64).reshape(n),
+        )
 
 
 def _record_problem(d: Any) -> str | None:
@@ -147,6 +225,41 @@ def _record_problem(d: Any) -> str | None:
     if not isinstance(values, dict) or any(number_problem(v) for v in values.values()):
         return f"values {show(values)} are not numbers"
     return None
+
+
+def _columns_problem(d: dict[str, Any]) -> str | None:
+    """Why a column record cannot become rows (None when it can): every column as long as `ts`, every
+    number inside the int64 / finite-float columns it is going to."""
+    if not isinstance(d.get("sensor_id"), str):
+        return f"sensor_id {show(d.get('sensor_id'))} is not a string"
+    for key in ("site", "source"):
+        if d.get(key) is not None and not isinstance(d[key], str):
+            return f"{key} {show(d[key])} is not a string"
+    if d.get("received_at") is not None and counter_problem(d["received_at"]):
+        return f"received_at {show(d['received_at'])} is not a positive int64"
+    ts = d["ts"]
+    if not ts or not all(type(t) is int and 0 < t <= INT64_MAX for t in ts):
+        return f"ts {show(ts)} is not a list of positive int64"
+    n = len(ts)
+    values = d.get("values")
+    if not isinstance(values, dict) or not all(isinstance(c, list) and len(c) == n for c in values.values()):
+        return f"values {show(values)} are not columns as long as ts ({n})"
+    if any(v is not None and number_problem(v) for c in values.values() for v in c):
+        return f"values {show(values)} are not numbers"
+    for key in ("seq", "lat", "lon"):
+        column = d.get(key)
+        if column is None:
+            continue
+        if not isinstance(column, list) or len(column) != n:
+            return f"{key} {show(column)} is not a column as long as ts ({n})"
+        check = counter_problem if key == "seq" else _coordinate_problem
+        if any(v is not None and check(v) for v in column):
+            return f"{key} {show(column)} holds a value that is not a {'positive int64' if key == 'seq' else 'finite number'}"
+    return None
+
+
+def _coordinate_problem(value: object) -> str | None:
+    return number_problem(value) or ("a boolean" if isinstance(value, bool) else None)
 
 
 @dataclass

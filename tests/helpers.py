@@ -13,6 +13,7 @@ from kafka import TopicPartition
 
 from infra.clients import kafka_consumer
 from infra.settings import Settings
+from schemas.batch import record_readings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,6 +61,11 @@ def read_topic(settings: Settings, topic: str, *, expect: int, timeout: float = 
 
 def values(records: list) -> list[dict]:
     return [json.loads(r.value) for r in records]
+
+
+def readings(records: list) -> list[dict]:
+    """The readings in telemetry records (a record holds a message's readings of one sensor)."""
+    return [d for r in records for d in record_readings(r.value)]
 
 
 def flux_rows(settings: Settings, bucket: str, flux_filter: str) -> list[dict]:

@@ -30,8 +30,9 @@ from infra.clients import kafka_producer, mqtt_client, mqtt_connect
 from infra.settings import Settings, stack_dir
 from infra.stack import NATIVE, create_topics, delete_topics
 from ingest.bridge import Bridge, BridgeConfig
+from schemas.batch import record_readings
 from simulators.publisher import Publisher
-from tests.helpers import read_topic, start, stop, values
+from tests.helpers import read_topic, readings, start, stop, values
 
 pytestmark = pytest.mark.integration
 BASE_TS = int(time.time()) - 2 * 86400  # two days ago: never "in the future"
@@ -183,7 +184,7 @@ def publish(settings: Settings, tag: str, n: int, *, malformed_too: int = 0) -> 
 
 
 def telemetry_records(settings: Settings, expect: int, domains: tuple[str, ...] = ("air", "seawater", "fire")) -> list[dict]:
-    per = {d: values(read_topic(settings, settings.kafka.telemetry_topic(d), expect=0, idle=2)) for d in domains}
+    per = {d: readings(read_topic(settings, settings.kafka.telemetry_topic(d), expect=0, idle=2)) for d in domains}
     return [v for d in domains for v in per[d]]
 
 
@@ -370,9 +371,9 @@ def test_two_bridges_on_one_shared_subscription_split_the_stream_without_overlap
     by_bridge: dict[str, Counter] = {}
     for d in ("air", "seawater", "fire"):
         for r in read_topic(settings, settings.kafka.telemetry_topic(d), expect=0, idle=2):
-            v = json.loads(r.value)
             origin = dict(r.headers)["bridge"].decode()
-            by_bridge.setdefault(origin, Counter())[(v["sensor_id"], v["ts"])] += 1
+            for v in record_readings(r.value):
+                by_bridge.setdefault(origin, Counter())[(v["sensor_id"], v["ts"])] += 1
     for p in procs:
         assert stop(p) == 0
     one, two = by_bridge.get(f"b1-{tag}", Counter()), by_bridge.get(f"b2-{tag}", Counter())
@@ -544,10 +545,10 @@ def test_bridges_dividing_the_topics_lose_nothing_when_one_dies_and_give_them_ba
     origin: dict[tuple, set[str]] = {}
     for d in ("air", "seawater", "fire"):
         for r in read_topic(settings, settings.kafka.telemetry_topic(d), expect=0, idle=2):
-            v = json.loads(r.value)
-            key = (v["sensor_id"], v["ts"])
-            if key in later:
-                origin.setdefault(key, set()).add(dict(r.headers)["bridge"].decode())
+            for v in record_readings(r.value):
+                key = (v["sensor_id"], v["ts"])
+                if key in later:
+                    origin.setdefault(key, set()).add(dict(r.headers)["bridge"].decode())
     for stopped in (live, back):
         assert stop(stopped) == 0
     assert set(origin) == set(later)

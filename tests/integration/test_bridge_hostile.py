@@ -12,7 +12,7 @@ import pytest
 
 from infra.settings import Settings
 from simulators.publisher import Publisher
-from tests.helpers import read_topic, start, stop, values
+from tests.helpers import read_topic, readings, start, stop, values
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def test_hostile_numbers_and_a_large_payload_are_dead_lettered_and_good_readings
     pub.close()
     dead = [d for d in values(read_topic(settings, settings.kafka.deadletter_topic, expect=len(hostile), timeout=180))
             if d["topic"].startswith(f"city/air/{tag}-site/")]
-    good = [r for r in values(read_topic(settings, settings.kafka.telemetry_topic("air"), expect=10, timeout=60))
+    good = [r for r in readings(read_topic(settings, settings.kafka.telemetry_topic("air"), expect=10, timeout=60))
             if r["site"] == f"{tag}-site"]
     assert proc.poll() is None, (tmp_path / "bridge.log").read_text()[-2000:]
     assert stop(proc, timeout=120) == 0

@@ -192,6 +192,6 @@ def test_kafka_records_round_trip_into_the_same_columns() -> None:
     result = decode("native", (PAYLOADS / "native_array.json").read_bytes(), "city/air/laoshan-1/pm-07/up")
     from schemas.batch import ReadingBatch
 
-    back, errors = ReadingBatch.from_records("air", [v for _, v in result.batch.records()])
+    back, errors = ReadingBatch.from_records("air", [v for _, v, _, _ in result.batch.records()])
     assert errors == []
     assert back.readings() == result.batch.readings()

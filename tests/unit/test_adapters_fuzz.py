@@ -153,7 +153,7 @@ def check_message(fmt: str, payload: bytes) -> list[RawReading]:
     for name, (batch, _) in result.batches.items():
         assert batch.ts.dtype == np.int64 and ((batch.ts >= LO) & (batch.ts <= HI)).all()
         assert np.isfinite(batch.values[~np.isnan(batch.values)]).all()
-        back, errors = ReadingBatch.from_records(name, [v for _, v in batch.records()])
+        back, errors = ReadingBatch.from_records(name, [v for _, v, _, _ in batch.records()])
         assert errors == [] and len(back) == len(batch)
     return raws
 

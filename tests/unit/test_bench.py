@@ -92,4 +92,4 @@ def test_telegraf_is_configured_like_our_tools_deliver() -> None:
     sink = tomllib.loads(telegraf.kafka_to_influx(s, ["t.telemetry.air"], "g", "b"))
     kc = sink["inputs"]["kafka_consumer"][0]
     assert kc["kafka_version"] == "3.9.0" and kc["offset"] == "oldest" and kc["json_time_format"] == "unix_ns"
-    assert "sensor_id" in kc["tag_keys"]
+    assert "tags_sensor_id" in kc["tag_keys"] and kc["json_time_key"] == "timestamp"  # Telegraf's own JSON serializer

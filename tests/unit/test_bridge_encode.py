@@ -11,7 +11,7 @@ from infra.settings import Settings
 from ingest import bridge as bridge_module
 from ingest.bridge import Bridge, BridgeConfig
 from schemas import adapters
-from schemas.batch import ReadingBatch
+from schemas.batch import ReadingBatch, record_readings
 
 TS = int(time.time()) - 3600
 
@@ -36,7 +36,8 @@ def encode(batch: list[Msg]) -> tuple[list[dict], dict[str, dict]]:
     """(readings produced, dead letters by MQTT topic) of one encode() call."""
     bridge = Bridge(Settings(), BridgeConfig(client_id="unit"), producer=object())  # type: ignore[arg-type]
     records = bridge.encode(batch)  # type: ignore[arg-type]
-    readings = [json.loads(v) for t, _, v, _, _ in records if t.startswith("telemetry.") and t != "telemetry.deadletter"]
+    readings = [r for t, _, v, _, _ in records if t.startswith("telemetry.") and t != "telemetry.deadletter"
+                for r in record_readings(v)]
     dead = {json.loads(v)["topic"]: json.loads(v) for t, _, v, _, _ in records if t == "telemetry.deadletter"}
     return readings, dead
 
@@ -93,10 +94,10 @@ def test_when_vectorised_validation_raises_messages_are_validated_one_by_one(mon
 def test_a_row_that_cannot_be_encoded_dead_letters_its_message_only(monkeypatch) -> None:
     real = ReadingBatch.records
 
-    def fragile(self: ReadingBatch):
+    def fragile(self: ReadingBatch, message_of=None):  # noqa: ANN001
         if "boom" in self.sensor_id.tolist():
             raise ValueError("cannot encode")
-        return real(self)
+        return real(self, message_of)
 
     monkeypatch.setattr(ReadingBatch, "records", fragile)
     readings, dead = encode([good("a"), good("boom"), good("b")])
