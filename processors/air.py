@@ -18,12 +18,12 @@ from processors.plugin import (
     Point,
     by_local_day,
     day_start,
-    group_means,
     hour_start,
     indicator,
     local_day,
     local_year,
-    split_key,
+    means_of,
+    site_groups,
     year_ends,
 )
 from schemas.thresholds import PlanThresholds, load_plan
@@ -171,10 +171,8 @@ class AirProcessor(DomainProcessor):
         if not len(b):
             return out
         cols = [b.fields.index(p) for p in POLLUTANTS]
-        hours = hour_start(b.ts)
-        keys = np.char.add(b.site.astype(str), np.char.add("|", hours.astype(str)))
-        uniq, means, counts = group_means(keys, b.values[:, cols])
-        sites_hours = [split_key(k) for k in uniq]
+        sites_hours, inverse = site_groups(b.site, hour_start(b.ts))
+        means, counts = means_of(inverse, len(sites_hours), b.values[:, cols])
         hour_ts = np.array([h for _, h in sites_hours], np.int64)
         for start, rows in by_local_day(hour_ts):
             if local_day(np.array([start]))[0] in days:

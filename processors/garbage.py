@@ -27,6 +27,7 @@ from processors.plugin import (
     Point,
     bounded_share,
     day_start,
+    factorize,
     indicator,
     local_day,
     local_year,
@@ -184,9 +185,10 @@ class GarbageProcessor(DomainProcessor):
         idx = np.flatnonzero(mask)
         if not len(idx):
             return 0
-        order = idx[np.lexsort((buffer.ts[idx], buffer.sensor_id[idx].astype(str)))]
-        sensors = buffer.sensor_id[order].astype(str)
-        cuts = np.flatnonzero(sensors[1:] != sensors[:-1]) + 1
+        _, sensor = factorize(buffer.sensor_id[idx])
+        by_sensor = np.lexsort((buffer.ts[idx], sensor))
+        order, sensor = idx[by_sensor], sensor[by_sensor]
+        cuts = np.flatnonzero(sensor[1:] != sensor[:-1]) + 1
         count = 0
         deadline = self.plan.value("garbage.collection_deadline", day)
         for rows in np.split(order, cuts):

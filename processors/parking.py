@@ -17,7 +17,7 @@ from processors.plugin import (
     indicator,
     local_day,
     local_year,
-    split_key,
+    site_groups,
 )
 from schemas.sites import expected_sites, load_registry
 from schemas.thresholds import PlanThresholds, load_plan
@@ -74,8 +74,7 @@ class ParkingProcessor(DomainProcessor):
         registered = sorted(set(expected_sites("parking")) | known | set(buffer.site.astype(str)))
         hours = hour_start(buffer.ts)
         sel = np.isin(local_day(buffer.ts), days)
-        keys = np.char.add(buffer.site.astype(str), np.char.add("|", hours.astype(str)))[sel]
-        uniq, inverse = np.unique(keys, return_inverse=True)
+        uniq, inverse = site_groups(buffer.site[sel], hours[sel])
         s, cap = share[sel], capacity[sel]
         n = np.bincount(inverse, minlength=len(uniq))
         ok = ~np.isnan(s)
@@ -85,8 +84,7 @@ class ParkingProcessor(DomainProcessor):
         lot_cap = np.zeros(len(uniq))
         np.maximum.at(lot_cap, inverse, np.nan_to_num(cap))
         per_hour: dict[int, list[tuple[str, float, float]]] = {}
-        for i, key in enumerate(uniq):
-            site, hour = split_key(key)
+        for i, (site, hour) in enumerate(uniq):
             level = self.plan.value("parking.saturated", hour)
             sat = bool(peak[i] > level)
             out.points.append(Point("parking_hourly", {"site": site}, {

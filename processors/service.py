@@ -1,10 +1,12 @@
 """The processor service: Kafka consumer group -> columns -> domain plug-ins -> InfluxDB and alerts.
 
-Per poll: decode the records of each domain into columns, write them raw (`telemetry` bucket), merge
-them into the open-window buffer, let the domain's plug-in recompute the touched windows, then run
-the checkpoint (`ProcessorService.checkpoint`): write the results, produce observations and dead
-letters, confirm every one of them, and only then commit the offsets. Writes are idempotent (same
-measurement + tags + time overwrite), so a replay after a crash gives the same numbers.
+Per poll: decode the records of each domain into columns and write them raw (`telemetry` bucket).
+Every `compute_every` seconds (`_flush`; later when windows grow expensive, so that computing them
+takes at most `compute_share` of the time), the readings of those polls are merged into the
+open-window buffer, each domain's plug-in recomputes the touched windows once, and the checkpoint
+(`ProcessorService.checkpoint`) writes the results, produces observations and dead letters, confirms
+every one of them, and only then commits the offsets. Writes are idempotent (same measurement + tags
++ time overwrite), so a replay after a crash gives the same numbers.
 
 Positions: every partition this processor owns has an explicit next offset (`next_offset`), set by
 a seek when the partition is assigned and advanced only by records actually processed; a fetch that
@@ -56,6 +58,7 @@ log = logging.getLogger("smartcity.processor")
 
 KAFKA_CALL_MS = 10_000        # bound on one blocking Kafka call (commit, committed, offsets lookups)
 REJOIN_WAIT = 60.0            # seconds a commit waits for the group to hand partitions back after a rejoin
+MAX_PENDING = 200_000         # readings stored raw whose windows wait for the next checkpoint, at most
 
 
 class Stopping(Exception):
@@ -85,12 +88,16 @@ def raw_lines(batch: ReadingBatch) -> list[str]:
 
 @dataclass
 class Checkpoint:
-    """What one poll produced, waiting to be made safe before its offsets are committed."""
+    """What the polls since the last checkpoint produced, waiting to be made safe before their offsets
+    are committed: readings already stored raw whose windows are computed at the checkpoint."""
 
     offsets: dict[TopicPartition, int] = field(default_factory=dict)   # next offset per partition
     points: list[str] = field(default_factory=list)                      # compliance bucket lines
     observations: list[Observation] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    batches: dict[str, list[ReadingBatch]] = field(default_factory=lambda: defaultdict(list))  # by domain
+    records: dict[str, int] = field(default_factory=lambda: defaultdict(int))                  # by domain
+    readings: int = 0
 
 
 class _Assignments(ConsumerRebalanceListener):
@@ -112,7 +119,8 @@ class ProcessorService:
 
     def __init__(self, settings: Settings, domains: list[str], *, group: str = "processors",
                  stale_after: float = 120.0, instance_id: str | None = None, session_timeout_ms: int = 10_000,
-                 metrics_port: int | None = None, poll_timeout_ms: int = 500, **consumer_options: Any) -> None:
+                 metrics_port: int | None = None, poll_timeout_ms: int = 500, compute_every: float = 1.0,
+                 compute_share: float = 0.2, **consumer_options: Any) -> None:
         plugins = processors()
         missing = [d for d in domains if d not in plugins]
         if missing:
@@ -121,6 +129,9 @@ class ProcessorService:
         self.group = group
         self.metrics_port = metrics_port
         self.poll_timeout_ms = poll_timeout_ms
+        self.compute_every, self.compute_share = compute_every, compute_share
+        self.pending = Checkpoint()
+        self.compute_at = 0.0
         self.topics = {settings.kafka.telemetry_topic(d): d for d in domains}
         self.metrics = ProcessorMetrics()
         self.influx_client = influx_client(settings, timeout_ms=30_000)
@@ -235,8 +246,11 @@ class ProcessorService:
             by_domain[domain].append(sensor)
         for domain, sensors in by_domain.items():
             self.buffers[domain].drop(sensors)
+            pending = self.pending.batches.get(domain, [])
+            pending[:] = [b.take(~np.isin(b.sensor_id, sensors)) for b in pending]
         for tp in lost:
             self.next_offset.pop(tp, None)
+            self.pending.offsets.pop(tp, None)
             try:
                 self.metrics.lag.remove(tp.topic, str(tp.partition))
             except KeyError:
@@ -321,8 +335,10 @@ class ProcessorService:
                     event(log, "processor_step_failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}"[:500],
                           action="repositioning every partition at its committed offset and open windows")
                     log.exception("processor step failed")
-                    self.owned, self.assignment_changed = set(), True
+                    self.owned, self.assignment_changed, self.pending = set(), True, Checkpoint()
                     self._wait(1.0, "recovery")
+            if self.pending.offsets:
+                self._flush()  # a graceful stop: what was stored raw gets its windows and is committed
         except Stopping:
             event(log, "processor_stopping", reason="stopped while waiting for a dependency; nothing uncommitted kept")
         finally:
@@ -344,12 +360,12 @@ class ProcessorService:
         self.consumer.close(autocommit=False)
         self.consumer = self._new_consumer()
         self.watch = RebalanceWatch(_Assignments(self))
-        self.owned, self.assignment_changed = set(), True
+        self.owned, self.assignment_changed, self.pending = set(), True, Checkpoint()
         if not subscribe_when_known(self.consumer, list(self.topics), self.watch, self.stopping):
             raise Stopping()
 
     def _step(self) -> None:
-        """Position, poll, process and checkpoint once."""
+        """Position, poll and process once; checkpoint when one is due (`_flush`)."""
         self._position()
         try:
             polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
@@ -362,17 +378,31 @@ class ProcessorService:
             return
         polled = self._contiguous(polled)
         if polled:
-            self.checkpoint(self.process(polled))
+            self.process(polled)
+        if self.pending.offsets and (time.monotonic() >= self.compute_at or self.pending.readings >= MAX_PENDING):
+            self._flush()
         self._report_lag()
+
+    def _flush(self) -> None:
+        """Compute the windows of everything stored raw since the last checkpoint, then checkpoint it.
+        The next one is due after `compute_every` s, or later when computing took more than
+        `compute_share` of the time: windows are recomputed whole, so their cost grows with the open
+        day, and spacing them out keeps the cost per reading flat (the raw path never waits)."""
+        started = time.monotonic()
+        cp, self.pending = self.pending, Checkpoint()
+        self.compute(cp)
+        self.checkpoint(cp)
+        spent = time.monotonic() - started
+        self.compute_at = time.monotonic() + max(self.compute_every, spent * (1 - self.compute_share) / self.compute_share)
 
     def stop(self) -> None:
         self.stopping.set()
 
-    def process(self, polled: dict[TopicPartition, list]) -> Checkpoint:
-        """One poll's records: raw write, windows, results and observations, collected for the checkpoint."""
-        started = time.monotonic()
-        cp = Checkpoint(offsets={tp: records[-1].offset + 1 for tp, records in polled.items()})
-        self.next_offset.update(cp.offsets)  # the position moved past them; the checkpoint commits it
+    def process(self, polled: dict[TopicPartition, list]) -> None:
+        """One poll's records: decoded, written raw, and kept in the pending checkpoint for their windows."""
+        cp = self.pending
+        offsets = {tp: records[-1].offset + 1 for tp, records in polled.items()}
+        self.next_offset.update(offsets)  # the position moved past them; the checkpoint commits it
         by_domain: dict[str, list] = defaultdict(list)
         partition_of: dict[str, dict[str, TopicPartition]] = defaultdict(dict)
         for tp, records in polled.items():
@@ -381,6 +411,7 @@ class ProcessorService:
             partition_of[domain].update((r.key.decode("utf-8", "replace"), tp) for r in records if r.key)
         for domain, records in by_domain.items():
             self.metrics.records.labels(domain).inc(len(records))
+            cp.records[domain] += len(records)
             batch = self._decode(domain, records, cp)
             if not len(batch):
                 continue
@@ -389,18 +420,28 @@ class ProcessorService:
             self.metrics.readings.labels(domain).inc(len(batch))
             for d, s, site in self.stale.seen(domain, batch.sensor_id, batch.site, partition_of[domain], time.time()):
                 cp.observations.append(self._stale_observation(d, s, site, 0.0, False))
+            cp.batches[domain].append(batch)
+            cp.readings += len(batch)
+            self.totals[f"{domain}_readings"] += len(batch)
+        cp.offsets.update(offsets)
+
+    def compute(self, cp: Checkpoint) -> None:
+        """The windows touched by the checkpoint's readings, per domain, into its points and observations."""
+        started = time.monotonic()
+        for domain, batches in cp.batches.items():
+            if not batches:
+                continue
+            batch = ReadingBatch.concat(batches)
             try:
                 self._compute(domain, batch, cp)
             except Exception as exc:  # noqa: BLE001 - a plug-in failure must not stop the city; raw data is stored
                 self.metrics.errors.labels("plugin").inc()
                 event(log, "plugin_failed", logging.ERROR, domain=domain, readings=len(batch),
                       error=f"{type(exc).__name__}: {exc}"[:500])
-            self.totals[f"{domain}_readings"] += len(batch)
         elapsed = time.monotonic() - started
-        cp.points += [f"pipeline,service=processor,domain={d} records={len(v)}i,"
+        cp.points += [f"pipeline,service=processor,domain={d} records={n}i,"
                       f"lag={self._domain_lag(d)}i,batch_seconds={elapsed!r} {time.time_ns()}"
-                      for d, v in by_domain.items()]
-        return cp
+                      for d, n in cp.records.items()]
 
     def _decode(self, domain: str, records: list, cp: Checkpoint) -> ReadingBatch:
         """Columns of the decodable records; every other record is dead-lettered on its own."""

@@ -24,10 +24,10 @@ from processors.plugin import (
     Output,
     Point,
     day_start,
-    group_means,
     indicator,
     local_day,
-    split_key,
+    means_of,
+    site_groups,
 )
 from schemas.sites import sites_for
 from schemas.surfacewater import LAKE_KINDS, Day, designated_classes
@@ -134,8 +134,8 @@ class SurfacewaterProcessor(DomainProcessor):
         if not len(b):
             return out
         local = local_day(b.ts)
-        uniq, means, _ = group_means(np.char.add(b.site.astype(str), np.char.add("|", local.astype(str))), b.values)
-        site_day = [split_key(k) for k in uniq]
+        site_day, inverse = site_groups(b.site, local)
+        means, _ = means_of(inverse, len(site_day), b.values)
         sites = np.array([s for s, _ in site_day], dtype=object)
         day_numbers = np.array([n for _, n in site_day], dtype=np.int64)
         lake = np.isin(sites, list(self.lakes))

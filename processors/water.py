@@ -13,11 +13,11 @@ from processors.plugin import (
     Point,
     by_local_day,
     day_start,
-    group_means,
     indicator,
     local_day,
     local_year,
-    split_key,
+    means_of,
+    site_groups,
     year_ends,
 )
 from schemas.thresholds import PlanThresholds, load_plan
@@ -89,10 +89,9 @@ class SeawaterProcessor(DomainProcessor):
         b = buffer.take(np.isin(local_day(buffer.ts), np.concatenate([days, days - 1])))
         if not len(b):
             return out
-        keys = np.char.add(b.site.astype(str), np.char.add("|", day_start(local_day(b.ts)).astype(str)))
-        uniq, means, _ = group_means(keys, b.values)
+        site_day, inverse = site_groups(b.site, day_start(local_day(b.ts)))
+        means, _ = means_of(inverse, len(site_day), b.values)
         f = {name: means[:, b.fields.index(name)] for name in b.fields}
-        site_day = [split_key(k) for k in uniq]
         day_ts = np.array([d for _, d in site_day], np.int64)
         index = {sd: i for i, sd in enumerate(site_day)}
         prev = [index.get((s, d - DAY_NS)) for s, d in site_day]

@@ -170,6 +170,9 @@ def process(
     instance_id: Optional[str] = typer.Option(None, help="static group membership: a restart with the same id takes its partitions back without a rebalance"),
     session_timeout: float = typer.Option(10.0, min=6, max=300, help="seconds after which a dead member's partitions go to the others"),
     metrics_port: Optional[int] = typer.Option(0, help="Prometheus metrics port, e.g. 9311 (0: off)"),
+    compute_every: float = typer.Option(1.0, min=0.1, max=300, help="seconds between window computations and commits "
+                                        "(raw readings are written at once); stretched when computing takes more than "
+                                        "a fifth of the time, so a full day's windows never slow the raw path"),
     log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING"),
 ) -> None:
     """Compute the plan's indicators from Kafka into InfluxDB and send rule observations to alerts.events.
@@ -187,7 +190,8 @@ def process(
     names = list(processors()) if domains == "all" else [d.strip() for d in domains.split(",") if d.strip()]
     try:
         service = ProcessorService(_service_settings("processor"), names, group=group, stale_after=stale_after, instance_id=instance_id,
-                                   session_timeout_ms=int(session_timeout * 1000), metrics_port=metrics_port or None)
+                                   session_timeout_ms=int(session_timeout * 1000), metrics_port=metrics_port or None,
+                                   compute_every=compute_every)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
