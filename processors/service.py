@@ -391,8 +391,8 @@ class ProcessorService:
         started = time.monotonic()
         cp, self.pending = self.pending, Checkpoint()
         self.compute(cp)
+        spent = time.monotonic() - started   # the computing only: waiting out an outage must not space them out
         self.checkpoint(cp)
-        spent = time.monotonic() - started
         self.compute_at = time.monotonic() + max(self.compute_every, spent * (1 - self.compute_share) / self.compute_share)
 
     def stop(self) -> None:
