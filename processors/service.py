@@ -337,8 +337,11 @@ class ProcessorService:
                     log.exception("processor step failed")
                     self.owned, self.assignment_changed, self.pending = set(), True, Checkpoint()
                     self._wait(1.0, "recovery")
-            if self.pending.offsets:
-                self._flush()  # a graceful stop: what was stored raw gets its windows and is committed
+            if self.pending.offsets:  # a graceful stop: what was stored raw gets its windows and is committed
+                try:
+                    self._flush()
+                except Exception as exc:  # noqa: BLE001 - not committed, so replayed by the next owner
+                    event(log, "last_checkpoint_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}"[:300])
         except Stopping:
             event(log, "processor_stopping", reason="stopped while waiting for a dependency; nothing uncommitted kept")
         finally:
