@@ -122,7 +122,8 @@ def processor_day(b: Bench, args: argparse.Namespace) -> dict:
     sim = b.smartcity("day-simulate", s, "simulate", "--domains", ",".join(domains), "--sensors",
                       str(args.day_sensors), "--count", "1440", "--interval", "60", "--rate", "0", "--batch", "60",
                       "--seed", str(args.seed), "--start", start)
-    filled, got, _ = wait_until_count(counter.records, base + readings, [bridge], timeout=1800, stall=60)
+    records = args.day_sensors * len(domains) * -(-1440 // 60)  # one record per 60-reading message
+    filled, got, _ = wait_until_count(counter.records, base + records, [bridge], timeout=1800, stall=60)
     print(f"  a day of {readings:,} readings in Kafka after {time.perf_counter() - t:.0f} s", flush=True)
     sim.stop()
     bridge.stop()
@@ -142,7 +143,8 @@ def processor_day(b: Bench, args: argparse.Namespace) -> dict:
         proc.stop()
         counter.close()
         sampler_counter.close()
-    hours = hourly_rates(samples, total)
+    per_record = readings / max(total, 1)   # records carry 60 readings (probes aside): rates in readings
+    hours = [None if h is None else round(h * per_record) for h in hourly_rates(samples, total)]
     out = {"domains": ",".join(domains), "sensors": args.day_sensors, "readings": readings, "records": total,
            "committed": done, "seconds": round(elapsed, 1) if elapsed else None, "usage": usage,
            "hourly_readings_per_s": hours, "profiled": bool(spy), "profile": profile}
@@ -150,14 +152,14 @@ def processor_day(b: Bench, args: argparse.Namespace) -> dict:
         out["readings_per_s"] = round(readings / elapsed)
         out["usage"]["day-process"]["cpu_s_per_million_readings"] = round(
             usage["day-process"]["cpu_s"] / readings * 1e6, 1)
-    out.update(quarters(hours, total / 24))
+    out.update(quarters(hours, readings / 24))
     return out
 
 
 def quarters(hours: list[float | None], per_hour: float) -> dict:
     """Readings/s over the first and the last six simulated hours, and their ratio. Commits come once
-    per poll (5,000 records), so single hours are only resolved when an hour holds several polls;
-    quarter days are steady at any size."""
+    per checkpoint (a second or more), so single hours are only resolved when an hour holds several
+    checkpoints; quarter days are steady at any size."""
     def rate(part: list[float | None]) -> float | None:
         known = [h for h in part if h]
         return round(len(known) * per_hour / sum(per_hour / h for h in known)) if known else None

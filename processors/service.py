@@ -132,6 +132,7 @@ class ProcessorService:
         self.compute_every, self.compute_share = compute_every, compute_share
         self.pending = Checkpoint()
         self.compute_at = 0.0
+        self.waited = 0.0   # seconds spent in _wait, in total
         self.topics = {settings.kafka.telemetry_topic(d): d for d in domains}
         self.metrics = ProcessorMetrics()
         self.influx_client = influx_client(settings, timeout_ms=30_000)
@@ -196,6 +197,7 @@ class ProcessorService:
         finally:
             self.consumer.resume(*self.consumer.assignment())
             self.stale.pause(time.monotonic() - started)
+            self.waited += time.monotonic() - started
             gauge.set(0)
         raise Stopping()
 
@@ -248,6 +250,7 @@ class ProcessorService:
             self.buffers[domain].drop(sensors)
             pending = self.pending.batches.get(domain, [])
             pending[:] = [b.take(~np.isin(b.sensor_id, sensors)) for b in pending]
+        self.pending.readings = sum(len(b) for batches in self.pending.batches.values() for b in batches)
         for tp in lost:
             self.next_offset.pop(tp, None)
             self.pending.offsets.pop(tp, None)
@@ -391,10 +394,10 @@ class ProcessorService:
         The next one is due after `compute_every` s, or later when computing took more than
         `compute_share` of the time: windows are recomputed whole, so their cost grows with the open
         day, and spacing them out keeps the cost per reading flat (the raw path never waits)."""
-        started = time.monotonic()
+        started, waited = time.monotonic(), self.waited
         cp, self.pending = self.pending, Checkpoint()
         self.compute(cp)
-        spent = time.monotonic() - started   # the computing only: waiting out an outage must not space them out
+        spent = time.monotonic() - started - (self.waited - waited)  # waiting out an outage is not computing
         self.checkpoint(cp)
         self.compute_at = time.monotonic() + max(self.compute_every, spent * (1 - self.compute_share) / self.compute_share)
 
@@ -432,11 +435,13 @@ class ProcessorService:
         """The windows touched by the checkpoint's readings, per domain, into its points and observations."""
         started = time.monotonic()
         for domain, batches in cp.batches.items():
-            if not batches:
-                continue
-            batch = ReadingBatch.concat(batches)
+            batch = ReadingBatch.concat(batches) if batches else None
+            if batch is None or not len(batch):
+                continue  # its sensors' partitions went to another member
             try:
                 self._compute(domain, batch, cp)
+            except Stopping:
+                raise
             except Exception as exc:  # noqa: BLE001 - a plug-in failure must not stop the city; raw data is stored
                 self.metrics.errors.labels("plugin").inc()
                 event(log, "plugin_failed", logging.ERROR, domain=domain, readings=len(batch),

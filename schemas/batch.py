@@ -141,7 +141,8 @@ class ReadingBatch:
             except (ValueError, RecursionError) as exc:
                 errors.append(f"undecodable record: {show(str(exc))}")
                 continue
-            problem = _columns_problem(d) if isinstance(d, dict) and isinstance(d.get("ts"), list) else _record_problem(d)
+            problem = _identity_of_record(d, domain_name) or (
+                _columns_problem(d) if isinstance(d.get("ts"), list) else _record_problem(d))
             if problem:
                 errors.append(f"undecodable record: {problem}")
             else:
@@ -207,13 +208,24 @@ class _Columns:
         )
 
 
-def _record_problem(d: Any) -> str | None:
-    """Why a telemetry record cannot become a row (None when it can): the columns are int64 and float,
-    so a record that someone else produced with a string ts or a 30-digit seq must not reach them."""
+def _identity_of_record(d: Any, domain: str) -> str | None:
+    """Why a record of either format cannot be this domain's rows: its ids become tags of raw lines,
+    so they must be ids (a list or a newline would break the line protocol), and a record of another
+    domain does not belong in this topic."""
     if not isinstance(d, dict):
         return "not a JSON object"
-    if not isinstance(d.get("sensor_id"), str):
-        return f"sensor_id {show(d.get('sensor_id'))} is not a string"
+    if d.get("domain", domain) != domain:
+        return f"domain {show(d.get('domain'))} in a {domain} topic"
+    for key, required in (("sensor_id", True), ("site", False), ("source", False)):
+        value = d.get(key)
+        if (value is not None or required) and not (isinstance(value, str) and _IDENT.fullmatch(value)):
+            return f"{key} {show(value)} is not an id"
+    return None
+
+
+def _record_problem(d: dict[str, Any]) -> str | None:
+    """Why a one-reading record cannot become a row (None when it can): the columns are int64 and float,
+    so a record that someone else produced with a string ts or a 30-digit seq must not reach them."""
     for key, required in (("ts", True), ("seq", False), ("received_at", False)):
         value = d.get(key)
         if (value is not None or required) and (counter_problem(value) or value == 0 and key == "ts"):
@@ -230,11 +242,6 @@ def _record_problem(d: Any) -> str | None:
 def _columns_problem(d: dict[str, Any]) -> str | None:
     """Why a column record cannot become rows (None when it can): every column as long as `ts`, every
     number inside the int64 / finite-float columns it is going to."""
-    if not isinstance(d.get("sensor_id"), str):
-        return f"sensor_id {show(d.get('sensor_id'))} is not a string"
-    for key in ("site", "source"):
-        if d.get(key) is not None and not isinstance(d[key], str):
-            return f"{key} {show(d[key])} is not a string"
     if d.get("received_at") is not None and counter_problem(d["received_at"]):
         return f"received_at {show(d['received_at'])} is not a positive int64"
     ts = d["ts"]
@@ -393,7 +400,7 @@ def _identity_problem(raw: RawReading, domain: str | None) -> str | None:
         value = getattr(raw, what)
         if value is None:
             return f"no {what}: the topic or the payload must name it"
-        if not isinstance(value, str) or not _IDENT.match(value):
+        if not isinstance(value, str) or not _IDENT.fullmatch(value):
             return f"{what} {show(value)} is not an id (letters, digits, _ . : -; at most 64)"
     if raw.ts is None:
         return "missing timestamp"
