@@ -89,23 +89,23 @@ def case_components(run: Run) -> dict:
 
     msgs = run.msgs("single")
     sample = msgs.items[: min(len(msgs.items), run.args.component_messages)]
-    part = type(msgs)(msgs.shape, sample, len(sample), msgs.field, 0)
+    part = type(msgs)(msgs.shape, sample, len(sample), msgs.field, 0, len(sample))
     batch = run.msgs("batch")
-    compact = batch.items[0][1]  # one record per 100-reading message: what a compact record would cost
     return {"mosquitto": mosquitto_alone(run.bench, part),
-            "kafka": kafka_alone(run.bench, run.args.kafka_records, _record_like(msgs)),
-            "kafka_per_message_records": kafka_alone(run.bench, run.args.kafka_records // 50, compact, "kafkam"),
+            "kafka": kafka_alone(run.bench, run.args.kafka_records, _bridge_record(*msgs.items[0])),
+            "kafka_per_message_records": kafka_alone(run.bench, run.args.kafka_records // 50,
+                                                     _bridge_record(*batch.items[0]), "kafkam"),
             "influxdb": influx_alone(run.bench, run.msgs("batch"), run.args.influx_points)}
 
 
-def _record_like(msgs) -> bytes:  # noqa: ANN001
-    """A value the size of today's per-reading Kafka record (the canonical envelope as JSON)."""
-    topic, payload = msgs.items[0]
-    _, domain, site, sensor, _ = topic.split("/")
-    doc = json.loads(payload)
-    return json.dumps({"sensor_id": sensor, "domain": domain, "site": site, "ts": 1_790_000_000_000_000_000,
-                       "seq": doc.get("seq"), "lat": None, "lon": None, "values": doc["values"], "source": "native",
-                       "received_at": 1_790_000_000_000_000_000}, separators=(",", ":")).encode()
+def _bridge_record(topic: str, payload: bytes) -> bytes:
+    """The Kafka record the bridge makes of one native message (one sensor's readings as columns)."""
+    from schemas.adapters import parse, route
+    from schemas.batch import validate
+
+    batch = validate(parse("native", payload, route(topic)), "native").batch
+    assert batch is not None, f"the bench's own message was refused: {topic}"
+    return next(batch.records())[1]
 
 
 def case_single(run: Run) -> dict:

@@ -531,11 +531,15 @@ def wall(png: Path = typer.Option(Path("wall.png"), "--png", help="where to writ
 
 @stack_app.command("status")
 def stack_status() -> None:
-    """Show each service: up/down, address, version, data folder (exit 1 when any is down)."""
+    """Show each service (up/down, address, version, data folder), then each consumer group's lag and
+    each stage's rate over the last five minutes (exit 1 when any service is down)."""
+    from infra.flow import flow_table
     from infra.stack import stack_status as status
 
     up, table = status()
     typer.echo(table, nl=False)
+    if up:
+        typer.echo(flow_table(_service_settings("processor")), nl=False)
     raise typer.Exit(0 if up else 1)
 
 

@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 from influxdb_client import BucketRetentionRules
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
 from rich.console import Console
 from rich.table import Table
 
 from infra.clients import influx_client
+from infra.flow import end_offsets, group_lag
 from infra.settings import Settings, stack_dir
 from infra.stack import create_topics, delete_topics
 from simulators.engine import MODELS, SimOptions, Simulation
@@ -57,34 +58,6 @@ def isolate(settings: Settings, run: str) -> Settings:
             api.create_bucket(bucket_name=name, org=settings.influx.org,
                               retention_rules=BucketRetentionRules(type="expire", every_seconds=0))
     return own
-
-
-def _end_offsets(settings: Settings, topics: list[str], per_partition: bool = False) -> dict:
-    """End offset per topic (summed over partitions), or per partition."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap)
-    try:
-        out: dict = {}
-        for topic in topics:
-            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-            ends = consumer.end_offsets(parts) if parts else {}
-            if per_partition:
-                out.update(ends)
-            else:
-                out[topic] = sum(ends.values())
-        return out
-    finally:
-        consumer.close()
-
-
-def _lag(settings: Settings, group: str, topics: list[str]) -> int:
-    """Records in `topics` that consumer group `group` has not committed yet."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
-    try:
-        committed = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    ends = _end_offsets(settings, topics, per_partition=True)
-    return sum(end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items())
 
 
 def _raw_counts(settings: Settings, start: int, stop: int) -> dict[str, int]:
@@ -127,7 +100,7 @@ def run_demo(settings: Settings, sensors: int = 10, interval: int = 300, console
     domains = list(MODELS)
     topics = [settings.kafka.telemetry_topic(d) for d in domains] + [settings.kafka.deadletter_topic,
                                                                       settings.kafka.alerts_topic]
-    before = _end_offsets(settings, topics)
+    before = end_offsets(settings, topics)
     receivers = Receivers(settings)
     supervisor = start_children(console, logs, receivers, settings, run)
     try:
@@ -149,7 +122,7 @@ def run_demo(settings: Settings, sensors: int = 10, interval: int = 300, console
         telemetry = [settings.kafka.telemetry_topic(d) for d in domains]
         with console.status("waiting until the processors have committed every record") as status:
             while time.monotonic() < deadline:
-                lag = _lag(settings, "demo-processors", telemetry)
+                lag = group_lag(settings, "demo-processors", telemetry)
                 if lag == 0:
                     break
                 status.update(f"waiting until the processors have committed every record ({lag:,} to go)")
@@ -158,7 +131,7 @@ def run_demo(settings: Settings, sensors: int = 10, interval: int = 300, console
     finally:
         down = supervisor.stop()
         receivers.close()
-    after = _end_offsets(settings, topics)
+    after = end_offsets(settings, topics)
     stored = _raw_counts(settings, start, stop)
     table = Table(title="what arrived where", caption="Kafka may hold a reading twice (at-least-once: MQTT redelivers "
                   "what the bridge left unacknowledged at a full window); InfluxDB keeps each reading once, by its "
