@@ -11,6 +11,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -218,7 +219,7 @@ def _identity_of_record(d: Any, domain: str) -> str | None:
         return f"domain {show(d.get('domain'))} in a {domain} topic"
     for key, required in (("sensor_id", True), ("site", False), ("source", False)):
         value = d.get(key)
-        if (value is not None or required) and not (isinstance(value, str) and _IDENT.fullmatch(value)):
+        if (value is not None or required) and not (isinstance(value, str) and _is_id(value)):
             return f"{key} {show(value)} is not an id"
     return None
 
@@ -385,6 +386,12 @@ def validate(raws: list[RawReading], source: Source, *, domain: str | None = Non
     return Decoded(batch, result.errors.get(0, []))
 
 
+@lru_cache(maxsize=65536)
+def _is_id(value: str) -> bool:
+    """An id (letters, digits, _ . : -; at most 64), remembered: a message's readings share their ids."""
+    return _IDENT.fullmatch(value) is not None
+
+
 def _identity_problem(raw: RawReading, domain: str | None) -> str | None:
     """Why a reading cannot enter the columns (None when it can): domain, ids, and every number that
     NumPy will hold (ts and seq inside int64, lat/lon finite and on the globe)."""
@@ -400,7 +407,7 @@ def _identity_problem(raw: RawReading, domain: str | None) -> str | None:
         value = getattr(raw, what)
         if value is None:
             return f"no {what}: the topic or the payload must name it"
-        if not isinstance(value, str) or not _IDENT.fullmatch(value):
+        if not isinstance(value, str) or not _is_id(value):
             return f"{what} {show(value)} is not an id (letters, digits, _ . : -; at most 64)"
     if raw.ts is None:
         return "missing timestamp"
@@ -459,11 +466,12 @@ def _model_reason(dom: Domain, row: np.ndarray) -> str:
 
 def _duplicates(message: np.ndarray, sensors: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """True for every reading whose (sensor, ts) already appeared earlier in the same message."""
-    if len(ts) < 2:
-        return np.zeros(len(ts), bool)
-    keys = np.char.add(np.char.add(message.astype(str), "|"),
-                       np.char.add(sensors.astype(str), np.char.add("|", ts.astype(str))))
-    _, first = np.unique(keys, return_index=True)
-    dup = np.ones(len(ts), bool)
-    dup[first] = False
+    keys = list(zip(message.tolist(), sensors.tolist(), ts.tolist()))
+    dup = np.zeros(len(keys), bool)
+    if len(set(keys)) == len(keys):
+        return dup  # the usual case: one set pass, no strings built
+    seen: set[tuple] = set()
+    for i, key in enumerate(keys):
+        dup[i] = key in seen
+        seen.add(key)
     return dup

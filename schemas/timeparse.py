@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
+from functools import lru_cache
 
 from schemas.bounds import INT64_MAX, show
 
@@ -88,14 +89,21 @@ def _rfc3339_ns(value: str) -> int:
     date, hhmm, sec, frac, offset = m.groups()
     if offset is None:
         raise ValueError(f"timestamp {show(value)} has no UTC offset; add Z or +08:00")
-    leap = sec == "60"  # RFC 3339 allows a leap second: count it as the first instant of the next second
-    offset = "+00:00" if offset in "Zz" else offset
+    if int(sec) > 60:  # 60: RFC 3339's leap second, counted as the first instant of the next minute
+        raise ValueError(f"timestamp {show(value)} is not a valid date: second must be in 0..59")
     try:
-        moment = datetime.fromisoformat(f"{date}T{hhmm}:{'59' if leap else sec}{offset}")
+        minute = _minute_epoch(date, hhmm, "+00:00" if offset in "Zz" else offset)
     except ValueError as exc:
         raise ValueError(f"timestamp {show(value)} is not a valid date: {exc}") from None
-    seconds = (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // _SECOND + leap
-    return seconds * 10**9 + int((frac or "0")[:9].ljust(9, "0"))
+    return (minute + int(sec)) * 10**9 + int((frac or "0")[:9].ljust(9, "0"))
+
+
+@lru_cache(maxsize=4096)
+def _minute_epoch(date: str, hhmm: str, offset: str) -> int:
+    """Epoch seconds of a minute, validated by datetime (readings of one message share a few minutes:
+    the calendar arithmetic is done once per minute, not once per reading)."""
+    moment = datetime.fromisoformat(f"{date}T{hhmm}:00{offset}")
+    return (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // _SECOND
 
 
 _SECOND = datetime(1970, 1, 1, 0, 0, 1) - datetime(1970, 1, 1)
