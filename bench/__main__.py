@@ -146,7 +146,7 @@ def case_kafka_influx(run: Run) -> dict:
 def case_latency(run: Run) -> dict:
     from bench.pipeline import latency
 
-    return latency(run.bench, run.args.latency_rate, run.args.latency_seconds)
+    return latency(run.bench, run.args.latency_rate, run.args.latency_seconds, profile=run.args.profile)
 
 
 def case_processor_day(run: Run) -> dict:
@@ -191,7 +191,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--latency-seconds", type=int, default=60, help="seconds of load in the latency case (issue: 300)")
     p.add_argument("--day-sensors", type=int, default=200, help="processor-day: sensors per domain, one reading a minute")
     p.add_argument("--day-domains", default="air", help="processor-day: comma-separated domains")
-    p.add_argument("--profile", action="store_true", help="processor-day: attach py-spy (top functions)")
+    p.add_argument("--profile", action="store_true", help="processor-day and latency: attach py-spy to the processor (top functions)")
     p.add_argument("--seed", type=int, default=14)
     p.add_argument("--timeout", type=float, default=600, help="seconds a single drain may take")
     p.add_argument("--stall", type=float, default=90,

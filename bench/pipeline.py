@@ -325,9 +325,12 @@ def influx_alone(b: Bench, msgs: Messages, points: int, batch: int = 5000) -> di
 
 # -- publish -> queryable latency ---------------------------------------------------------------------
 
-def latency(b: Bench, rate: int, seconds: int, markers_per_s: float = 2.0) -> dict:
+def latency(b: Bench, rate: int, seconds: int, markers_per_s: float = 2.0, profile: bool = False) -> dict:
     """Bridge + processor under `rate` readings/s of 10-reading messages for `seconds`; marker
-    readings (ts = publish time) are polled until queryable in InfluxDB."""
+    readings (ts = publish time) are polled until queryable in InfluxDB (`profile`: py-spy on the
+    processor while the load runs)."""
+    from bench.profile import Spy
+
     s = b.settings("lat", buckets=True)
     bridge = b.smartcity("lat-bridge", s, "bridge", "--client-id", f"bench-{b.tag}-lat", "--group",
                          f"bench{b.tag}lat", "--session-expiry", "600", "--metrics-port", "0")
@@ -335,6 +338,7 @@ def latency(b: Bench, rate: int, seconds: int, markers_per_s: float = 2.0) -> di
     proc = b.smartcity("lat-process", s, "process", "--group", group)
     counter = KafkaCounter(s, [s.kafka.telemetry_topic(d) for d in MODELS])
     _wait_forwarding(b, s, counter, [bridge, proc])
+    spy = Spy(proc, b.workdir / "profile-latency-processor.txt") if profile else None
     sensors = 100
     per_sensor = rate / (sensors * len(MODELS))
     sim = b.smartcity("lat-simulate", s, "simulate", "--domains", "all", "--sensors", str(sensors), "--rate",
@@ -355,6 +359,7 @@ def latency(b: Bench, rate: int, seconds: int, markers_per_s: float = 2.0) -> di
             k += 1
             time.sleep(max(0.0, t0 + k / markers_per_s - time.time()))
         load_end = time.time()
+        top = spy.stop() if spy else None
         try:
             lag = counter.records() - counter.committed(group)
         except Exception as exc:  # noqa: BLE001 - a slow broker must not cost the latency figures
@@ -382,7 +387,7 @@ def latency(b: Bench, rate: int, seconds: int, markers_per_s: float = 2.0) -> di
             "first_half_median_s": round(statistics.median(first), 3) if first else None,
             "second_half_median_s": round(statistics.median(second), 3) if second else None,
             "processor_lag_records_at_load_end": lag, "load_ended_s": round(load_end - t0, 1),
-            "usage": usage}
+            "usage": usage, **({"profile": top} if top is not None else {})}
 
 
 def _pct(values: list[float], p: float) -> float | None:

@@ -1,11 +1,12 @@
 """The processor service: Kafka consumer group -> columns -> domain plug-ins -> InfluxDB and alerts.
 
 Per poll: decode the records of each domain into columns and write them raw (`telemetry` bucket).
-Every `compute_every` seconds (`_flush`; later when windows grow expensive, so that computing them
-takes at most `compute_share` of the time), the readings of those polls are merged into the
-open-window buffer, each domain's plug-in recomputes the touched windows once, and the checkpoint
+Each domain's checkpoint comes round every `compute_every` seconds (`_flush`, one domain per step so
+the raw path runs in between; later when windows grow expensive, so that computing them takes at
+most `compute_share` of the time): the domain's readings of those polls are merged into its
+open-window buffer, its plug-in recomputes the touched windows once, and the checkpoint
 (`ProcessorService.checkpoint`) writes the results, produces observations and dead letters, confirms
-every one of them, and only then commits the offsets. Writes are idempotent (same measurement + tags
+every one of them, and only then commits the domain's offsets. Writes are idempotent (same measurement + tags
 + time overwrite), so a replay after a crash gives the same numbers.
 
 Positions: every partition this processor owns has an explicit next offset (`next_offset`), set by
@@ -58,7 +59,7 @@ log = logging.getLogger("smartcity.processor")
 
 KAFKA_CALL_MS = 10_000        # bound on one blocking Kafka call (commit, committed, offsets lookups)
 REJOIN_WAIT = 60.0            # seconds a commit waits for the group to hand partitions back after a rejoin
-MAX_PENDING = 200_000         # readings stored raw whose windows wait for the next checkpoint, at most
+MAX_PENDING = 100_000         # readings of a domain stored raw whose windows wait for its checkpoint, at most
 
 
 class Stopping(Exception):
@@ -130,8 +131,9 @@ class ProcessorService:
         self.metrics_port = metrics_port
         self.poll_timeout_ms = poll_timeout_ms
         self.compute_every, self.compute_share = compute_every, compute_share
-        self.pending = Checkpoint()
-        self.compute_at = 0.0
+        self.pending: dict[str, Checkpoint] = {}   # by domain: stored raw, windows and commit to come
+        self.flushed_at: dict[str, float] = {}     # by domain: when its last checkpoint was made
+        self.compute_at = 0.0                      # when the next checkpoint (of one domain) may be made
         self.waited = 0.0   # seconds spent in _wait, in total
         self.topics = {settings.kafka.telemetry_topic(d): d for d in domains}
         self.metrics = ProcessorMetrics()
@@ -248,12 +250,14 @@ class ProcessorService:
             by_domain[domain].append(sensor)
         for domain, sensors in by_domain.items():
             self.buffers[domain].drop(sensors)
-            pending = self.pending.batches.get(domain, [])
-            pending[:] = [b.take(~np.isin(b.sensor_id, sensors)) for b in pending]
-        self.pending.readings = sum(len(b) for batches in self.pending.batches.values() for b in batches)
+            if (cp := self.pending.get(domain)) is not None:
+                for batches in cp.batches.values():
+                    batches[:] = [b.take(~np.isin(b.sensor_id, sensors)) for b in batches]
+                cp.readings = sum(len(b) for batches in cp.batches.values() for b in batches)
         for tp in lost:
             self.next_offset.pop(tp, None)
-            self.pending.offsets.pop(tp, None)
+            if (cp := self.pending.get(self.topics[tp.topic])) is not None:
+                cp.offsets.pop(tp, None)
             try:
                 self.metrics.lag.remove(tp.topic, str(tp.partition))
             except KeyError:
@@ -338,12 +342,12 @@ class ProcessorService:
                     event(log, "processor_step_failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}"[:500],
                           action="repositioning every partition at its committed offset and open windows")
                     log.exception("processor step failed")
-                    self.owned, self.assignment_changed, self.pending = set(), True, Checkpoint()
+                    self.owned, self.assignment_changed, self.pending = set(), True, {}
                     self._wait(1.0, "recovery")
-            if self.pending.offsets:  # a graceful stop: what was stored raw gets its windows and is committed
-                try:
-                    self._flush()
-                except Exception as exc:  # noqa: BLE001 - not committed, so replayed by the next owner
+            try:  # a graceful stop: what was stored raw gets its windows and is committed
+                for domain in [d for d, cp in self.pending.items() if cp.offsets]:
+                    self._flush(domain)
+            except Exception as exc:  # noqa: BLE001 - not committed, so replayed by the next owner
                     event(log, "last_checkpoint_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}"[:300])
         except Stopping:
             event(log, "processor_stopping", reason="stopped while waiting for a dependency; nothing uncommitted kept")
@@ -366,7 +370,7 @@ class ProcessorService:
         self.consumer.close(autocommit=False)
         self.consumer = self._new_consumer()
         self.watch = RebalanceWatch(_Assignments(self))
-        self.owned, self.assignment_changed, self.pending = set(), True, Checkpoint()
+        self.owned, self.assignment_changed, self.pending = set(), True, {}
         if not subscribe_when_known(self.consumer, list(self.topics), self.watch, self.stopping):
             raise Stopping()
 
@@ -385,28 +389,43 @@ class ProcessorService:
         polled = self._contiguous(polled)
         if polled:
             self.process(polled)
-        if self.pending.offsets and (time.monotonic() >= self.compute_at or self.pending.readings >= MAX_PENDING):
-            self._flush()
+        if (domain := self._due()) is not None:
+            self._flush(domain)
         self._report_lag()
 
-    def _flush(self) -> None:
-        """Compute the windows of everything stored raw since the last checkpoint, then checkpoint it.
-        The next one is due after `compute_every` s, or later when computing took more than
-        `compute_share` of the time: windows are recomputed whole, so their cost grows with the open
-        day, and spacing them out keeps the cost per reading flat (the raw path never waits)."""
+    def _due(self) -> str | None:
+        """The domain whose checkpoint is due: one holding MAX_PENDING readings, else, once the spacing
+        has passed, the one whose last checkpoint is oldest (round robin: one domain per step, so the
+        raw path runs between the domains' window computations)."""
+        waiting = [d for d, cp in self.pending.items() if cp.offsets]
+        full = [d for d in waiting if self.pending[d].readings >= MAX_PENDING]
+        if full:
+            return full[0]
+        if waiting and time.monotonic() >= self.compute_at:
+            return min(waiting, key=lambda d: self.flushed_at.get(d, 0.0))
+        return None
+
+    def _flush(self, domain: str) -> None:
+        """Compute the windows of a domain's readings stored raw since its last checkpoint, then make
+        that checkpoint. The next one (of any domain) is due after `compute_every` / domains seconds,
+        or later when computing took more than `compute_share` of the time: windows are recomputed
+        whole, so their cost grows with the open day, and spacing them out keeps the cost per reading
+        flat (the raw path never waits for more than one domain's windows)."""
         started, waited = time.monotonic(), self.waited
-        cp, self.pending = self.pending, Checkpoint()
+        cp = self.pending.pop(domain)
         self.compute(cp)
         spent = time.monotonic() - started - (self.waited - waited)  # waiting out an outage is not computing
         self.checkpoint(cp)
-        self.compute_at = time.monotonic() + max(self.compute_every, spent * (1 - self.compute_share) / self.compute_share)
+        self.flushed_at[domain] = time.monotonic()
+        self.compute_at = time.monotonic() + max(self.compute_every / len(self.plugins),
+                                                 spent * (1 - self.compute_share) / self.compute_share)
 
     def stop(self) -> None:
         self.stopping.set()
 
     def process(self, polled: dict[TopicPartition, list]) -> None:
-        """One poll's records: decoded, written raw, and kept in the pending checkpoint for their windows."""
-        cp = self.pending
+        """One poll's records: decoded, written raw, and kept in their domain's pending checkpoint for
+        their windows."""
         offsets = {tp: records[-1].offset + 1 for tp, records in polled.items()}
         self.next_offset.update(offsets)  # the position moved past them; the checkpoint commits it
         by_domain: dict[str, list] = defaultdict(list)
@@ -416,9 +435,11 @@ class ProcessorService:
             by_domain[domain].extend(records)
             partition_of[domain].update((r.key.decode("utf-8", "replace"), tp) for r in records if r.key)
         for domain, records in by_domain.items():
+            cp = self.pending.setdefault(domain, Checkpoint())
             self.metrics.records.labels(domain).inc(len(records))
             cp.records[domain] += len(records)
             batch = self._decode(domain, records, cp)
+            cp.offsets.update((tp, o) for tp, o in offsets.items() if self.topics[tp.topic] == domain)
             if not len(batch):
                 continue
             cp.dead_letters += self._refused(self.settings.influx.bucket_raw,
@@ -429,7 +450,6 @@ class ProcessorService:
             cp.batches[domain].append(batch)
             cp.readings += len(batch)
             self.totals[f"{domain}_readings"] += len(batch)
-        cp.offsets.update(offsets)
 
     def compute(self, cp: Checkpoint) -> None:
         """The windows touched by the checkpoint's readings, per domain, into its points and observations."""

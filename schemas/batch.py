@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -179,9 +180,11 @@ class _Columns:
         """One checked record: a column record, or a single reading (scalars)."""
         columns = isinstance(d["ts"], list)
         n = len(d["ts"]) if columns else 1
-        self.sensor_id += [d["sensor_id"]] * n
-        self.site += [d.get("site") or ""] * n
-        self.source += [d.get("source") or "native"] * n
+        # interned: every row of a sensor points at one string (json.loads makes a new one per record,
+        # which was most of a processor's memory for its buffered days)
+        self.sensor_id += [sys.intern(d["sensor_id"])] * n
+        self.site += [sys.intern(d.get("site") or "")] * n
+        self.source += [sys.intern(d.get("source") or "native")] * n
         self.received_at += [d.get("received_at") or 0] * n
         if not columns:
             d = {k: [v] for k, v in d.items() if k in ("ts", "seq", "lat", "lon")} | {
