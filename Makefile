@@ -40,7 +40,7 @@ chaos: venv
 chaos-short: venv
 	$(BIN)/python -m tests.chaos.run --short
 
-# The issue-14 benchmark, Telegraf side by side (built once into ~/.cache/smartcity); ~10-15 min on
+# The issue-14 benchmark, Telegraf side by side (built once into ~/.cache/smartcity); ~20 min on
 # 2 cores. Results: bench/results/<date>.json and .md, bench/results/latest.md. BENCH_ARGS: cases, sizes.
 bench: venv stack $(VENV)/.bench-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 RESULTS = Path(__file__).with_name("results")
-DEFAULT = ["components", "mqtt-kafka-single", "mqtt-kafka-batch", "kafka-influx", "latency"]
+DEFAULT = ["components", "mqtt-kafka-single", "mqtt-kafka-batch", "kafka-influx", "latency", "processor-day"]
 
 
 class Run:
@@ -188,9 +188,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--kafka-records", type=int, default=100_000, help="records for Kafka alone")
     p.add_argument("--influx-points", type=int, default=100_000, help="points for InfluxDB alone")
     p.add_argument("--latency-rate", type=int, default=5_000, help="offered readings/s in the latency case")
-    p.add_argument("--latency-seconds", type=int, default=60, help="seconds of load in the latency case (issue: 300)")
+    p.add_argument("--latency-seconds", type=int, default=300, help="seconds of load in the latency case (the issue's 300)")
     p.add_argument("--day-sensors", type=int, default=200, help="processor-day: sensors per domain, one reading a minute")
-    p.add_argument("--day-domains", default="air", help="processor-day: comma-separated domains")
+    p.add_argument("--day-domains", default="all", help="processor-day: comma-separated domains, or all")
     p.add_argument("--profile", action="store_true", help="processor-day and latency: attach py-spy to the processor (top functions)")
     p.add_argument("--seed", type=int, default=14)
     p.add_argument("--timeout", type=float, default=600, help="seconds a single drain may take")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.harness import Bench, KafkaCounter, Measured, Sampler, wait_until_count
 from bench.pipeline import Messages, _wait_forwarding, drain
+from simulators.engine import MODELS
 
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
@@ -108,7 +109,7 @@ def processor_day(b: Bench, args: argparse.Namespace) -> dict:
     """A full simulated day (yesterday, UTC+8) of `--day-sensors` sensors per domain reporting each
     minute goes through a bridge into Kafka; then a fresh processor reads it all while its committed
     offsets are sampled: throughput per simulated hour (the topic is in event-time order)."""
-    domains = [d.strip() for d in args.day_domains.split(",") if d.strip()]
+    domains = list(MODELS) if args.day_domains == "all" else [d.strip() for d in args.day_domains.split(",") if d.strip()]
     s = b.settings("day", buckets=True)
     counter = KafkaCounter(s, [s.kafka.telemetry_topic(d) for d in domains])
     bridge = b.smartcity("day-bridge", s, "bridge", "--client-id", f"bench-{b.tag}-day", "--group",
