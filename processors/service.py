@@ -29,7 +29,9 @@ import json
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +61,7 @@ log = logging.getLogger("smartcity.processor")
 
 KAFKA_CALL_MS = 10_000        # bound on one blocking Kafka call (commit, committed, offsets lookups)
 REJOIN_WAIT = 60.0            # seconds a commit waits for the group to hand partitions back after a rejoin
+RAW_IN_FLIGHT = 4             # raw writes queued beside the polls, at most
 MAX_PENDING = 100_000         # readings of a domain stored raw whose windows wait for its checkpoint, at most
 
 
@@ -97,6 +100,7 @@ class Checkpoint:
     observations: list[Observation] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     batches: dict[str, list[ReadingBatch]] = field(default_factory=lambda: defaultdict(list))  # by domain
+    raw_writes: list[tuple[Future, list[str]]] = field(default_factory=list)  # raw lines under way, not yet confirmed
     records: dict[str, int] = field(default_factory=lambda: defaultdict(int))                  # by domain
     readings: int = 0
 
@@ -140,6 +144,10 @@ class ProcessorService:
         self.influx_client = influx_client(settings, timeout_ms=30_000)
         self.influx_writer = InfluxWriter(settings.influx, timeout_s=30.0)
         self.influx = InfluxGateway(self.influx_client, self.influx_writer, self.metrics, self._wait)
+        # Raw writes run beside the next poll (one at a time, a few queued); a write that fails there is
+        # made again through the gateway, which waits out outages and sorts refusals (`_settle_raw`).
+        self.raw_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-write")
+        self.raw_inflight: deque[Future] = deque()
         plan = load_plan()
         history = FluxHistory(self.influx.query, settings.influx.bucket_compliance)
         self.plugins: dict[str, DomainProcessor] = {d: plugins[d](plan, history) for d in domains}
@@ -358,6 +366,7 @@ class ProcessorService:
             except KafkaError:
                 pass  # only unconfirmed sends are pending: their offsets were not committed
             self.producer.close(5)
+            self.raw_pool.shutdown(wait=True, cancel_futures=True)
             self.influx_client.close()
             self.influx_writer.close()
             event(log, "processor_stopped", **self.totals)
@@ -411,8 +420,9 @@ class ProcessorService:
         or later when computing took more than `compute_share` of the time: windows are recomputed
         whole, so their cost grows with the open day, and spacing them out keeps the cost per reading
         flat (the raw path never waits for more than one domain's windows)."""
-        started, waited = time.monotonic(), self.waited
         cp = self.pending.pop(domain)
+        self._settle_raw(cp)   # windows of very late days are recomputed from the raw bucket: it must hold them
+        started, waited = time.monotonic(), self.waited
         self.compute(cp)
         spent = time.monotonic() - started - (self.waited - waited)  # waiting out an outage is not computing
         self.checkpoint(cp)
@@ -442,14 +452,40 @@ class ProcessorService:
             cp.offsets.update((tp, o) for tp, o in offsets.items() if self.topics[tp.topic] == domain)
             if not len(batch):
                 continue
-            cp.dead_letters += self._refused(self.settings.influx.bucket_raw,
-                                             self.influx.write(self.settings.influx.bucket_raw, raw_lines(batch)))
+            cp.raw_writes.append(self._write_raw(raw_lines(batch)))
             self.metrics.readings.labels(domain).inc(len(batch))
             for d, s, site in self.stale.seen(domain, batch.sensor_id, batch.site, partition_of[domain], time.time()):
                 cp.observations.append(self._stale_observation(d, s, site, 0.0, False))
             cp.batches[domain].append(batch)
             cp.readings += len(batch)
             self.totals[f"{domain}_readings"] += len(batch)
+
+    def _write_raw(self, lines: list[str]) -> tuple[Future, list[str]]:
+        """Start writing raw lines in the background (at most RAW_IN_FLIGHT writes queued: beyond, wait
+        for the oldest, so a slow InfluxDB slows the polls instead of filling memory)."""
+        while len(self.raw_inflight) >= RAW_IN_FLIGHT:
+            wait_futures([self.raw_inflight.popleft()])
+        future = self.raw_pool.submit(self._timed_write, lines)
+        self.raw_inflight.append(future)
+        return future, lines
+
+    def _timed_write(self, lines: list[str]) -> None:
+        """One attempt at a raw write (the background thread), timed like the gateway's writes."""
+        bucket, started = self.settings.influx.bucket_raw, time.monotonic()
+        self.influx_writer.write(bucket, lines)
+        self.metrics.write_latency.labels(bucket).observe(time.monotonic() - started)
+
+    def _settle_raw(self, cp: Checkpoint) -> None:
+        """Every raw write of the checkpoint confirmed: a write that failed in the background is made
+        again through the gateway (outages waited out, refused lines found and dead-lettered)."""
+        bucket = self.settings.influx.bucket_raw
+        for future, lines in cp.raw_writes:
+            try:
+                future.result()
+            except Exception as exc:  # noqa: BLE001 - any failure: the gateway sorts it out
+                event(log, "raw_write_retried", logging.DEBUG, error=f"{type(exc).__name__}: {exc}"[:200])
+                cp.dead_letters += self._refused(bucket, self.influx.write(bucket, lines))
+        cp.raw_writes.clear()
 
     def compute(self, cp: Checkpoint) -> None:
         """The windows touched by the checkpoint's readings, per domain, into its points and observations."""
