@@ -62,6 +62,7 @@ log = logging.getLogger("smartcity.processor")
 KAFKA_CALL_MS = 10_000        # bound on one blocking Kafka call (commit, committed, offsets lookups)
 REJOIN_WAIT = 60.0            # seconds a commit waits for the group to hand partitions back after a rejoin
 RAW_IN_FLIGHT = 4             # raw writes queued beside the polls, at most
+MAX_CHECKPOINT_AGE = 30.0     # seconds a domain's readings wait for their windows and commit, at most
 MAX_PENDING = 100_000         # readings of a domain stored raw whose windows wait for its checkpoint, at most
 
 
@@ -100,7 +101,8 @@ class Checkpoint:
     observations: list[Observation] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     batches: dict[str, list[ReadingBatch]] = field(default_factory=lambda: defaultdict(list))  # by domain
-    raw_writes: list[tuple[Future, list[str]]] = field(default_factory=list)  # raw lines under way, not yet confirmed
+    raw_writes: list[tuple[Future, list[list[str]]]] = field(default_factory=list)  # raw writes not yet confirmed
+    opened: float = field(default_factory=time.monotonic)   # when its first poll came
     records: dict[str, int] = field(default_factory=lambda: defaultdict(int))                  # by domain
     readings: int = 0
 
@@ -266,6 +268,8 @@ class ProcessorService:
             self.next_offset.pop(tp, None)
             if (cp := self.pending.get(self.topics[tp.topic])) is not None:
                 cp.offsets.pop(tp, None)
+                if not cp.offsets:  # all its partitions went elsewhere: their new owner replays them
+                    del self.pending[self.topics[tp.topic]]
             try:
                 self.metrics.lag.remove(tp.topic, str(tp.partition))
             except KeyError:
@@ -355,6 +359,8 @@ class ProcessorService:
             try:  # a graceful stop: what was stored raw gets its windows and is committed
                 for domain in [d for d, cp in self.pending.items() if cp.offsets]:
                     self._flush(domain)
+            except Stopping:
+                raise
             except Exception as exc:  # noqa: BLE001 - not committed, so replayed by the next owner
                     event(log, "last_checkpoint_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}"[:300])
         except Stopping:
@@ -407,6 +413,10 @@ class ProcessorService:
         has passed, the one whose last checkpoint is oldest (round robin: one domain per step, so the
         raw path runs between the domains' window computations)."""
         waiting = [d for d, cp in self.pending.items() if cp.offsets]
+        now = time.monotonic()
+        overdue = [d for d in waiting if now - self.pending[d].opened >= MAX_CHECKPOINT_AGE]
+        if overdue:  # no domain waits longer than this, however busy the others are
+            return min(overdue, key=lambda d: self.pending[d].opened)
         full = [d for d in waiting if self.pending[d].readings >= MAX_PENDING]
         if full:
             return full[0]
@@ -427,8 +437,8 @@ class ProcessorService:
         spent = time.monotonic() - started - (self.waited - waited)  # waiting out an outage is not computing
         self.checkpoint(cp)
         self.flushed_at[domain] = time.monotonic()
-        self.compute_at = time.monotonic() + max(self.compute_every / len(self.plugins),
-                                                 spent * (1 - self.compute_share) / self.compute_share)
+        spacing = max(self.compute_every / len(self.plugins), spent * (1 - self.compute_share) / self.compute_share)
+        self.compute_at = time.monotonic() + min(spacing, MAX_CHECKPOINT_AGE)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -454,37 +464,52 @@ class ProcessorService:
                 continue
             cp.raw_writes.append(self._write_raw(raw_lines(batch)))
             self.metrics.readings.labels(domain).inc(len(batch))
-            for d, s, site in self.stale.seen(domain, batch.sensor_id, batch.site, partition_of[domain], time.time()):
-                cp.observations.append(self._stale_observation(d, s, site, 0.0, False))
+            back = [self._stale_observation(d, s, site, 0.0, False)
+                    for d, s, site in self.stale.seen(domain, batch.sensor_id, batch.site, partition_of[domain], time.time())]
+            if back:  # at once, like the "offline" ones: in order, and never lost with a pending checkpoint
+                self._deliver(self._records(back, []))
             cp.batches[domain].append(batch)
             cp.readings += len(batch)
             self.totals[f"{domain}_readings"] += len(batch)
 
-    def _write_raw(self, lines: list[str]) -> tuple[Future, list[str]]:
+    def _write_raw(self, lines: list[str]) -> tuple[Future, list[list[str]]]:
         """Start writing raw lines in the background (at most RAW_IN_FLIGHT writes queued: beyond, wait
-        for the oldest, so a slow InfluxDB slows the polls instead of filling memory)."""
+        for the oldest, so a slow InfluxDB slows the polls instead of filling memory). The lines are
+        kept (in a holder the writer empties on success) until the checkpoint confirms them."""
         while len(self.raw_inflight) >= RAW_IN_FLIGHT:
-            wait_futures([self.raw_inflight.popleft()])
-        future = self.raw_pool.submit(self._timed_write, lines)
+            self._await(self.raw_inflight.popleft())
+        holder = [lines]
+        future = self.raw_pool.submit(self._timed_write, holder)
         self.raw_inflight.append(future)
-        return future, lines
+        return future, holder
 
-    def _timed_write(self, lines: list[str]) -> None:
+    def _timed_write(self, holder: list[list[str]]) -> None:
         """One attempt at a raw write (the background thread), timed like the gateway's writes."""
         bucket, started = self.settings.influx.bucket_raw, time.monotonic()
-        self.influx_writer.write(bucket, lines)
+        self.influx_writer.write(bucket, holder[0])
         self.metrics.write_latency.labels(bucket).observe(time.monotonic() - started)
+        holder.clear()
+
+    def _await(self, future: Future) -> None:
+        """Wait for a background write while staying in the consumer group (a hung InfluxDB answers
+        only after the request timeout; the stale timers do not count the wait)."""
+        while not future.done():
+            if self.stopping.is_set():  # no more polls needed: a request ends within its timeout
+                wait_futures([future], timeout=35)
+                if not future.done():
+                    raise Stopping()
+                return
+            self._wait(0.2, "influxdb")
 
     def _settle_raw(self, cp: Checkpoint) -> None:
         """Every raw write of the checkpoint confirmed: a write that failed in the background is made
         again through the gateway (outages waited out, refused lines found and dead-lettered)."""
         bucket = self.settings.influx.bucket_raw
-        for future, lines in cp.raw_writes:
-            try:
-                future.result()
-            except Exception as exc:  # noqa: BLE001 - any failure: the gateway sorts it out
-                event(log, "raw_write_retried", logging.DEBUG, error=f"{type(exc).__name__}: {exc}"[:200])
-                cp.dead_letters += self._refused(bucket, self.influx.write(bucket, lines))
+        for future, holder in cp.raw_writes:
+            self._await(future)
+            if future.exception() is not None:  # any failure: the gateway sorts it out
+                event(log, "raw_write_retried", logging.DEBUG, error=f"{future.exception()!r}"[:200])
+                cp.dead_letters += self._refused(bucket, self.influx.write(bucket, holder[0]))
         cp.raw_writes.clear()
 
     def compute(self, cp: Checkpoint) -> None:
