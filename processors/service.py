@@ -491,15 +491,22 @@ class ProcessorService:
         holder.clear()
 
     def _await(self, future: Future) -> None:
-        """Wait for a background write while staying in the consumer group (a hung InfluxDB answers
-        only after the request timeout; the stale timers do not count the wait)."""
+        """Wait for a background write while staying in the consumer group: most answers come within the
+        first half second; a hung InfluxDB answers only after the request timeout, so between slices
+        the consumer polls (paused) and the stale timers do not count the wait."""
         while not future.done():
+            started = time.monotonic()
+            wait_futures([future], timeout=0.5)
+            self.stale.pause(time.monotonic() - started)
+            self.waited += time.monotonic() - started
+            if future.done():
+                return
             if self.stopping.is_set():  # no more polls needed: a request ends within its timeout
                 wait_futures([future], timeout=35)
                 if not future.done():
                     raise Stopping()
                 return
-            self._wait(0.2, "influxdb")
+            self._wait(0.05, "influxdb")
 
     def _settle_raw(self, cp: Checkpoint) -> None:
         """Every raw write of the checkpoint confirmed: a write that failed in the background is made
