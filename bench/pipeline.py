@@ -67,7 +67,7 @@ def generate(shape: str, messages: int, per_message: int, seed: int = 14) -> Mes
     readings = sum(len(_readings(p)) for _, p in items)
     field_count = sum(1 for t, p in items if t.startswith("city/air/") for r in _readings(p) if "pm25" in r["values"])
     del stats
-    return Messages(shape, items, readings, "pm25", field_count, sum(_runs(t, p) for t, p in items))
+    return Messages(shape, items, readings, "pm25", field_count, sum(_bridge_records(t, p) for t, p in items))
 
 
 def _readings(payload: bytes) -> list[dict]:
@@ -75,7 +75,7 @@ def _readings(payload: bytes) -> list[dict]:
     return doc if isinstance(doc, list) else [doc]
 
 
-def _runs(topic: str, payload: bytes) -> int:
+def _bridge_records(topic: str, payload: bytes) -> int:
     """Runs of readings of one sensor at one site in a message: the bridge's records for it."""
     _, _, site, sensor, _ = topic.split("/")
     keys = [(r.get("sensor_id", sensor), r.get("site", site)) for r in _readings(payload)]

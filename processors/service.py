@@ -420,7 +420,7 @@ class ProcessorService:
         full = [d for d in waiting if self.pending[d].readings >= MAX_PENDING]
         if full:
             return full[0]
-        if waiting and time.monotonic() >= self.compute_at:
+        if waiting and now >= self.compute_at:
             return min(waiting, key=lambda d: self.flushed_at.get(d, 0.0))
         return None
 

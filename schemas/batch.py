@@ -235,7 +235,7 @@ def _record_problem(d: dict[str, Any]) -> str | None:
         if (value is not None or required) and (counter_problem(value) or value == 0 and key == "ts"):
             return f"{key} {show(value)} is not a positive int64"
     for key in ("lat", "lon"):
-        if d.get(key) is not None and (number_problem(d[key]) or isinstance(d[key], bool)):
+        if d.get(key) is not None and _coordinate_problem(d[key]):
             return f"{key} {show(d[key])} is not a finite number"
     values = d.get("values")
     if not isinstance(values, dict) or any(number_problem(v) for v in values.values()):
@@ -270,6 +270,7 @@ def _columns_problem(d: dict[str, Any]) -> str | None:
 
 
 def _coordinate_problem(value: object) -> str | None:
+    """Why a lat/lon cannot go into a float column (None when it can): a number, but not a boolean."""
     return number_problem(value) or ("a boolean" if isinstance(value, bool) else None)
 
 
