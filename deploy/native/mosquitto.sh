@@ -62,9 +62,14 @@ configure() {
     echo "keyfile certs/server.key"
     cat "$CONFIG_DIR/mosquitto/mosquitto.conf"
   } > "$DIR/mosquitto.conf"
-  # Started as root, mosquitto 2.0 drops to the mosquitto user before reading its files.
+  # Started as root, mosquitto 2.0 drops to the mosquitto user before reading its files. Under a
+  # folder that user cannot enter (mktemp -d makes mode 700), it stays root instead of failing to start.
   if [ "$(id -u)" = 0 ] && id mosquitto >/dev/null 2>&1; then
-    chown -R mosquitto: "$DIR"; chmod 700 "$DIR"
+    if su -s /bin/sh mosquitto -c "test -x '$DIR'" 2>/dev/null; then
+      chown -R mosquitto: "$DIR"; chmod 700 "$DIR"
+    else
+      echo "user root" >> "$DIR/mosquitto.conf"
+    fi
   fi
 }
 
