@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from infra.logs import event
-from schemas.timeparse import TimeWindow
+from schemas.timeparse import EARLIEST_NS, TimeWindow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,8 +133,10 @@ def _warn_missing_secret(name: str, using: str) -> None:
 class IngestSettings(BaseModel):
     """What the bridge accepts at the boundary and how much of a rejected message it keeps."""
 
-    earliest_ts: datetime = Field(datetime(2000, 1, 1, tzinfo=timezone.utc),
-                                  description="event times before this are a device clock never set")
+    earliest_ts: datetime = Field(datetime.fromtimestamp(EARLIEST_NS // 10**9, timezone.utc),
+                                  description="lower edge of the event times accepted: earlier is a clock reset "
+                                              "(1970, the GPS epoch and its rollovers, 2000-01-01) or never set; "
+                                              "lower it only to load an older archive")
     future_skew_s: float = Field(300.0, ge=0, le=86_400, description="event times may lead the bridge's clock by this much")
     deadletter_raw_max: int = Field(64 * 1024, ge=0, le=512 * 1024,
                                     description="bytes of a rejected message kept in its dead letter (size and SHA-256 always)")

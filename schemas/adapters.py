@@ -27,19 +27,21 @@ from functools import lru_cache
 from typing import Any, Callable, Literal
 
 from schemas.bounds import counter_problem, number_problem, show
-from schemas.devices import DeviceProfile, DeviceProfiles, load_profiles
+from schemas.devices import DeviceProfiles, load_profiles
 from schemas.envelope import Source
 from schemas.registry import domain as get_domain
 from schemas.registry import domains
-from schemas.timeparse import TimeWindow, parse_gps_duration, parse_ts
+from schemas.timeparse import TimeWindow, format_ts, parse_gps_duration, parse_ts
 from schemas.units import conversion
 
 FORMATS: tuple[Source, ...] = ("native", "senml", "ttn", "chirpstack")
 MAX_PAYLOAD = 16 * 1024 * 1024
 SENML_RELATIVE_LIMIT = 2**28   # RFC 8428 §4.5.3: smaller times are relative to now
+LORAWAN_FCNT_BITS = 32          # f_cnt (The Things Stack) and fCnt (ChirpStack) are uint32
 SENML_VERSION = 10             # the SenML version understood here (RFC 8428 §4.4: reject only newer ones)
 _SENML_BASE = {"bn", "bt", "bu", "bv", "bs", "bver"}
-_SENML_LABELS = _SENML_BASE | {"n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"}
+_SENML_VALUES = {"v", "vs", "vb", "vd", "s"}
+_SENML_LABELS = _SENML_BASE | _SENML_VALUES | {"n", "u", "t", "ut"}
 
 
 class PayloadError(ValueError):
@@ -158,18 +160,20 @@ def _opt_number(obj: dict[str, Any], key: str, where: str) -> float | None:
     if value is None:
         return None
     problem = number_problem(value)
-    if problem or isinstance(value, bool):
-        raise PayloadError(f"{where}{key} {problem or 'must be a number, got a boolean'}")
+    if problem:
+        raise PayloadError(f"{where}{key} {problem}")
     return float(value)
 
 
-def _opt_seq(obj: dict[str, Any], key: str, where: str) -> int | None:
+def _opt_seq(obj: dict[str, Any], key: str, where: str, bits: int = 63) -> int | None:
+    """A sequence number or frame counter of `bits` bits, when present."""
     value = obj.get(key)
     if value is None:
         return None
-    problem = counter_problem(value)
+    problem = counter_problem(value, bits)
     if problem:
-        raise PayloadError(f"{where}{key} {problem}")
+        width = " (a LoRaWAN frame counter is a uint32)" if bits == LORAWAN_FCNT_BITS else ""
+        raise PayloadError(f"{where}{key} {problem}{width}")
     return value
 
 
@@ -247,8 +251,8 @@ def parse_senml(payload: bytes, topic: TopicInfo | None = None, *, window: TimeW
         where = f"record {k}"
         rec = _obj(rec, where)
         _senml_pack_rules(rec, where, base)
-        if set(rec) <= _SENML_BASE:
-            continue  # a base-only record
+        if not _SENML_VALUES.intersection(rec) and not {"n", "u", "t"}.intersection(rec):
+            continue  # a record of base fields only: labels it does not know are ignored (RFC 8428 §4.4)
         try:
             _senml_record(rec, base, topic, bounds, now_s, groups, out)
         except PayloadError as exc:
@@ -265,8 +269,8 @@ def _senml_pack_rules(rec: dict[str, Any], where: str, base: dict[str, Any]) -> 
             raise PayloadError(f"{where}: label {show(label)} ends in '_', so it must be understood "
                                "(RFC 8428 §4.4), and it is not: the pack is rejected")
     if "bver" in rec:
-        bver = rec["bver"]
-        if isinstance(bver, bool) or not isinstance(bver, int) or bver < 1:
+        bver = rec["bver"]  # a JSON number: 10 and 10.0 are the same number (RFC 8428 §4.3, RFC 8259 §6)
+        if number_problem(bver) or bver < 1 or bver != int(bver):
             raise PayloadError(f"{where}: bver must be a positive integer, got {show(bver)}")
         if bver > SENML_VERSION:
             raise PayloadError(f"{where}: SenML version bver={show(bver)} is newer than version {SENML_VERSION} "
@@ -287,14 +291,14 @@ def _senml_record(rec: dict[str, Any], base: dict[str, Any], topic: TopicInfo | 
     elif "vb" in rec:
         if not isinstance(rec["vb"], bool):
             raise PayloadError(f"vb must be a boolean, got {show(rec['vb'])}")
-        value = 1.0 if rec["vb"] else 0.0
+        value = rec["vb"]  # stays a boolean: validation lets it feed a flag field only
     elif "vs" in rec or "vd" in rec:
         kind = "string (vs)" if "vs" in rec else "data (vd)"
-        raise PayloadError(f"{name!r} carries a {kind} value; only numbers (v) and booleans (vb) are readings")
+        raise PayloadError(f"{show(name)} carries a {kind} value; only numbers (v) and booleans (vb) are readings")
     elif "s" in rec:
-        raise PayloadError(f"{name!r} carries only a sum (s); send the instantaneous value as v")
+        raise PayloadError(f"{show(name)} carries only a sum (s); send the instantaneous value as v")
     else:
-        raise PayloadError(f"{name!r} has no value (v, vb)")
+        raise PayloadError(f"{show(name)} has no value (v, vb)")
     t = base["bt"] + (_num(rec, "t", "") if "t" in rec else 0.0)
     if t < SENML_RELATIVE_LIMIT:
         t += now_s
@@ -315,11 +319,11 @@ def _senml_record(rec: dict[str, Any], base: dict[str, Any], topic: TopicInfo | 
         out.append(reading)
     if position:  # RFC 8428 §5.1.3: the sensor's position at that time, in units lat and lon
         if getattr(reading, fieldname) is not None:
-            raise PayloadError(f"duplicate {fieldname} of {sensor!r} at the same time")
+            raise PayloadError(f"duplicate {fieldname} of {show(sensor)} at the same time")
         setattr(reading, fieldname, value)
         return
     if fieldname in reading.values:
-        raise PayloadError(f"duplicate value for {fieldname!r} of {sensor!r} at the same time")
+        raise PayloadError(f"duplicate value for {show(fieldname)} of {show(sensor)} at the same time")
     reading.values[fieldname] = value
     if unit is not None:
         reading.units[fieldname] = unit
@@ -406,11 +410,12 @@ def parse_ttn(payload: bytes, topic: TopicInfo | None = None, *, window: TimeWin
               profiles: DeviceProfiles | None = None) -> list[RawReading]:
     """The Things Stack v3 uplink: device ids, `uplink_message.decoded_payload`, time and location.
 
-    Event time, first inside the window of: a gateway's GPS time (`rx_metadata[].gps_time`), the network
-    server's `uplink_message.received_at`, the application server's `received_at`, and only then a
-    gateway's own clock (`rx_metadata[].time`), so one gateway with a wrong clock cannot get good uplinks
-    rejected. Location: `uplink_message.locations` (`user`, the registry's, first), else the decoded
-    payload's fields named by the profile. The Things Stack omits fields that are 0, so no `f_cnt` is 0.
+    Event time (`_event_time`): the network's, first of the Network Server's `uplink_message.received_at`,
+    the Application Server's `received_at` and a Gateway Server's `rx_metadata[].received_at`; a gateway's
+    GPS time (`rx_metadata[].gps_time`) when it agrees with it, the more precise time on air. Without a
+    network time, the gateways' times (`gps_time`, `time`) that most gateways agree on. Location:
+    `uplink_message.locations` (`user`, the registry's, first), else the decoded payload's fields named
+    by the profile. `f_cnt` is a uint32, and The Things Stack omits fields that are 0, so no `f_cnt` is 0.
     A simulated uplink (`"simulated": true`) is no device's reading: rejected, so kept but never counted."""
     doc = _obj(load_json(payload), "a TTN uplink")
     if doc.get("simulated") is True:  # Data Formats: "Signals if the message ... is simulated"
@@ -423,58 +428,126 @@ def parse_ttn(payload: bytes, topic: TopicInfo | None = None, *, window: TimeWin
     decoded = _decoded(up, "decoded_payload", "uplink_message.decoded_payload")
     _, bounds = _window(window)
     gateways = _dicts(up.get("rx_metadata"))
-    ts = _first_time(bounds, [(f"rx_metadata[{i}].gps_time", m.get("gps_time"), parse_ts) for i, m in enumerate(gateways)]
-                     + [("uplink_message.received_at", up.get("received_at"), parse_ts),
-                        ("received_at", doc.get("received_at"), parse_ts)]
-                     + [(f"rx_metadata[{i}].time", m.get("time"), parse_ts) for i, m in enumerate(gateways)])
+    ts = _event_time(
+        bounds,
+        [("uplink_message.received_at", up.get("received_at"), parse_ts), ("received_at", doc.get("received_at"), parse_ts)]
+        + [(f"rx_metadata[{i}].received_at", m.get("received_at"), parse_ts) for i, m in enumerate(gateways)],
+        [[(f"rx_metadata[{i}].gps_time", m.get("gps_time"), parse_ts), (f"rx_metadata[{i}].time", m.get("time"), parse_ts)]
+         for i, m in enumerate(gateways)])
     locations = up.get("locations") if isinstance(up.get("locations"), dict) else {}
     located = [locations["user"]] if isinstance(locations.get("user"), dict) else []
     located += [v for k, v in locations.items() if k != "user" and isinstance(v, dict)]
-    profile = _profile(profiles, app)
-    return [_lorawan_reading(profile, device, None, ts, decoded, _opt_seq({"f_cnt": 0, **up}, "f_cnt", "uplink_message."),
+    return [_lorawan_reading(profiles, app, device, None, ts, decoded,
+                             _opt_seq({"f_cnt": 0, **up}, "f_cnt", "uplink_message.", LORAWAN_FCNT_BITS),
                              located[0] if located else None)]
 
 
 def parse_chirpstack(payload: bytes, topic: TopicInfo | None = None, *, window: TimeWindow | None = None,
                      profiles: DeviceProfiles | None = None) -> list[RawReading]:
-    """ChirpStack v4 `up` event: `deviceInfo`, `object` (codec output), time, `fCnt`.
+    """ChirpStack v4 `up` event: `deviceInfo`, `object` (codec output), time, `fCnt` (a uint32).
 
-    Event time, first inside the window of: a gateway's GPS time (`rxInfo[].timeSinceGpsEpoch`), the
-    network server's `rxInfo[].nsTime`, the event's `time` (ChirpStack fills it from the first gateway
-    clock it finds, else its own: so it comes after nsTime), and only then a gateway's own clock
-    (`rxInfo[].gwTime`). The up event carries no device location: it comes from the decoded object's
-    fields named by the profile (`latitude`, `longitude` by default). Its JSON omits zero values (protobuf
-    JSON mapping), so no `fCnt` is 0."""
+    Event time (`_event_time`): the network server's `rxInfo[].nsTime`, else the event's `time` when it is
+    not a copy of a gateway's clock (ChirpStack fills it from the first gateway clock it finds, else its
+    own); a gateway's GPS time (`rxInfo[].timeSinceGpsEpoch`) when it agrees with that, the more precise
+    time on air. Without a network time, the gateways' times (GPS, `gwTime`) that most gateways agree on.
+    The up event carries no device location: it comes from the decoded object's fields named by the
+    profile (`latitude`, `longitude` by default). Its JSON omits zero values (protobuf JSON mapping), so
+    no `fCnt` is 0."""
     doc = _obj(load_json(payload), "a ChirpStack up event")
     info = _obj(doc.get("deviceInfo"), "deviceInfo")
     dev_eui = _device_id(info, "devEui", "deviceInfo")
     decoded = _decoded(doc, "object", "object")
     _, bounds = _window(window)
     gateways = _dicts(doc.get("rxInfo"))
-    ts = _first_time(bounds, [(f"rxInfo[{i}].timeSinceGpsEpoch", m.get("timeSinceGpsEpoch"), parse_gps_duration)
-                              for i, m in enumerate(gateways)]
-                     + [(f"rxInfo[{i}].nsTime", m.get("nsTime"), parse_ts) for i, m in enumerate(gateways)]
-                     + [("time", doc.get("time"), parse_ts)]
-                     + [(f"rxInfo[{i}].gwTime", m.get("gwTime"), parse_ts) for i, m in enumerate(gateways)])
+    ts = _event_time(
+        bounds, [(f"rxInfo[{i}].nsTime", m.get("nsTime"), parse_ts) for i, m in enumerate(gateways)],
+        [[(f"rxInfo[{i}].timeSinceGpsEpoch", m.get("timeSinceGpsEpoch"), parse_gps_duration),
+          (f"rxInfo[{i}].gwTime", m.get("gwTime"), parse_ts)] for i, m in enumerate(gateways)],
+        copy=("time", doc.get("time"), parse_ts))
     tags = info.get("tags") if isinstance(info.get("tags"), dict) else {}
-    profile = _profile(profiles, info.get("deviceProfileName"))
-    return [_lorawan_reading(profile, dev_eui.lower(), tags.get("site"), ts, decoded,
-                             _opt_seq({"fCnt": 0, **doc}, "fCnt", "event "), None)]
+    return [_lorawan_reading(profiles, info.get("deviceProfileName"), dev_eui.lower(), tags.get("site"), ts, decoded,
+                             _opt_seq({"fCnt": 0, **doc}, "fCnt", "event ", LORAWAN_FCNT_BITS), None)]
 
 
-def _first_time(bounds: tuple[int, int], candidates: list[tuple[str, Any, Callable[..., int]]]) -> int:
-    """The first present candidate time inside the window; else the reason of the best one present."""
-    first_problem = None
-    for where, value, parser in candidates:
-        if value is None:
-            continue
-        try:
-            return parser(value, bounds)
-        except ValueError as exc:
-            first_problem = first_problem or f"{where}: {exc}"
-    if first_problem:
-        raise PayloadError(first_problem)
-    raise PayloadError("missing timestamp: none of " + ", ".join(dict.fromkeys(w for w, _, _ in candidates)))
+Candidate = tuple[str, Any, Callable[..., int]]  # (where in the message, the value, its parser)
+GATEWAY_TOLERANCE_NS = 10 * 10**9  # a gateway time this close to the network server's agrees with it
+
+
+def _event_time(bounds: tuple[int, int], network: list[Candidate], gateways: list[list[Candidate]],
+                copy: Candidate | None = None) -> int:
+    """An uplink's event time, never one gateway's clock against the network server or the other gateways.
+
+    `gateways` lists each gateway's (GPS time, own clock). The reference is the first network-server
+    time inside the window (`copy`, a field that is either a gateway's clock copied or the server's own,
+    counts as the server's when it equals no gateway time). A gateway's GPS time within
+    `GATEWAY_TOLERANCE_NS` of the reference is taken for its precision; else the reference. With no
+    network time at all, the time that the most gateways agree on within the tolerance, when no other
+    time has as many; else PayloadError."""
+    problems: list[str] = []
+    votes = [(ns, g, where, k == 0) for g, times in enumerate(gateways)
+             for k, (where, value, parser) in enumerate(times) if (ns := _parsed(where, value, parser, bounds, problems))]
+    if copy is not None and (ns := _parsed(*copy, bounds, problems)) is not None:
+        if all(ns != vote[0] for vote in votes):
+            network = [*network, copy]
+    present = [c for c in network if c[1] is not None]
+    if not present:
+        return _agreed_gateway_time(votes, problems, [c[0] for c in [*network, *([copy] if copy else [])]]
+                                    + [where for times in gateways for where, _, _ in times])
+    ref = next((ns for c in present if (ns := _parsed(*c, bounds, problems)) is not None), None)
+    if ref is None:
+        raise PayloadError(problems[-1])
+    return next((ns for ns, _, _, gps in votes if gps and abs(ns - ref) <= GATEWAY_TOLERANCE_NS), ref)
+
+
+def _parsed(where: str, value: Any, parser: Callable[..., int], bounds: tuple[int, int],
+            problems: list[str]) -> int | None:
+    """UTC ns of a present candidate inside the window; None when absent, or (its reason kept in
+    `problems`) outside the window or malformed."""
+    if value is None:
+        return None
+    try:
+        return parser(value, bounds)
+    except ValueError as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+
+
+def _agreed_gateway_time(votes: list[tuple[int, int, str, bool]], problems: list[str], looked: list[str]) -> int:
+    """The gateway time that the most gateways agree on within the tolerance (GPS first, then the first
+    gateway); PayloadError when none is present or another time has as many gateways behind it."""
+    if not votes:
+        if problems:
+            raise PayloadError(problems[0])
+        raise PayloadError("missing timestamp: none of " + ", ".join(dict.fromkeys(looked)))
+    votes = sorted(votes)
+    support = _support(votes)
+    best = max(range(len(votes)), key=lambda k: (support[k], votes[k][3], -votes[k][1]))
+    at = votes[best][0]
+    rivals = [k for k in range(len(votes)) if abs(votes[k][0] - at) > GATEWAY_TOLERANCE_NS and support[k] == support[best]]
+    if rivals:
+        other = votes[rivals[0]]
+        raise PayloadError(f"the gateways disagree on the time and the network server gave none: {votes[best][2]} says "
+                           f"{format_ts(at)}, {other[2]} says {format_ts(other[0])}; fix that gateway's clock (GNSS) "
+                           "or forward the network server's time")
+    return at
+
+
+def _support(votes: list[tuple[int, int, str, bool]]) -> list[int]:
+    """For each vote (sorted by time), how many distinct gateways have a time within the tolerance of it:
+    one sweep with two edges, linear after the sort whatever the number of gateways."""
+    counts: dict[int, int] = {}
+    support, lo, hi = [], 0, 0
+    for ns, _, _, _ in votes:
+        while hi < len(votes) and votes[hi][0] <= ns + GATEWAY_TOLERANCE_NS:
+            counts[votes[hi][1]] = counts.get(votes[hi][1], 0) + 1
+            hi += 1
+        while votes[lo][0] < ns - GATEWAY_TOLERANCE_NS:
+            counts[votes[lo][1]] -= 1
+            if not counts[votes[lo][1]]:
+                del counts[votes[lo][1]]
+            lo += 1
+        support.append(len(counts))
+    return support
 
 
 def _device_id(obj: dict[str, Any], key: str, where: str) -> str:
@@ -493,19 +566,21 @@ def _decoded(obj: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return _obj(decoded, where)
 
 
-def _profile(profiles: DeviceProfiles | None, name: Any) -> DeviceProfile | None:
-    return (profiles or load_profiles()).profiles.get(name) if isinstance(name, str) else None
-
-
-def _lorawan_reading(profile: DeviceProfile | None, device: str, site: Any, ts: int, decoded: dict[str, Any],
-                     seq: int | None, location: dict[str, Any] | None) -> RawReading:
-    """The reading of one uplink: values through the profile (none: validation says what to add)."""
+def _lorawan_reading(profiles: DeviceProfiles | None, name: Any, device: str, site: Any, ts: int,
+                     decoded: dict[str, Any], seq: int | None, location: dict[str, Any] | None) -> RawReading:
+    """The reading of one uplink: values through the device profile called `name` (none: validation
+    says what to add)."""
+    profile = (profiles or load_profiles()).profiles.get(name) if isinstance(name, str) else None
     if location is None and profile is not None:
         location = {"latitude": profile.number(decoded.get(profile.latitude)),
                     "longitude": profile.number(decoded.get(profile.longitude))}
     location = location or {}
+    try:
+        values = profile.map_values(decoded) if profile else dict(decoded)
+    except ValueError as exc:  # a value the profile cannot read: this reading is refused, like any bad value
+        return RawReading.refused(f"{exc} (device profile {name!r})")
     return RawReading(
-        sensor_id=device, ts=ts, values=profile.map_values(decoded) if profile else dict(decoded),
+        sensor_id=device, ts=ts, values=values,
         domain=profile.domain if profile else None,
         site=site if isinstance(site, str) else (profile.site if profile else None), seq=seq,
         lat=_opt_number(location, "latitude", "location "), lon=_opt_number(location, "longitude", "location "),

@@ -28,7 +28,6 @@ from schemas.timeparse import format_ts
 from schemas.units import conversion
 
 _IDENT = re.compile(IDENT)
-_LORAWAN = ("ttn", "chirpstack")
 
 
 @dataclass
@@ -341,7 +340,7 @@ def _validate_domain(dom: Domain, kept: list[tuple[int, int, RawReading]], messa
     n = len(kept)
     matrix = np.full((n, len(index)), np.nan)
     bad_reason: list[str | None] = [
-        _fill_row(matrix[row], raw, dom, index, messages[m].source in _LORAWAN) for row, (m, _, raw) in enumerate(kept)]
+        _fill_row(matrix[row], raw, dom, index) for row, (_, _, raw) in enumerate(kept)]
     ts = np.fromiter((raw.ts for _, _, raw in kept), np.int64, n)
     message_of = np.fromiter((m for m, _, _ in kept), np.int64, n)
     lo, hi = dom.bounds()
@@ -432,18 +431,18 @@ def _identity_problem(raw: RawReading, domain: str | None) -> str | None:
     return None
 
 
-def _fill_row(row: np.ndarray, raw: RawReading, dom: Domain, index: dict[str, int], lorawan: bool) -> str | None:
+def _fill_row(row: np.ndarray, raw: RawReading, dom: Domain, index: dict[str, int]) -> str | None:
     if not isinstance(raw.values, dict) or not raw.values:
         return "no values"
     for name, value in raw.values.items():
         j = index.get(name)
         if j is None:
             return f"unknown field {show(name)} for domain {dom.name} (known: {', '.join(dom.fields)})"
+        if type(value) is bool and dom.unit(name) == "bool":
+            value = float(value)  # a flag: true/false is its 1/0
         problem = number_problem(value)
         if problem:
-            hint = ("; a payload formatter that writes numbers as strings needs numbers_as_strings = true "
-                    "in its device profile") if lorawan and isinstance(value, str) else ""
-            return f"field {name!r} {problem}{hint}"
+            return f"field {name!r} {problem}{_flags_hint(dom) if type(value) is bool else ''}"
         unit = raw.units.get(name)
         if unit is not None:
             try:
@@ -453,6 +452,14 @@ def _fill_row(row: np.ndarray, raw: RawReading, dom: Domain, index: dict[str, in
             value = value * scale + offset
         row[j] = value
     return None
+
+
+@lru_cache(maxsize=64)
+def _flags_hint(dom: Domain) -> str:
+    """Which fields of a domain take true/false (its flags), for the reason refusing a boolean elsewhere."""
+    flags = [f for f in dom.fields if dom.unit(f) == "bool"]
+    return f"; only a flag field takes true/false ({', '.join(flags)})" if flags else \
+        f"; domain {dom.name} has no flag field, so it takes no true/false"
 
 
 def _model_reason(dom: Domain, row: np.ndarray) -> str:

@@ -24,30 +24,31 @@ def show(value: object) -> str:
 
 
 def number_problem(value: object) -> str | None:
-    """Why `value` is not a usable reading number (None when it is): a bool, an int inside int64 or a
-    finite float."""
+    """Why `value` is not a usable reading number (None when it is): an int inside int64 or a finite
+    float. A boolean is not a number (JSON keeps them apart): only a flag field turns it into 0/1,
+    before this check."""
     kind = type(value)
     if kind is float and value - value == 0.0 or kind is int and INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
         return None  # the hot path: inf - inf and nan - nan are nan
     if isinstance(value, bool):
-        return None
+        return f"is the boolean {str(value).lower()}, not a number"
     if isinstance(value, int):
-        if INT64_MIN <= value <= INT64_MAX:
-            return None
         return f"is {show(value)}, outside the 64-bit integer range"
     if isinstance(value, float):
-        if math.isfinite(value):
-            return None
         if math.isnan(value):
             return "is NaN, not a number"
         return "is beyond ±1.8e308: the JSON number overflowed to infinity"
-    return f"must be a finite number, got {show(value)}"
+    if value is None:
+        return "must be a finite number, got null"
+    what = {str: "the string ", dict: "an object ", list: "an array "}.get(kind, "")
+    return f"must be a finite number, got {what}{show(value)}"
 
 
-def counter_problem(value: object) -> str | None:
-    """Why `value` is not a sequence number / frame counter (None when it is): an int in 0..2**63-1."""
+def counter_problem(value: object, bits: int = 63) -> str | None:
+    """Why `value` is not a sequence number / frame counter of `bits` bits (None when it is): an int in
+    0..2**bits-1 (63: an int64 that is not negative; LoRaWAN frame counters are uint32, 32)."""
     if isinstance(value, bool) or not isinstance(value, int):
         return f"must be a non-negative integer, got {show(value)}"
-    if not 0 <= value <= INT64_MAX:
-        return f"must be a non-negative integer below 2**63, got {show(value)}"
+    if not 0 <= value < 2**bits:
+        return f"must be a non-negative integer below 2**{bits}, got {show(value)}"
     return None

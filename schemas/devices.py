@@ -18,12 +18,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from schemas.bounds import show
 from schemas.registry import domain as get_domain
 from schemas.registry import domains
 
 DEFAULT_FILE = Path(__file__).with_name("devices.toml")
 ENV = "SMARTCITY_DEVICES"
-_DECIMAL = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d{1,3})?\s*$", re.ASCII)
+# A decimal as a formatter writes it: one way to match each string (no nested or adjacent `\d`
+# repetitions), so a string of 256 KiB of digits is refused in linear time, not by backtracking.
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?", re.ASCII)
 
 
 class DeviceProfileError(ValueError):
@@ -72,24 +75,41 @@ class DeviceProfile(BaseModel):
     def number(self, raw: Any) -> Any:
         """A decoded value as a number when the formatter wrote it as a decimal string and the profile
         says so; anything else unchanged (validation names it)."""
-        if self.numbers_as_strings and isinstance(raw, str) and _DECIMAL.match(raw):
+        if self.numbers_as_strings and isinstance(raw, str) and _DECIMAL.fullmatch(raw.strip()):
             return float(raw)
         return raw
 
     def map_values(self, decoded: dict[str, Any]) -> dict[str, Any]:
-        """The domain values from a decoded payload; device fields not in the profile are ignored."""
+        """The domain values from a decoded payload; device fields not in the profile are ignored.
+        ValueError names a device field whose string or boolean this profile cannot turn into its
+        domain field (what is left, validation checks like every other format's)."""
         out: dict[str, Any] = {}
         for name, rule in self.fields.items():
             if name not in decoded:
                 continue
             raw = self.number(decoded[name])
+            if isinstance(raw, str):
+                raise ValueError(self._string_problem(name, raw))
             if isinstance(rule, str):
                 out[rule] = raw
-            elif isinstance(raw, (int, float)) and not isinstance(raw, bool) and abs(raw) < 1e300:
+            elif isinstance(raw, bool):
+                raise ValueError(f"device field {name!r} is the boolean {str(raw).lower()}; its rule into "
+                                 f"{rule.field!r} (scale, offset, depth) needs a number")
+            elif isinstance(raw, (int, float)) and abs(raw) < 1e300:
                 out[rule.field] = rule.apply(raw)
             else:
                 out[rule.field] = raw  # left to validation, which names the field and the bad value
         return out
+
+    def _string_problem(self, name: str, raw: str) -> str:
+        """Why a string in a device field is not one of its numbers, and what to change."""
+        if self.numbers_as_strings:
+            return (f"device field {name!r} is the string {show(raw)}, not a decimal number (this profile reads "
+                    "numbers written as strings, like '35.5' or '-1.5e3')")
+        if _DECIMAL.fullmatch(raw.strip()):
+            return (f"device field {name!r} is the string {show(raw)}: a payload formatter that writes numbers as "
+                    "strings needs numbers_as_strings = true in its device profile")
+        return f"device field {name!r} must be a number, got the string {show(raw)}"
 
 
 class DeviceProfiles(BaseModel):

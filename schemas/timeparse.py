@@ -1,8 +1,16 @@
 """Timestamps as UTC nanoseconds, bounded: RFC 3339 strings (any fraction, kept to ns) or epoch seconds.
 
 Every event time that enters the pipeline passes `parse_ts` with a `TimeWindow` (by default from
-2000-01-01T00:00:00Z to now + 300 s): a number outside it is rejected with a reason, whatever form it
-came in, so that nothing downstream meets a time that int64 nanoseconds cannot hold.
+2010-01-01T00:00:00Z to now + 300 s; the lower edge is the ingest setting `earliest_ts`): a number
+outside it is rejected with a reason, whatever form it came in, so that nothing downstream meets a
+time that int64 nanoseconds cannot hold, nor a clock that was reset. A reason below the lower edge
+names the reset it looks like (Unix epoch, GPS epoch or week rollover, RTC 2000-01-01, a GNSS
+receiver 1,024 weeks behind); the first day after each of those instants is refused even above it.
+
+RFC 3339 strings are read by its §5.6 grammar, whole (no surrounding whitespace): `T` or `t` (or, as
+§5.6's note allows, a space) between date and time, an offset `Z`/`z` or `±hh:mm` with hh <= 23 and
+mm <= 59, and second 60 only for a leap second that was inserted (§5.7: 23:59:60 UTC, on the days of
+the IERS table). A leap second is counted as the first instant of the next day, as POSIX time does.
 """
 from __future__ import annotations
 
@@ -10,19 +18,38 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from functools import lru_cache
 
 from schemas.bounds import INT64_MAX, show
 
 _RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:?\d{2})?$", re.ASCII
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))", re.ASCII
 )
-_DURATION = re.compile(r"^(\d{1,12})(?:\.(\d+))?s$", re.ASCII)
+_NO_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?", re.ASCII)
+_BARE_OFFSET = re.compile(r"[+-]\d{4}", re.ASCII)  # '+0800': ISO 8601's basic format, not RFC 3339
+_DURATION = re.compile(r"(\d{1,12})(?:\.(\d+))?s", re.ASCII)
 GPS_EPOCH_NS = 315_964_800 * 10**9  # 1980-01-06T00:00:00Z
 GPS_LEAP_NS = 18 * 10**9            # GPS - UTC since 2017-01-01
-EARLIEST_NS = 946_684_800 * 10**9  # 2000-01-01T00:00:00Z: older is a device clock that was never set
+GPS_ROLLOVER_NS = 1024 * 7 * 86_400 * 10**9  # a GNSS week number counts 1,024 weeks (19.6 years), then wraps
+EARLIEST_NS = 1_262_304_000 * 10**9  # 2010-01-01T00:00:00Z: below it, every usual reset value (see RESETS)
+_DAY_NS = 86_400 * 10**9
+RESETS = (  # (instant, what a clock showing it shortly after has suffered)
+    (0, "it counts from the Unix epoch 1970-01-01: the clock was reset or never set; set it (NTP, or the network's time)"),
+    (GPS_EPOCH_NS, "it counts from the GPS epoch 1980-01-06: a GNSS receiver without a fix or with its week number reset; "
+                   "wait for a fix or update its firmware"),
+    (GPS_EPOCH_NS + GPS_ROLLOVER_NS, "it counts from the first GPS week rollover 1999-08-22: a GNSS receiver that "
+                                     "lost 1,024 weeks; update its firmware"),
+    (946_684_800 * 10**9, "it counts from 2000-01-01, the usual RTC reset value: the clock lost its power; "
+                           "set it and check its backup battery"),
+    (GPS_EPOCH_NS + 2 * GPS_ROLLOVER_NS, "it counts from the second GPS week rollover 2019-04-07: a GNSS receiver "
+                                         "without a fix or with its week number reset; wait for a fix or update its firmware"),
+)
+_LEAP_DAYS = frozenset(date.fromisoformat(d) for d in (  # IERS: a second 23:59:60 UTC was inserted at the end of
+    "1972-06-30 1972-12-31 1973-12-31 1974-12-31 1975-12-31 1976-12-31 1977-12-31 1978-12-31 1979-12-31 "
+    "1981-06-30 1982-06-30 1983-06-30 1985-06-30 1987-12-31 1989-12-31 1990-12-31 1992-06-30 1993-06-30 "
+    "1994-06-30 1995-12-31 1997-06-30 1998-12-31 2005-12-31 2008-12-31 2012-06-30 2015-06-30 2016-12-31").split())
 _SCALES = ((10**3, "milliseconds", "divide by 1000"), (10**6, "microseconds", "divide by 1,000,000"),
            (10**9, "nanoseconds", "divide by 1,000,000,000"))
 
@@ -63,19 +90,33 @@ def parse_ts(value: object, bounds: tuple[int, int] | None = None) -> int:
 
 
 def _within(ns: int | float, value: object, bounds: tuple[int, int] | None) -> int:
-    """`ns` as an int when inside `bounds`; ValueError naming `value` when not."""
+    """`ns` as an int when inside `bounds` and not in the first day after a reset instant (`RESETS`);
+    ValueError naming `value` and the fault when not."""
     lo, hi = bounds or TimeWindow().bounds()
-    if ns < lo:
-        raise ValueError(f"timestamp {show(value)} is before {format_ts(lo)}: the device clock is not set")
     if ns > hi:
         raise ValueError(_future_reason(value, ns, lo, hi))
+    if ns < lo or any(instant <= ns < instant + _DAY_NS for instant, _ in RESETS):
+        raise ValueError(_past_reason(value, ns, lo, hi))
     return ns if isinstance(ns, int) else int(round(ns))
+
+
+def _past_reason(value: object, ns: int | float, lo: int, hi: int) -> str:
+    """Why a time below the window (or just after a reset instant) is refused, naming the fault it shows."""
+    fault = next((why for instant, why in reversed(RESETS) if instant <= ns < instant + 366 * _DAY_NS), None)
+    if fault is None and abs(ns - (hi - GPS_ROLLOVER_NS)) < 8 * _DAY_NS:
+        fault = "it is 1,024 weeks (19.6 years) behind now: a GNSS receiver whose week number rolled over; update its firmware"
+    when = f" ({format_ts(int(ns))})" if -2**62 < ns < 2**62 and not isinstance(value, str) else ""
+    if fault:
+        return f"timestamp {show(value)}{when} is refused: {fault}"
+    return (f"timestamp {show(value)}{when} is before {format_ts(lo)}, the lower edge of the accepted window "
+            "(ingest setting earliest_ts, SMARTCITY_INGEST__EARLIEST_TS): the device clock is not set; lower "
+            "that setting only to load an older archive")
 
 
 def parse_gps_duration(value: object, bounds: tuple[int, int] | None = None) -> int:
     """UTC ns from a LoRaWAN gateway's time since the GPS epoch, as protobuf JSON writes a Duration
     ("1384034040.512s"); GPS time has no leap seconds, so the 18 s UTC has gained since 1980 come off."""
-    m = _DURATION.match(value) if isinstance(value, str) else None
+    m = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if not m:
         raise ValueError(f"time since the GPS epoch must look like '1384034040.512s', got {show(value)}")
     ns = GPS_EPOCH_NS + int(m.group(1)) * 10**9 + int((m.group(2) or "0")[:9].ljust(9, "0")) - GPS_LEAP_NS
@@ -83,30 +124,54 @@ def parse_gps_duration(value: object, bounds: tuple[int, int] | None = None) -> 
 
 
 def _rfc3339_ns(value: str) -> int:
-    m = _RFC3339.match(value.strip())
+    """UTC ns of an RFC 3339 date-time (§5.6 grammar, §5.7 leap seconds); ValueError says what is wrong."""
+    m = _RFC3339.fullmatch(value)
     if not m:
-        raise ValueError(f"timestamp {show(value)} is not RFC 3339 (e.g. 2026-05-01T08:00:00Z)")
-    date, hhmm, sec, frac, offset = m.groups()
-    if offset is None:
-        raise ValueError(f"timestamp {show(value)} has no UTC offset; add Z or +08:00")
-    if int(sec) > 60:  # 60: RFC 3339's leap second, counted as the first instant of the next minute
-        raise ValueError(f"timestamp {show(value)} is not a valid date: second must be in 0..59")
+        raise ValueError(_rfc3339_problem(value))
+    day, hh, mm, ss, frac, zulu, sign, oh, om = m.groups()
+    if int(hh) > 23 or int(mm) > 59 or int(ss) > 60:
+        raise ValueError(f"timestamp {show(value)} is not a valid time of day: hour 00-23, minute 00-59, second "
+                         "00-59 (60 only for a leap second), RFC 3339 §5.6")
+    if not zulu and (int(oh) > 23 or int(om) > 59):
+        raise ValueError(f"timestamp {show(value)} has the offset {sign}{oh}:{om}: its hours must be 00-23 and its "
+                         "minutes 00-59 (RFC 3339 §5.6 time-numoffset), e.g. +08:00")
     try:
-        minute = _minute_epoch(date, hhmm, "+00:00" if offset in "Zz" else offset)
+        midnight = _day_epoch(day)
     except ValueError as exc:
         raise ValueError(f"timestamp {show(value)} is not a valid date: {exc}") from None
-    return (minute + int(sec)) * 10**9 + int((frac or "0")[:9].ljust(9, "0"))
+    offset = 0 if zulu else (1 if sign == "+" else -1) * (int(oh) * 3600 + int(om) * 60)
+    seconds = midnight + int(hh) * 3600 + int(mm) * 60 + int(ss) - offset
+    if ss == "60" and not (seconds % 86_400 == 0 and _utc_day(seconds - 1) in _LEAP_DAYS):
+        raise ValueError(f"timestamp {show(value)} has second 60, but no leap second was inserted then: RFC 3339 "
+                         "§5.7 allows 23:59:60 UTC only at the end of a day the IERS added one (the last: 2016-12-31)")
+    return seconds * 10**9 + int((frac or "0")[:9].ljust(9, "0"))
+
+
+def _rfc3339_problem(value: str) -> str:
+    """What keeps `value` from being an RFC 3339 date-time, said so that the device can be fixed."""
+    if value != value.strip():
+        return f"timestamp {show(value)} has whitespace around it: send the RFC 3339 string alone (RFC 3339 §5.6)"
+    head = _NO_OFFSET.match(value)
+    if head and head.end() == len(value):
+        return f"timestamp {show(value)} has no UTC offset; add Z or +08:00 (RFC 3339 §4.4, §5.6)"
+    if head and _BARE_OFFSET.fullmatch(value, head.end()):
+        return (f"timestamp {show(value)} writes its offset without a colon; RFC 3339 §5.6 wants +hh:mm "
+                "(e.g. +08:00, not +0800)")
+    return f"timestamp {show(value)} is not RFC 3339 (e.g. 2026-05-01T08:00:00Z or 2026-05-01T16:00:00+08:00)"
 
 
 @lru_cache(maxsize=4096)
-def _minute_epoch(date: str, hhmm: str, offset: str) -> int:
-    """Epoch seconds of a minute, validated by datetime (readings of one message share a few minutes:
-    the calendar arithmetic is done once per minute, not once per reading)."""
-    moment = datetime.fromisoformat(f"{date}T{hhmm}:00{offset}")
-    return (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // _SECOND
+def _day_epoch(day: str) -> int:
+    """Epoch seconds of a date's UTC midnight, validated by `date` (readings of one message share a few
+    days: the calendar arithmetic is done once per day, not once per reading)."""
+    return (date.fromisoformat(day) - _EPOCH_DAY).days * 86_400
 
 
-_SECOND = datetime(1970, 1, 1, 0, 0, 1) - datetime(1970, 1, 1)
+def _utc_day(seconds: int) -> date:
+    return date.fromordinal(_EPOCH_DAY.toordinal() + seconds // 86_400)
+
+
+_EPOCH_DAY = date(1970, 1, 1)
 
 
 def _future_reason(value: object, ns: int | float, lo: int, hi: int) -> str:

@@ -138,7 +138,7 @@ def test_a_malformed_reading_does_not_reject_the_good_readings_of_its_array() ->
 
 
 @pytest.mark.parametrize("values, reason", [
-    ({"pm25": "12"}, "must be a finite number, got '12'"),
+    ({"pm25": "12"}, "must be a finite number, got the string '12'"),
     ({"pm25": 10**30}, "outside the 64-bit integer range"),
     ({"pm25": -1}, "pm25: Input should be greater than or equal to 0"),
     ({"pm25": 1e9}, "pm25: Input should be less than or equal to 2000"),
