@@ -173,7 +173,7 @@ CASES: dict[str, Callable[[Run], dict]] = {
     "components": case_components, "mqtt-kafka-single": case_single, "mqtt-kafka-batch": case_batch,
     "kafka-influx": case_kafka_influx, "latency": case_latency, "processor-day": case_processor_day,
     "profile-bridge": case_profile_bridge,
-    **{name: _micro(name) for name in ("decode", "generate", "publish", "kernels")},
+    **{name: _micro(name) for name in ("decode", "generate", "publish", "kernels", "adversarial")},
 }
 
 

@@ -131,3 +131,25 @@ def kernels() -> dict:
     t_lines, _ = best(lambda: len(raw_lines(batch.take(np.arange(50_000)))))
     return {"air_plugin_readings_per_s": n / t_air, "iaqi_values_per_s": 1_000_000 / t_iaqi,
             "fwi_station_days_per_s": days_fwi * stations / t_fwi, "raw_line_protocol_per_s": 50_000 / t_lines}
+
+
+def adversarial() -> dict:
+    """Decoding adversarial payloads (bench/adversarial.py, every format and profile): time per KiB at
+    the broker's 256 KiB limit, and how it grows from 64 KiB for those taking over 5 ms (4x the bytes:
+    about 4x for a linear step, 16x for a quadratic one)."""
+    from bench.adversarial import BROKER_LIMIT, decode_seconds, payloads, profiles
+
+    devices = profiles()
+    per_kib, growth = {}, []
+    small = {p.name: p for p in payloads(BROKER_LIMIT // 4)}
+    for p in payloads(BROKER_LIMIT):
+        big, _ = best(lambda p=p: decode_seconds(p, devices)[0] and 1)
+        little, _ = best(lambda p=small[p.name]: decode_seconds(p, devices)[0] and 1)
+        per_kib[p.name] = big * 1000 / ((len(p.topic) + len(p.body)) / 1024)
+        if big > 0.005:  # below that, timer noise and start-up costs, not growth
+            growth.append(big / little)
+    worst = max(per_kib, key=per_kib.__getitem__)
+    return {"payloads": len(per_kib), "worst_ms_per_kib": per_kib[worst], "worst_family": worst,
+            "median_ms_per_kib": float(np.median(list(per_kib.values()))),
+            "worst_growth_64_to_256_kib": max(growth, default=0.0),
+            "median_growth_64_to_256_kib": float(np.median(growth)) if growth else 0.0}

@@ -287,10 +287,10 @@ def _senml_record(rec: dict[str, Any], base: dict[str, Any], topic: TopicInfo | 
     if not name:
         raise PayloadError("no name (neither bn nor n)")
     if "v" in rec:
-        value: float = base["bv"] + _num(rec, "v", "")
+        value: float = base["bv"] + _num(rec, "v", show(name))
     elif "vb" in rec:
         if not isinstance(rec["vb"], bool):
-            raise PayloadError(f"vb must be a boolean, got {show(rec['vb'])}")
+            raise PayloadError(f"{show(name)}: vb must be a boolean, got {show(rec['vb'])}")
         value = rec["vb"]  # stays a boolean: validation lets it feed a flag field only
     elif "vs" in rec or "vd" in rec:
         kind = "string (vs)" if "vs" in rec else "data (vd)"
@@ -398,7 +398,7 @@ def _str(rec: dict[str, Any], key: str, where: str) -> str:
 
 def _num(rec: dict[str, Any], key: str, where: str) -> float:
     value = rec[key]
-    problem = "must be a number, got a boolean" if isinstance(value, bool) else number_problem(value)
+    problem = number_problem(value)
     if problem:
         raise PayloadError(f"{where}{': ' if where else ''}{key} {problem}")
     return float(value)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from fractions import Fraction
 from functools import lru_cache
 
+from schemas.bounds import show
+
 _MASS_CONCENTRATION, _RATIO = "mass concentration", "ratio"
 # name a device writes -> (quantity, factor to the coherent unit, offset to it)
 SOURCE: dict[str, tuple[str, Fraction, Fraction]] = {}
@@ -54,8 +56,8 @@ def conversion(unit: str, target: str) -> tuple[float, float]:
     if source is None:
         hint = ("; SenML writes degrees Celsius as 'Cel' ('C' is the coulomb)" if unit == "C" else
                 ": no unit of that quantity by that name (SenML units: RFC 8428 §12.1, RFC 8798)")
-        raise ValueError(f"unit {unit!r} cannot be converted to {target!r}{hint}")
+        raise ValueError(f"unit {show(unit)} cannot be converted to {target!r}{hint}")
     if goal is None or source[0] != goal[0] or target == "bool" and source[1:] != goal[1:]:
-        raise ValueError(f"unit {unit!r} cannot be converted to {target!r}: it measures {source[0]}")
+        raise ValueError(f"unit {show(unit)} cannot be converted to {target!r}: it measures {source[0]}")
     scale = source[1] / goal[1]
     return float(scale), float((source[2] - goal[2]) / goal[1])
