@@ -170,6 +170,8 @@ def _opt_seq(obj: dict[str, Any], key: str, where: str, bits: int = 63) -> int |
     value = obj.get(key)
     if value is None:
         return None
+    if type(value) is float and value.is_integer() and abs(value) < 2**64:
+        value = int(value)  # a JSON number: 7.0 is 7 (RFC 8259 §6 knows no integer type)
     problem = counter_problem(value, bits)
     if problem:
         width = " (a LoRaWAN frame counter is a uint32)" if bits == LORAWAN_FCNT_BITS else ""

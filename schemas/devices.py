@@ -42,6 +42,14 @@ class FieldMap(BaseModel):
     scale: float = Field(1.0, allow_inf_nan=False)
     offset: float = Field(0.0, allow_inf_nan=False)
     depth: float | None = Field(None, gt=0, allow_inf_nan=False, description="bin depth; fill = 1 - distance/depth")
+    flag: bool = Field(False, description="the device writes this field as a boolean (a parking-spot sensor's "
+                                          "occupied: true): true/false become 1/0, numbers pass unchanged")
+
+    @model_validator(mode="after")
+    def _flag_alone(self) -> "FieldMap":
+        if self.flag and (self.scale != 1.0 or self.offset != 0.0 or self.depth is not None):
+            raise ValueError("a flag rule (flag = true) takes no scale, offset or depth: true/false become 1/0")
+        return self
 
     def apply(self, raw: float) -> float:
         value = raw * self.scale + self.offset
@@ -92,6 +100,8 @@ class DeviceProfile(BaseModel):
                 raise ValueError(self._string_problem(name, raw))
             if isinstance(rule, str):
                 out[rule] = raw
+            elif isinstance(raw, bool) and rule.flag:
+                out[rule.field] = float(raw)
             elif isinstance(raw, bool):
                 raise ValueError(f"device field {name!r} is the boolean {str(raw).lower()}; its rule into "
                                  f"{rule.field!r} (scale, offset, depth) needs a number")
@@ -166,7 +176,7 @@ def _line_of(text: str, loc: list[str]) -> int:
 
 def _hint(kind: str) -> str:
     return {"extra_forbidden": " (remove it, or check its spelling: domain, site, fields, numbers_as_strings, "
-                               "latitude, longitude; field maps take field, scale, offset, depth)",
+                               "latitude, longitude; field maps take field, scale, offset, depth, flag)",
             "missing": " (add it)"}.get(kind, "")
 
 

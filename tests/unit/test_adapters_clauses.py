@@ -200,7 +200,8 @@ def since_gps(seconds: float) -> str:
     return f"{seconds - GPS_EPOCH_NS / 1e9 + 18:.3f}s"
 
 
-@pytest.mark.parametrize("counter, accepted", [(2**32 - 1, True), (2**32, False), (-1, False), (7.0, False)])
+@pytest.mark.parametrize("counter, accepted", [(2**32 - 1, True), (2**32, False), (-1, False), (7.0, True),
+                                                (7.5, False), ("7", False), (True, False)])
 def test_tts_f_cnt_and_chirpstack_fcnt_are_uint32(counter: object, accepted: bool) -> None:
     for reasons, readings in (ttn([], f_cnt=counter), chirpstack([{"nsTime": T}], fCnt=counter)):
         assert bool(readings) is accepted, reasons
@@ -277,3 +278,14 @@ def test_smartcity_decode_refuses_each_class_saying_what_to_fix_in_under_a_secon
     result = runner.invoke(app, ["decode", "-f", fmt, "-t", topic, str(file)])
     assert time.perf_counter() - started < 1.0
     assert result.exit_code == 2 and "Traceback" not in result.output and fix in result.stderr, result.stderr
+
+
+def test_a_parking_spot_profile_declares_its_boolean_occupied_a_flag_and_a_lot_count_still_passes() -> None:
+    doc = {"end_device_ids": {"device_id": "spot-1", "application_ids": {"application_id": "laoshan-parking-spot"}},
+           "uplink_message": {"received_at": T, "decoded_payload": {"occupied": True, "spot": 1}}}
+    assert decode("ttn", doc, "v3/a@ttn/devices/spot-1/up")[1][0].values == {"occupied": 1.0, "spot": 1.0}
+    doc["uplink_message"]["decoded_payload"] = {"occupied": 0, "spot": True}
+    assert decode("ttn", doc, "v3/a@ttn/devices/spot-1/up")[1][0].values == {"occupied": 0.0, "spot": 1.0}
+    reasons, _ = decode("native", {"ts": T, "values": {"occupied": True, "capacity": 10}},
+                        "city/parking/lot-1/p-1/up")  # natively, occupied is a count: no boolean
+    assert "only a flag field takes true/false (spot)" in reasons[0]
