@@ -486,18 +486,19 @@ def _event_time(bounds: tuple[int, int], network: list[Candidate], gateways: lis
     network time at all, the time that the most gateways agree on within the tolerance, when no other
     time has as many; else PayloadError."""
     problems: list[str] = []
-    votes = [(ns, g, where, k == 0) for g, times in enumerate(gateways)
-             for k, (where, value, parser) in enumerate(times) if (ns := _parsed(where, value, parser, bounds, problems))]
-    if copy is not None and (ns := _parsed(*copy, bounds, problems)) is not None:
-        if all(ns != vote[0] for vote in votes):
+    votes = [(ns, g, where, k == 0) for g, times in enumerate(gateways) for k, (where, value, parser) in enumerate(times)
+             if (ns := _parsed(where, value, parser, bounds, problems)) is not None]
+    looked = [c[0] for c in network] + ([copy[0]] if copy else []) + [w for times in gateways for w, _, _ in times]
+    if copy is not None and (copied := _parsed(*copy, bounds, problems)) is not None:
+        if all(copied != vote[0] for vote in votes):
             network = [*network, copy]
     present = [c for c in network if c[1] is not None]
     if not present:
-        return _agreed_gateway_time(votes, problems, [c[0] for c in [*network, *([copy] if copy else [])]]
-                                    + [where for times in gateways for where, _, _ in times])
+        return _agreed_gateway_time(votes, problems, looked)
+    first_problem = len(problems)
     ref = next((ns for c in present if (ns := _parsed(*c, bounds, problems)) is not None), None)
-    if ref is None:
-        raise PayloadError(problems[-1])
+    if ref is None:  # the network server's own time is out of the window or malformed: that decides
+        raise PayloadError(problems[first_problem])
     return next((ns for ns, _, _, gps in votes if gps and abs(ns - ref) <= GATEWAY_TOLERANCE_NS), ref)
 
 
