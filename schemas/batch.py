@@ -458,8 +458,8 @@ def _fill_row(row: np.ndarray, raw: RawReading, dom: Domain, index: dict[str, in
 def _flags_hint(dom: Domain) -> str:
     """Which fields of a domain take true/false (its flags), for the reason refusing a boolean elsewhere."""
     flags = [f for f in dom.fields if dom.unit(f) == "bool"]
-    return f"; only a flag field takes true/false ({', '.join(flags)})" if flags else \
-        f"; domain {dom.name} has no flag field, so it takes no true/false"
+    return f": send the number; only a flag field takes true/false ({', '.join(flags)})" if flags else \
+        f": send the number; domain {dom.name} has no flag field, so it takes no true/false"
 
 
 def _model_reason(dom: Domain, row: np.ndarray) -> str:

@@ -39,9 +39,11 @@ def number_problem(value: object) -> str | None:
             return "is NaN, not a number"
         return "is beyond ±1.8e308: the JSON number overflowed to infinity"
     if value is None:
-        return "must be a finite number, got null"
-    what = {str: "the string ", dict: "an object ", list: "an array "}.get(kind, "")
-    return f"must be a finite number, got {what}{show(value)}"
+        return "must be a finite number, got null: leave the field out when there is no value"
+    if kind is str:
+        return f"must be a finite number, got the string {show(value)}: write it as a JSON number, without quotes"
+    what = {dict: "an object ", list: "an array "}.get(kind, "")
+    return f"must be a finite number, got {what}{show(value)}: a field takes one JSON number"
 
 
 def counter_problem(value: object, bits: int = 63) -> str | None:
