@@ -46,6 +46,7 @@ RESETS = (  # (instant, what a clock showing it shortly after has suffered)
     (GPS_EPOCH_NS + 2 * GPS_ROLLOVER_NS, "it counts from the second GPS week rollover 2019-04-07: a GNSS receiver "
                                          "without a fix or with its week number reset; wait for a fix or update its firmware"),
 )
+_RESETS_END = max(instant for instant, _ in RESETS) + _DAY_NS  # later times skip the reset check: the hot path
 _LEAP_DAYS = frozenset(date.fromisoformat(d) for d in (  # IERS: a second 23:59:60 UTC was inserted at the end of
     "1972-06-30 1972-12-31 1973-12-31 1974-12-31 1975-12-31 1976-12-31 1977-12-31 1978-12-31 1979-12-31 "
     "1981-06-30 1982-06-30 1983-06-30 1985-06-30 1987-12-31 1989-12-31 1990-12-31 1992-06-30 1993-06-30 "
@@ -95,7 +96,7 @@ def _within(ns: int | float, value: object, bounds: tuple[int, int] | None) -> i
     lo, hi = bounds or TimeWindow().bounds()
     if ns > hi:
         raise ValueError(_future_reason(value, ns, lo, hi))
-    if ns < lo or any(instant <= ns < instant + _DAY_NS for instant, _ in RESETS):
+    if ns < lo or ns < _RESETS_END and any(instant <= ns < instant + _DAY_NS for instant, _ in RESETS):
         raise ValueError(_past_reason(value, ns, lo, hi))
     return ns if isinstance(ns, int) else int(round(ns))
 
