@@ -63,6 +63,15 @@ from infra.influxwrite import REFUSED, InfluxWriteError, InfluxWriter
 from infra.lineprotocol import Point
 from infra.logs import event
 from infra.settings import Settings
+from schemas.alerting import (
+    AckCommand,
+    EventRejected,
+    Observation,
+    SilenceCommand,
+    parse_event,
+    parse_field_ack,
+    valid_alert_id,
+)
 from schemas.envelope import DeadLetter
 
 log = logging.getLogger("smartcity.alerts")
@@ -169,9 +178,10 @@ def events_partitions(producer: KafkaProducer, settings: Settings) -> int:
 
 
 def ack_command(alert_id: str, by: str, comment: str, source: str, at: float | None = None) -> dict[str, Any]:
-    """The alerts.events record that acknowledges `alert_id` (who, when, comment, and through what)."""
-    return {"type": "ack", "id": alert_id, "by": by, "comment": comment, "source": source,
-            "at": time.time() if at is None else at}
+    """The alerts.events record that acknowledges `alert_id` (who, when the intake received it, comment,
+    and through what); validated against its contract before it is sent."""
+    return AckCommand(type="ack", id=alert_id, by=by, comment=comment, source=source,
+                      at=time.time() if at is None else at).model_dump()
 
 
 def send_ack(producer: KafkaProducer, settings: Settings, alert_id: str, by: str, comment: str, source: str,
@@ -203,6 +213,8 @@ class RouterMetrics:
         r = self.registry = CollectorRegistry()
         sub = ["subscriber", "channel"]
         self.records = Counter("alerts_records", "alerts.events records applied", ["type"], registry=r)
+        self.rejected = Counter("alerts_records_rejected", "alerts.events records and commands dead-lettered "
+                                "(invalid: failed their contract; error: failed while applied)", ["reason"], registry=r)
         self.transitions = Counter("alerts_notifications_made", "notifications made, by kind", ["kind"], registry=r)
         self.delivered = Counter("alerts_delivered", "notifications confirmed by the receiver", sub, registry=r)
         self.deadlettered = Counter("alerts_deadlettered", "notifications dead-lettered after the last try", sub,
@@ -478,39 +490,47 @@ class AlertRouter:
             event(log, "commit_failed", logging.WARNING, error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
     def _apply(self, partition: int, record: Any, now: float) -> list[Change]:
-        """One alerts.events record: an observation, an ack or a silence; bad ones are dead-lettered."""
-        book = self.books[partition]
+        """One alerts.events record: an observation, an ack or a silence, validated against its contract
+        (schemas/alerting.py). Whatever goes wrong with one record is dead-lettered with the reason and
+        counted; no record can stop the router."""
         try:
-            value = json.loads(record.value)
-            kind = value.get("type", "observation")
-            self.metrics.records.labels(kind).inc()
-            if kind == "ack":
-                alert = book.find(value["id"])
-                if alert is None:
-                    event(log, "ack_unknown_alert", logging.WARNING, id=value["id"], partition=partition)
-                    return []
-                if alert.offset >= record.offset:
-                    return []  # applied before a crash: replayed
-                self.metrics.acks.labels(str(value.get("source", "cli"))).inc()
-                changed = book.acknowledge(value["id"], str(value.get("by", "")), str(value.get("comment", "")),
-                                           float(value.get("at") or now))
-            elif kind == "silence":
-                silence = Silence(value["id"], value["matchers"], value["start"], value["end"],
-                                  value.get("created_by", value.get("by", "")), value.get("comment", ""))
-                book.silence(silence)
-                self._save({partition: {f"silence/{silence.id}": silence.__dict__}}, "silence")
-                return []
-            else:
-                alert = book.alerts.get(f"{value['rule']}/{value['entity']}")
-                if alert is not None and alert.offset >= record.offset:
-                    return []
-                changed = book.observe(value, now)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            self._dead_letter_raw(f"kafka/{record.topic}/{partition}", record.value or b"",
-                                  f"not an observation, ack or silence: {type(exc).__name__}: {exc}"[:500])
+            event_ = parse_event(record.value)
+            self.metrics.records.labels(event_.type).inc()
+            return self._apply_valid(partition, record.offset, event_, now)
+        except _Stopped:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one record's trouble is that record's, never the router's
+            reason = str(exc) if isinstance(exc, EventRejected) else f"{type(exc).__name__}: {exc}"
+            self.metrics.rejected.labels("invalid" if isinstance(exc, EventRejected) else "error").inc()
+            self._dead_letter_raw(f"kafka/{record.topic}/{partition}/{record.offset}", record.value or b"",
+                                  f"not a valid observation, ack or silence: {reason}")
             return []
+
+    def _apply_valid(self, partition: int, offset: int, record: Observation | AckCommand | SilenceCommand,
+                     now: float) -> list[Change]:
+        book = self.books[partition]
+        if isinstance(record, AckCommand):
+            alert = book.find(record.id)
+            if alert is None:
+                event(log, "ack_unknown_alert", logging.WARNING, id=record.id, partition=partition)
+                return []
+            if alert.offset >= offset:
+                return []  # applied before a crash: replayed
+            self.metrics.acks.labels(record.source).inc()
+            changed = book.acknowledge(record.id, record.by, record.comment, min(record.at, now), record.source)
+        elif isinstance(record, SilenceCommand):
+            silence = Silence(record.id, dict(record.matchers), record.start, record.end, record.created_by,
+                              record.comment)
+            book.silence(silence)
+            self._save({partition: {f"silence/{silence.id}": silence.__dict__}}, "silence")
+            return []
+        else:
+            alert = book.alerts.get(record.key)
+            if alert is not None and alert.offset >= offset:
+                return []
+            changed = book.observe(record.model_dump(), now)
         if changed[0] is not None:
-            changed[0].offset = record.offset
+            changed[0].offset = offset
         return [changed]
 
     def _persist(self, changes: list[tuple[int, Change]], now: float) -> None:
@@ -525,7 +545,14 @@ class AlertRouter:
             for n in notes:
                 self.metrics.transitions.labels(n.kind).inc()
                 for sub in self.config.subscriber:
-                    if not sub.wants(n):
+                    try:
+                        wanted = sub.wants(n)
+                    except (KeyError, ValueError, TypeError) as exc:   # an alert saved by an older router
+                        self.metrics.errors.labels("router", "select").inc()
+                        event(log, "subscriber_select_failed", logging.ERROR, subscriber=sub.name, key=n.key,
+                              error=f"{type(exc).__name__}: {exc}"[:200])
+                        continue
+                    if not wanted:
                         continue
                     if sub.name not in self.channels:
                         self.metrics.unserved.labels(sub.name).inc()
@@ -593,17 +620,16 @@ class AlertRouter:
             msg = self.field_acks.get()
             alert_id = msg.topic.rsplit("/", 1)[-1]
             try:
-                body = json.loads(msg.payload or b"{}")
-                if not isinstance(body, dict):
-                    raise ValueError(f"expected a JSON object like {{\"by\": \"name\"}}, got {type(body).__name__}")
-                id_partition(alert_id, self.partition_count)
-                by, comment, at = str(body.get("by") or "field-app")[:100], str(body.get("comment", ""))[:500], \
-                    float(body.get("at") or self.clock())
-            except (ValueError, TypeError) as exc:
-                self._dead_letter_raw(f"mqtt/{msg.topic}", msg.payload or b"", f"acknowledgement rejected: {exc}")
+                body = parse_field_ack(msg.payload)   # a field app's own `at` is ignored: received now
+                command = ack_command(alert_id, body.by, body.comment, "mqtt", self.clock())
+            except ValueError as exc:   # EventRejected, pydantic's ValidationError (the id)
+                self.metrics.rejected.labels("invalid").inc()
+                reason = str(exc) if isinstance(exc, EventRejected) or valid_alert_id(alert_id) else (
+                    f"{alert_id[:80]!r} is not an alert id (like 1a2b3c4d5e6f-3): copy it from the notification")
+                self._dead_letter_raw(f"mqtt/{msg.topic}"[:300], msg.payload or b"", f"acknowledgement rejected: {reason}")
             else:
-                self._wait_for("forward_ack", lambda: send_ack(self.producer, self.settings, alert_id, by, comment,
-                                                               "mqtt", at))
+                self._wait_for("forward_ack", lambda: send_ack(self.producer, self.settings, alert_id, command["by"],
+                                                               command["comment"], "mqtt", command["at"]))
             self.mqtt.ack(msg.mid, msg.qos)
 
     def _link_ack(self, alert_id: str, by: str, comment: str, source: str) -> None:

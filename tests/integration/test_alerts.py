@@ -220,14 +220,20 @@ def router(settings: Settings, config: Path, log: Path, *, instance: str = "1", 
         time.sleep(0.2)
 
 
+def observation_bytes(site: str, value: float, ts: int, rule: str = "air.pm25_daily") -> bytes:
+    """The processors' observation of `rule` for one site, as it is on alerts.events."""
+    return json.dumps({
+        "rule": rule, "entity": site, "domain": "air", "site": site, "severity": "major", "value": value,
+        "threshold": 75.0, "breach": value > 75, "ts": ts, "title_en": f"Daily PM2.5 at {site}",
+        "title_zh": f"{site} PM2.5日均值", "target": "GB 3095-2012 24-h limit 75 µg/m³; plan annual 35 (33.5)"}).encode()
+
+
 def observe(settings: Settings, site: str | list[str], value: float, ts: int, rule: str = "air.pm25_daily") -> None:
     """The processors' observation of `rule` for one site (or several, produced together)."""
     producer = kafka_producer(settings)
-    futures = [producer.send(settings.kafka.alerts_topic, key=f"{rule}/{s}".encode(), value=json.dumps({
-        "rule": rule, "entity": s, "domain": "air", "site": s, "severity": "major", "value": value,
-        "threshold": 75.0, "breach": value > 75, "ts": ts, "title_en": f"Daily PM2.5 at {s}",
-        "title_zh": f"{s} PM2.5日均值", "target": "GB 3095-2012 24-h limit 75 µg/m³; plan annual 35 (33.5)"}).encode())
-        for s in ([site] if isinstance(site, str) else site)]
+    futures = [producer.send(settings.kafka.alerts_topic, key=f"{rule}/{s}".encode(),
+                             value=observation_bytes(s, value, ts, rule))
+               for s in ([site] if isinstance(site, str) else site)]
     for f in futures:
         f.get(30)
     producer.close()
@@ -590,10 +596,20 @@ def test_a_router_without_kafka_waits_for_it_and_stops_cleanly(settings: Setting
 
 def test_hostile_records_and_acks_are_dead_lettered_and_the_router_keeps_working(
         settings: Settings, receivers: Receivers, tmp_path: Path, keys_env) -> None:  # noqa: ANN001
-    r = receivers
-    proc = router(settings, write_config(tmp_path / "alerts.toml", r, repeat=600), tmp_path / "router.log")
+    r, port = receivers, free_port()
+    proc = router(settings, write_config(tmp_path / "alerts.toml", r, repeat=600), tmp_path / "router.log",
+                  http_port=port)
+    good = json.loads(observation_bytes("st9", 92.0, DAY))
+    poison = [b"not json", b'{"rule": "air.x"}', b'{"type": "ack"}', b"[1, 2]", b'{"type": "silence", "id": 1}',
+              json.dumps({**good, "severity": "catastrophic"}).encode(),      # the record that stopped main
+              json.dumps({**good, "value": "92"}).encode(), json.dumps({**good, "value": float("nan")}).encode(),
+              json.dumps({**good, "ts": -5}).encode(), json.dumps({**good, "breach": "yes"}).encode(),
+              json.dumps({k: v for k, v in good.items() if k != "domain"}).encode(),
+              json.dumps({**good, "title_en": "x" * 40_000}).encode(), b"\xff\xfe", b"[" * 100_000, None,
+              json.dumps({"type": "ack", "id": "1a2b3c4d5e6f-1", "by": "x", "at": "inf"}).encode(),
+              json.dumps({"type": "silence", "id": "s1", "matchers": {"site": "*"}, "start": 10, "end": 5}).encode()]
     producer = kafka_producer(settings)
-    for raw in (b"not json", b'{"rule": "air.x"}', b'{"type": "ack"}', b"[1, 2]", b'{"type": "silence", "id": 1}'):
+    for raw in poison:
         producer.send(settings.kafka.alerts_topic, key=b"junk", value=raw).get(30)
     producer.close()
     for topic, payload in (("ack/alerts/not-an-id", b'{"by": "x"}'), ("ack/alerts/1a2b3c4d5e6f-1", b"\xff\xfe")):
@@ -605,12 +621,18 @@ def test_hostile_records_and_acks_are_dead_lettered_and_the_router_keeps_working
         field.loop_stop()
     observe(settings, "st1", 92.0, DAY)
     wait_until(lambda: len(r.mqtt) == 1, 30, "the real alert after the junk")
-    dead = values(read_topic(settings, settings.kafka.deadletter_topic, expect=7, idle=2, timeout=30))
+    dead = values(read_topic(settings, settings.kafka.deadletter_topic, expect=len(poison) + 2, idle=2, timeout=30))
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert proc.poll() is None
     assert stop(proc) == 0
     sources = sorted(d["topic"].split("/")[0] for d in dead)
-    assert sources == ["kafka"] * 5 + ["mqtt"] * 2, [(d["topic"], d["reason"][:80]) for d in dead]
+    assert sources == ["kafka"] * len(poison) + ["mqtt"] * 2, [(d["topic"], d["reason"][:80]) for d in dead]
     assert any("is not an alert id" in d["reason"] for d in dead)
+    reasons = [d["reason"] for d in dead]
+    assert any("severity" in r and "catastrophic" in r for r in reasons), reasons
+    assert any("more than 16,384" in r for r in reasons) and any("tombstone" in r for r in reasons)
+    assert all(len(json.dumps(d)) < 100_000 for d in dead)   # bounded, whatever arrived
+    assert f"alerts_records_rejected_total{{reason=\"invalid\"}} {len(poison) + 2}.0" in metrics
 
 
 def test_restarting_the_router_while_firing_neither_repeats_firing_nor_loses_the_resolve(
