@@ -29,6 +29,7 @@ import queue
 import threading
 import time
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -39,18 +40,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, Field
 
 from alerts.ackserver import RouterHTTP, sign_link
-from alerts.channels import (
-    ACK_TOPIC,
-    Channel,
-    Deliver,
-    Delivery,
-    Subscriber,
-    email_delivery,
-    mqtt_delivery,
-    secret_path,
-    webhook_delivery,
-)
+from alerts.channels import ACK_TOPIC, TRANSPORTS, Channel, Delivery, Shape, Subscriber, secret_path
 from alerts.state import Alert, AlertBook, Change, Notification, RulePolicy, Silence, id_partition, key_hash
+from alerts.storm import StormWatch
 from infra.clients import (
     RebalanceWatch,
     kafka_consumer,
@@ -84,6 +76,11 @@ class RuleConfig(BaseModel):
     clear_below: float | None = None
     repeat: float = Field(3600.0, gt=0)
     escalate_after: float | None = Field(None, gt=0)
+    max_entities: int = Field(20, ge=1, description="alerts listed in one notification; the rest are counted")
+    storm_threshold: int = Field(500, ge=2, description="firing alerts of the rule within storm_window that make "
+                                 "a storm: one storm alert, and the rule's per-entity notifications held back")
+    storm_window: float = Field(300.0, gt=0, description="seconds (wall time) of the storm count; a storm ends "
+                                "after this long without a new firing alert of the rule")
 
     def policy(self) -> RulePolicy:
         return RulePolicy(self.for_, self.clear_below, self.repeat, self.escalate_after)
@@ -97,8 +94,14 @@ class AlertConfig(BaseModel):
     link_ttl: float = Field(7 * 86400, gt=0, description="seconds an acknowledge link stays valid")
     link_key_env: str | None = Field("SMARTCITY_ALERTS_LINK_KEY", description="HMAC key of ack links: env ...")
     link_key_file: Path | None = Field(Path("alerts-link-key"), description="... or file (relative: .stack/secrets/)")
+    keep_resolved: float = Field(86400.0, gt=0, description="seconds a resolved or cleared alert is kept, then "
+                                 "compacted away (memory is bounded by the alerts kept)")
     rules: dict[str, RuleConfig] = Field(default_factory=dict)
     subscriber: list[Subscriber] = Field(default_factory=list)
+
+    def rule(self, name: str) -> RuleConfig:
+        """The rule's configuration, else that of "*", else the defaults."""
+        return self.rules.get(name) or self.rules.get("*") or RuleConfig()
 
     @classmethod
     def load(cls, path: Path) -> "AlertConfig":
@@ -229,6 +232,8 @@ class RouterMetrics:
                                    registry=r)
         self.acks = Counter("alerts_acks", "acknowledgements received, by source", ["source"], registry=r)
         self.open = Gauge("alerts_open", "alerts of the owned partitions by state", ["state"], registry=r)
+        self.inhibited = Gauge("alerts_inhibited", "notifications held back by the storms under way", registry=r)
+        self.compacted = Counter("alerts_compacted", "closed alerts forgotten after keep_resolved", registry=r)
         self.outbox = Gauge("alerts_outbox", "notifications not yet confirmed or dead-lettered", registry=r)
         self.partitions = Gauge("alerts_owned_partitions", "alerts.events partitions owned", registry=r)
         self.lag = Gauge("alerts_consumer_lag", "alerts.events records not yet consumed", ["partition"], registry=r)
@@ -275,6 +280,9 @@ class AlertRouter:
         self.finished: queue.Queue[tuple[Delivery, str]] = queue.Queue()
         self.field_acks: queue.Queue[Any] = queue.Queue()
         self.pubacks: dict[int, Any] = {}
+        self.broker_max_packet: int | None = None   # from CONNACK (the mqtt transport's limit)
+        self.storms = StormWatch(config)
+        self._compacted_at = 0.0
         self.influx_lines: list[str] = []
         self.influx = InfluxWriter(settings.influx)
         self._influx_retry_at, self._influx_delay = 0.0, 1.0
@@ -302,8 +310,7 @@ class AlertRouter:
         channels = {}
         for sub in self.config.subscriber:
             try:
-                deliver: Deliver = (mqtt_delivery(sub, self.mqtt, self.pubacks) if sub.channel == "mqtt" else
-                                    webhook_delivery(sub) if sub.channel == "webhook" else email_delivery(sub))
+                transport = TRANSPORTS[sub.channel](sub, self)
                 if sub.problems():
                     raise ValueError("; ".join(sub.problems()))
             except ValueError as exc:
@@ -311,8 +318,8 @@ class AlertRouter:
                 self.metrics.subscriber_up.labels(sub.name, sub.channel).set(0)
                 continue
             self.metrics.subscriber_up.labels(sub.name, sub.channel).set(1)
-            channels[sub.name] = Channel(sub, deliver, done=lambda d, outcome: self.finished.put((d, outcome)),
-                                         dead_letter=self._dead_letter, live=self._live, links=self._links,
+            channels[sub.name] = Channel(sub, transport, done=lambda d, outcome: self.finished.put((d, outcome)),
+                                         dead_letter=self._dead_letter, live=self._live, shape=self._shape,
                                          stopping=self.stopping, metrics=self.metrics)
         event(log, "subscribers", served=",".join(channels) or "none",
               unavailable=",".join(s.name for s in self.config.subscriber if s.name not in channels) or "none")
@@ -322,8 +329,9 @@ class AlertRouter:
         if reason.is_failure:
             event(log, "mqtt_connect_failed", logging.ERROR, reason=reason.getName())
             return
+        self.broker_max_packet = getattr(props, "MaximumPacketSize", None)   # larger publishes cost the connection
         client.subscribe(f"{ACK_TOPIC}/+", qos=1)
-        event(log, "mqtt_connected", session_present=flags.session_present)
+        event(log, "mqtt_connected", session_present=flags.session_present, max_packet=self.broker_max_packet)
 
     def _wait_for(self, what: str, call: Callable[[], T]) -> T:
         """Call until it succeeds: an outage of Kafka of any length is waited out with backoff."""
@@ -411,7 +419,7 @@ class AlertRouter:
         if self.http_port:
             try:
                 self.http = RouterHTTP(self.http_host, self.http_port, self.metrics.registry, lambda: self.link_key,
-                                       self._link_ack, self.clock)
+                                       self._link_ack, self.clock, status=self._ack_status, alerts=self.alert_list)
                 event(log, "http_listening", port=self.http.port, links="on" if self.link_key else "off")
             except OSError as exc:   # alerts still flow; links and metrics need a free --http-port
                 event(log, "http_unavailable", logging.ERROR, port=self.http_port, error=str(exc),
@@ -473,11 +481,33 @@ class AlertRouter:
         self._persist([(p, c) for p, c in changes if c[0] is not None], now)
         if polled:
             self._commit()
+        self._compact(now)
         self._forward_field_acks()
         self._flush_groups()
         self._finish()
         self._write_influx()
         self._gauges()
+
+    def _compact(self, now: float) -> None:
+        """Once a minute: forget closed alerts older than keep_resolved, in memory and in alerts.state."""
+        if time.monotonic() - self._compacted_at < 60:
+            return
+        self._compacted_at = time.monotonic()
+        tombstones = {p: dict.fromkeys(keys) for p, book in self.books.items()
+                      if (keys := book.compact(now, self.config.keep_resolved))}
+        if tombstones:
+            self._save(tombstones, "compact")
+            self.metrics.compacted.inc(sum(map(len, tombstones.values())))
+
+    def alert_list(self, rule: str | None, state: str | None, offset: int, limit: int) -> dict[str, Any]:
+        """A page of the alerts of the owned partitions (the full list a summarised notification links)."""
+        found = [a for book in list(self.books.values()) for a in list(book.alerts.values())
+                 if (rule is None or a.rule == rule) and (state is None or a.state == state)]
+        found.sort(key=lambda a: (a.rule, a.entity))
+        return {"total": len(found), "offset": offset, "alerts": [
+            {k: getattr(a, k) for k in ("rule", "entity", "site", "severity", "state", "value", "threshold",
+                                         "fired_at", "acked_by", "acked_at")} | {"id": a.id}
+            for a in found[offset:offset + limit]]}
 
     def _commit(self) -> None:
         """Commit the consumed offsets. A failure (a rebalance under way, Kafka away) is not retried here:
@@ -535,14 +565,15 @@ class AlertRouter:
 
     def _persist(self, changes: list[tuple[int, Change]], now: float) -> None:
         """Write changed alerts and their outbox records (confirmed), record them for the wall, dispatch."""
-        if not changes:
+        if not changes and not self.storms.active:
             return
         records: dict[int, dict[str, Any]] = {}
         deliveries = []
-        for p, (alert, notes) in changes:
-            assert alert is not None
-            records.setdefault(p, {})[alert.key] = alert.to_dict()
-            for n in notes:
+        over = self.storms.ended(time.monotonic(), now, set(self.generation))
+        for p, (alert, notes) in changes + [(p, (None, [n])) for p, n in over]:
+            if alert is not None:
+                records.setdefault(p, {})[alert.key] = alert.to_dict()
+            for n in self.storms.admit(p, notes, time.monotonic(), now):
                 self.metrics.transitions.labels(n.kind).inc()
                 for sub in self.config.subscriber:
                     try:
@@ -557,8 +588,11 @@ class AlertRouter:
                     if sub.name not in self.channels:
                         self.metrics.unserved.labels(sub.name).inc()
                         continue
-                    records[p][outbox_key(sub.name, n)] = {"subscriber": sub.name, "note": n.to_dict()}
+                    records.setdefault(p, {})[outbox_key(sub.name, n)] = {"subscriber": sub.name, "note": n.to_dict()}
                     deliveries.append((p, sub.name, n))
+        self.metrics.inhibited.set(self.storms.inhibited_total())
+        if not records:
+            return
         self._save(records, "state")
         self._record([a for _, (a, _) in changes if a is not None], now)
         for p, name, n in deliveries:
@@ -632,18 +666,29 @@ class AlertRouter:
                                                                command["comment"], "mqtt", command["at"]))
             self.mqtt.ack(msg.mid, msg.qos)
 
+    def _ack_status(self, alert_id: str) -> tuple[str, float] | None:
+        """(by, at) of the first acknowledgement of an alert this router owns (HTTP thread: reads a copy)."""
+        book = self.books.get(id_partition(alert_id, self.partition_count)) if self.partition_count else None
+        alert = next((a for a in list(book.alerts.values()) if a.id == alert_id), None) if book else None
+        return (alert.acked_by or "", alert.acked_at) if alert is not None and alert.acked_at is not None else None
+
     def _link_ack(self, alert_id: str, by: str, comment: str, source: str) -> None:
         if self.producer is None:
             raise RuntimeError("not connected to Kafka yet")
         send_ack(self.producer, self.settings, alert_id, by, comment, source, self.clock())
 
-    def _links(self, delivery: Delivery) -> dict[str, str]:
+    def _shape(self, delivery: Delivery) -> Shape:
+        """Acknowledge links (not on MQTT), the rule's bound on listed alerts, and the full list's address."""
         sub = next(s for s in self.config.subscriber if s.name == delivery.subscriber)
+        rule = delivery.notes[0].alert["rule"]
+        more = (f"{self.config.link_base.rstrip('/')}/alerts?" + urllib.parse.urlencode({"rule": rule})
+                if len(delivery.notes) > 1 else None)
+        listed = self.config.rule(rule).max_entities
         if self.link_key is None or sub.channel == "mqtt":
-            return {}
+            return Shape({}, listed, more)
         exp = int(self.clock() + self.config.link_ttl)
-        return {n.alert["id"]: sign_link(self.config.link_base, self.link_key, n.alert["id"], sub.name, exp)
-                for n in delivery.notes}
+        return Shape({n.alert["id"]: sign_link(self.config.link_base, self.link_key, n.alert["id"], sub.name, exp)
+                      for n in delivery.notes[:listed] if not n.alert.get("storm")}, listed, more)
 
     # -- dead letters -----------------------------------------------------------------------------------
 
