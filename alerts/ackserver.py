@@ -94,6 +94,7 @@ class _BoundedServer(ThreadingHTTPServer):
     cut off `deadline` seconds after it was accepted, whatever the client is doing."""
 
     daemon_threads = True
+    request_queue_size = 128   # the listen backlog: beyond it clients wait for SYN retries, not for a 503
 
     def __init__(self, address: tuple[str, int], handler: Any, limit: int, deadline: float) -> None:
         self.slots, self.deadline = threading.BoundedSemaphore(limit), deadline
