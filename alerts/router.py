@@ -575,6 +575,9 @@ class AlertRouter:
                 records.setdefault(p, {})[alert.key] = alert.to_dict()
             for n in self.storms.admit(p, notes, time.monotonic(), now):
                 self.metrics.transitions.labels(n.kind).inc()
+                if n.alert.get("storm"):
+                    event(log, "storm_" + ("started" if n.kind == "firing" else "over"), logging.WARNING,
+                          rule=n.alert["rule"], alerts=int(n.alert["value"]), held=sum(n.alert["held"].values()))
                 for sub in self.config.subscriber:
                     try:
                         wanted = sub.wants(n)
@@ -603,7 +606,7 @@ class AlertRouter:
         """To the subscriber's channel now, or into the grouping window of (subscriber, rule, kind) opened
         at `since` (monotonic seconds)."""
         origin = (partition, self.generation[partition])
-        if self.config.group_window <= 0:
+        if self.config.group_window <= 0 or note.alert.get("storm"):   # a storm's own alert: at once, alone
             self.channels[subscriber].send(Delivery(subscriber, [note], [origin]))
             return
         key = (subscriber, note.alert["rule"], note.kind)

@@ -40,12 +40,13 @@ class Storm:
     window: float
     first: dict[str, Any]     # the alert that started it (domain, target)
     severity: str = "info"
+    fired: int = 0            # firing alerts of the rule in the storm: the count that started it, then each new one
     held: collections.Counter[str] = field(default_factory=collections.Counter)    # by kind
     sites: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def note(self, kind: str, now: float) -> Notification:
         """The storm's own notification (firing when it starts, resolved when it is over)."""
-        fired = self.held["firing"] + 1
+        fired = self.fired
         sid = "storm-" + hashlib.sha1(f"{self.rule}|{self.started}".encode()).hexdigest()[:12]
         minutes = f"{self.window / 60:g}"
         if kind == "firing":
@@ -91,12 +92,12 @@ class StormWatch:
                 times.append(mono)
                 if storm is None and len(times) == cfg.storm_threshold and mono - times[0] <= cfg.storm_window:
                     storm = self.storms[rule] = Storm(rule, partition, now, mono, cfg.storm_window, n.alert,
-                                                      n.alert["severity"])
+                                                      n.alert["severity"], fired=len(times))
                     storm.sites[n.alert["site"]] += 1
                     out.append(storm.note("firing", now))
                     continue
                 if storm is not None:
-                    storm.last = mono
+                    storm.last, storm.fired = mono, storm.fired + 1
                     storm.severity = max(storm.severity, n.alert["severity"], key=SEVERITIES.index)
             if storm is not None and n.kind != "acknowledged":
                 storm.held[n.kind] += 1

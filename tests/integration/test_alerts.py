@@ -27,6 +27,7 @@ from aiosmtpd.controller import Controller
 from alerts.router import AlertConfig, AlertRouter, read_state
 from infra.clients import kafka_producer, mqtt_client, mqtt_connect
 from infra.settings import Settings
+from tests import alertlab
 from tests.helpers import REPO, flux_rows, read_topic, settings_env, start, stop, values
 
 pytestmark = pytest.mark.integration
@@ -689,3 +690,47 @@ def test_grouping_sends_one_notification_for_many_entities_of_one_rule(
     assert sorted(a["entity"] for a in body["alerts"]) == ["st1", "st2", "st3"]
     assert body["text_en"].count("[FIRING]") == 3 and body["idempotency_key"].startswith("group-")
     assert len({a["idempotency_key"] for a in body["alerts"]}) == 3
+
+
+# -- misbehaving receivers, poison and storms (the scenarios of tests/alertlab.py, small sizes) ----------
+
+@pytest.fixture
+def lab(settings: Settings, tmp_path: Path, keys_env):  # noqa: ANN001, ANN201
+    labs: list[alertlab.Lab] = []
+
+    def make(mode=alertlab.modes()) -> alertlab.Lab:  # noqa: ANN001
+        def start_router(config: Path, log: Path, port: int) -> subprocess.Popen:
+            proc = start(settings, "alerts", "serve", "--config", str(config), "--group", group_of(settings),
+                         "--http-port", str(port), "--session-expiry", "120", log=log)
+            STARTED.append(proc)
+            return proc
+        labs.append(alertlab.Lab(settings, tmp_path / "lab", start_router, "SMARTCITY_WEBHOOK_TEST", SECRET, mode))
+        return labs[-1]
+    yield make
+    for each in labs:
+        each.close()
+
+
+def test_a_poison_observation_of_any_shape_is_dead_lettered_and_the_next_good_one_delivered(lab) -> None:  # noqa: ANN001
+    result = alertlab.poison(lab())
+    assert result.passed, result.detail()
+
+
+def test_a_storm_of_2000_entities_is_one_storm_alert_and_an_ordinary_alert_still_arrives_everywhere(lab) -> None:  # noqa: ANN001
+    result = alertlab.storm(lab(), entities=2000, threshold=300, group_window=3)
+    assert result.passed, result.detail()
+
+
+def test_a_dripping_receiver_holds_neither_its_channel_nor_the_others(lab) -> None:  # noqa: ANN001
+    result = alertlab.slow_receiver(lab())
+    assert result.passed, result.detail()
+
+
+def test_a_receiver_down_for_half_a_minute_gets_every_alert_when_it_is_back(lab) -> None:  # noqa: ANN001
+    result = alertlab.receiver_down(lab(alertlab.modes(down_until=time.monotonic() + 30)), 30)
+    assert result.passed, result.detail()
+
+
+def test_a_redirecting_receiver_is_never_followed_and_its_message_is_dead_lettered(lab) -> None:  # noqa: ANN001
+    result = alertlab.redirecting_receiver(lab())
+    assert result.passed, result.detail()
