@@ -244,3 +244,19 @@ def test_a_refused_mqtt_publish_is_not_retried() -> None:
     h.wait(1)
     assert h.outcomes[0][1] == "deadlettered" and h.channel.metrics.counts.get("retries", 0) == 0
     h.close()
+
+
+def test_an_smtp_server_that_accepts_and_never_answers_is_cut_off_at_each_deadline_then_dead_lettered() -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)   # accepts (the kernel does), never says a word
+    sub = Subscriber(name="duty", channel="email", to=["duty@laoshan.example"], smtp_port=silent.getsockname()[1],
+                     timeout=0.5, backoff=0.05, max_backoff=0.1, retry_for=2.0)
+    h = Harness(sub)
+    started = time.monotonic()
+    h.send(note("st1"))
+    h.wait(1)
+    assert h.outcomes[0][1] == "deadlettered" and time.monotonic() - started < 4
+    assert "did not finish within 0.5 s" in h.dead[0][1] or "timed out" in h.dead[0][1]
+    h.close()
+    silent.close()
