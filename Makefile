@@ -4,13 +4,17 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test stack stop status venv bench dashboards chaos chaos-short
+.PHONY: demo test unit stack stop status venv bench dashboards chaos chaos-short
 
 demo: venv stack
 	$(BIN)/smartcity demo
 
 test: venv stack
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The unit tier: pure logic, no services (tests/unit), well under a minute.
+unit: venv
+	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
 
 venv: $(VENV)/.installed
 

@@ -1,4 +1,4 @@
-"""Alert state: a breach is an event, an alert is state (DESIGN.md, Alerts).
+"""Alert state: a breach is an event, an alert is state (docs/architecture.md, Alerts).
 
 One alert per (rule, entity): pending -> firing -> resolved, or pending -> cleared when a breach ends
 before its `for` duration; every transition is returned so the router persists it. Hysteresis

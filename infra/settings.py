@@ -56,7 +56,7 @@ class MqttSettings(BaseModel):
 
 
 class KafkaSettings(BaseModel):
-    """Connection to Kafka and the topic names of the contracts in DESIGN.md."""
+    """Connection to Kafka and the topic names of the contracts in docs/architecture.md."""
 
     bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = Field("", description="prepended to every topic; tests use it for isolation")

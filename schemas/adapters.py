@@ -91,7 +91,7 @@ _CHIRPSTACK = re.compile(r"^application/[^/]+/device/[^/]+/event/up$")
 
 
 def route(topic: str) -> TopicInfo:
-    """The format and identity a topic carries (DESIGN.md, MQTT topics); PayloadError if unknown."""
+    """The format and identity a topic carries (docs/architecture.md, MQTT topics); PayloadError if unknown."""
     if m := _CITY.match(topic):
         kind = {"up": "native", "senml": "senml", "status": "status"}[m.group(4)]
         return TopicInfo(kind, m.group(1), m.group(2), m.group(3))  # type: ignore[arg-type]

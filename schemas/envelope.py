@@ -13,7 +13,7 @@ IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
 
 
 class Reading(BaseModel):
-    """One sensor's values at one instant, validated against its domain (see DESIGN.md, Contracts)."""
+    """One sensor's values at one instant, validated against its domain (see docs/architecture.md, Contracts)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

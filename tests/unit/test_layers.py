@@ -1,4 +1,4 @@
-"""The layers point one way (DESIGN.md, Layers): a walk over every import of our packages finds no
+"""The layers point one way (docs/architecture.md, Layers): a walk over every import of our packages finds no
 package cycle and no import of a package from one below it."""
 from __future__ import annotations
 
