@@ -292,6 +292,14 @@ class Channel:
             self._try(_Try(now, next(self._seq), delivery, now))
 
     def _try(self, t: _Try) -> None:
+        """One attempt; whatever goes wrong around it is logged, and the worker goes on with the next."""
+        try:
+            self._attempt(t)
+        except Exception as exc:  # noqa: BLE001 - the worker outlives any one delivery (it stays in the outbox)
+            event(log, "delivery_error", logging.ERROR, subscriber=self.sub.name, key=t.delivery.key,
+                  error=f"{type(exc).__name__}: {exc}"[:300])
+
+    def _attempt(self, t: _Try) -> None:
         if not self._live(t.delivery):
             self._done(t.delivery, "moved")
             return
