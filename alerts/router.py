@@ -29,6 +29,7 @@ import queue
 import threading
 import time
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -39,18 +40,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, Field
 
 from alerts.ackserver import RouterHTTP, sign_link
-from alerts.channels import (
-    ACK_TOPIC,
-    Channel,
-    Deliver,
-    Delivery,
-    Subscriber,
-    email_delivery,
-    mqtt_delivery,
-    secret_path,
-    webhook_delivery,
-)
+from alerts.channels import ACK_TOPIC, TRANSPORTS, Channel, Delivery, Shape, Subscriber, secret_path
 from alerts.state import Alert, AlertBook, Change, Notification, RulePolicy, Silence, id_partition, key_hash
+from alerts.storm import StormWatch
 from infra.clients import (
     RebalanceWatch,
     kafka_consumer,
@@ -63,6 +55,15 @@ from infra.influxwrite import REFUSED, InfluxWriteError, InfluxWriter
 from infra.lineprotocol import Point
 from infra.logs import event
 from infra.settings import Settings
+from schemas.alerting import (
+    AckCommand,
+    EventRejected,
+    Observation,
+    SilenceCommand,
+    parse_event,
+    parse_field_ack,
+    valid_alert_id,
+)
 from schemas.envelope import DeadLetter
 
 log = logging.getLogger("smartcity.alerts")
@@ -75,6 +76,11 @@ class RuleConfig(BaseModel):
     clear_below: float | None = None
     repeat: float = Field(3600.0, gt=0)
     escalate_after: float | None = Field(None, gt=0)
+    max_entities: int = Field(20, ge=1, description="alerts listed in one notification; the rest are counted")
+    storm_threshold: int = Field(500, ge=2, description="firing alerts of the rule within storm_window that make "
+                                 "a storm: one storm alert, and the rule's per-entity notifications held back")
+    storm_window: float = Field(300.0, gt=0, description="seconds (wall time) of the storm count; a storm ends "
+                                "after this long without a new firing alert of the rule")
 
     def policy(self) -> RulePolicy:
         return RulePolicy(self.for_, self.clear_below, self.repeat, self.escalate_after)
@@ -88,8 +94,14 @@ class AlertConfig(BaseModel):
     link_ttl: float = Field(7 * 86400, gt=0, description="seconds an acknowledge link stays valid")
     link_key_env: str | None = Field("SMARTCITY_ALERTS_LINK_KEY", description="HMAC key of ack links: env ...")
     link_key_file: Path | None = Field(Path("alerts-link-key"), description="... or file (relative: .stack/secrets/)")
+    keep_resolved: float = Field(86400.0, gt=0, description="seconds a resolved or cleared alert is kept, then "
+                                 "compacted away (memory is bounded by the alerts kept)")
     rules: dict[str, RuleConfig] = Field(default_factory=dict)
     subscriber: list[Subscriber] = Field(default_factory=list)
+
+    def rule(self, name: str) -> RuleConfig:
+        """The rule's configuration, else that of "*", else the defaults."""
+        return self.rules.get(name) or self.rules.get("*") or RuleConfig()
 
     @classmethod
     def load(cls, path: Path) -> "AlertConfig":
@@ -169,9 +181,10 @@ def events_partitions(producer: KafkaProducer, settings: Settings) -> int:
 
 
 def ack_command(alert_id: str, by: str, comment: str, source: str, at: float | None = None) -> dict[str, Any]:
-    """The alerts.events record that acknowledges `alert_id` (who, when, comment, and through what)."""
-    return {"type": "ack", "id": alert_id, "by": by, "comment": comment, "source": source,
-            "at": time.time() if at is None else at}
+    """The alerts.events record that acknowledges `alert_id` (who, when the intake received it, comment,
+    and through what); validated against its contract before it is sent."""
+    return AckCommand(type="ack", id=alert_id, by=by, comment=comment, source=source,
+                      at=time.time() if at is None else at).model_dump()
 
 
 def send_ack(producer: KafkaProducer, settings: Settings, alert_id: str, by: str, comment: str, source: str,
@@ -203,6 +216,8 @@ class RouterMetrics:
         r = self.registry = CollectorRegistry()
         sub = ["subscriber", "channel"]
         self.records = Counter("alerts_records", "alerts.events records applied", ["type"], registry=r)
+        self.rejected = Counter("alerts_records_rejected", "alerts.events records and commands dead-lettered "
+                                "(invalid: failed their contract; error: failed while applied)", ["reason"], registry=r)
         self.transitions = Counter("alerts_notifications_made", "notifications made, by kind", ["kind"], registry=r)
         self.delivered = Counter("alerts_delivered", "notifications confirmed by the receiver", sub, registry=r)
         self.deadlettered = Counter("alerts_deadlettered", "notifications dead-lettered after the last try", sub,
@@ -217,6 +232,8 @@ class RouterMetrics:
                                    registry=r)
         self.acks = Counter("alerts_acks", "acknowledgements received, by source", ["source"], registry=r)
         self.open = Gauge("alerts_open", "alerts of the owned partitions by state", ["state"], registry=r)
+        self.inhibited = Gauge("alerts_inhibited", "notifications held back by the storms under way", registry=r)
+        self.compacted = Counter("alerts_compacted", "closed alerts forgotten after keep_resolved", registry=r)
         self.outbox = Gauge("alerts_outbox", "notifications not yet confirmed or dead-lettered", registry=r)
         self.partitions = Gauge("alerts_owned_partitions", "alerts.events partitions owned", registry=r)
         self.lag = Gauge("alerts_consumer_lag", "alerts.events records not yet consumed", ["partition"], registry=r)
@@ -263,6 +280,9 @@ class AlertRouter:
         self.finished: queue.Queue[tuple[Delivery, str]] = queue.Queue()
         self.field_acks: queue.Queue[Any] = queue.Queue()
         self.pubacks: dict[int, Any] = {}
+        self.broker_max_packet: int | None = None   # from CONNACK (the mqtt transport's limit)
+        self.storms = StormWatch(config)
+        self._compacted_at = 0.0
         self.influx_lines: list[str] = []
         self.influx = InfluxWriter(settings.influx)
         self._influx_retry_at, self._influx_delay = 0.0, 1.0
@@ -290,8 +310,7 @@ class AlertRouter:
         channels = {}
         for sub in self.config.subscriber:
             try:
-                deliver: Deliver = (mqtt_delivery(sub, self.mqtt, self.pubacks) if sub.channel == "mqtt" else
-                                    webhook_delivery(sub) if sub.channel == "webhook" else email_delivery(sub))
+                transport = TRANSPORTS[sub.channel](sub, self)
                 if sub.problems():
                     raise ValueError("; ".join(sub.problems()))
             except ValueError as exc:
@@ -299,8 +318,8 @@ class AlertRouter:
                 self.metrics.subscriber_up.labels(sub.name, sub.channel).set(0)
                 continue
             self.metrics.subscriber_up.labels(sub.name, sub.channel).set(1)
-            channels[sub.name] = Channel(sub, deliver, done=lambda d, outcome: self.finished.put((d, outcome)),
-                                         dead_letter=self._dead_letter, live=self._live, links=self._links,
+            channels[sub.name] = Channel(sub, transport, done=lambda d, outcome: self.finished.put((d, outcome)),
+                                         dead_letter=self._dead_letter, live=self._live, shape=self._shape,
                                          stopping=self.stopping, metrics=self.metrics)
         event(log, "subscribers", served=",".join(channels) or "none",
               unavailable=",".join(s.name for s in self.config.subscriber if s.name not in channels) or "none")
@@ -310,8 +329,9 @@ class AlertRouter:
         if reason.is_failure:
             event(log, "mqtt_connect_failed", logging.ERROR, reason=reason.getName())
             return
+        self.broker_max_packet = getattr(props, "MaximumPacketSize", None)   # larger publishes cost the connection
         client.subscribe(f"{ACK_TOPIC}/+", qos=1)
-        event(log, "mqtt_connected", session_present=flags.session_present)
+        event(log, "mqtt_connected", session_present=flags.session_present, max_packet=self.broker_max_packet)
 
     def _wait_for(self, what: str, call: Callable[[], T]) -> T:
         """Call until it succeeds: an outage of Kafka of any length is waited out with backoff."""
@@ -399,7 +419,7 @@ class AlertRouter:
         if self.http_port:
             try:
                 self.http = RouterHTTP(self.http_host, self.http_port, self.metrics.registry, lambda: self.link_key,
-                                       self._link_ack, self.clock)
+                                       self._link_ack, self.clock, status=self._ack_status, alerts=self.alert_list)
                 event(log, "http_listening", port=self.http.port, links="on" if self.link_key else "off")
             except OSError as exc:   # alerts still flow; links and metrics need a free --http-port
                 event(log, "http_unavailable", logging.ERROR, port=self.http_port, error=str(exc),
@@ -461,11 +481,33 @@ class AlertRouter:
         self._persist([(p, c) for p, c in changes if c[0] is not None], now)
         if polled:
             self._commit()
+        self._compact(now)
         self._forward_field_acks()
         self._flush_groups()
         self._finish()
         self._write_influx()
         self._gauges()
+
+    def _compact(self, now: float) -> None:
+        """Once a minute: forget closed alerts older than keep_resolved, in memory and in alerts.state."""
+        if time.monotonic() - self._compacted_at < 60:
+            return
+        self._compacted_at = time.monotonic()
+        tombstones = {p: dict.fromkeys(keys) for p, book in self.books.items()
+                      if (keys := book.compact(now, self.config.keep_resolved))}
+        if tombstones:
+            self._save(tombstones, "compact")
+            self.metrics.compacted.inc(sum(map(len, tombstones.values())))
+
+    def alert_list(self, rule: str | None, state: str | None, offset: int, limit: int) -> dict[str, Any]:
+        """A page of the alerts of the owned partitions (the full list a summarised notification links)."""
+        found = [a for book in list(self.books.values()) for a in list(book.alerts.values())
+                 if (rule is None or a.rule == rule) and (state is None or a.state == state)]
+        found.sort(key=lambda a: (a.rule, a.entity))
+        return {"total": len(found), "offset": offset, "alerts": [
+            {k: getattr(a, k) for k in ("rule", "entity", "site", "severity", "state", "value", "threshold",
+                                         "fired_at", "acked_by", "acked_at")} | {"id": a.id}
+            for a in found[offset:offset + limit]]}
 
     def _commit(self) -> None:
         """Commit the consumed offsets. A failure (a rebalance under way, Kafka away) is not retried here:
@@ -478,60 +520,82 @@ class AlertRouter:
             event(log, "commit_failed", logging.WARNING, error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
     def _apply(self, partition: int, record: Any, now: float) -> list[Change]:
-        """One alerts.events record: an observation, an ack or a silence; bad ones are dead-lettered."""
-        book = self.books[partition]
+        """One alerts.events record: an observation, an ack or a silence, validated against its contract
+        (schemas/alerting.py). Whatever goes wrong with one record is dead-lettered with the reason and
+        counted; no record can stop the router."""
         try:
-            value = json.loads(record.value)
-            kind = value.get("type", "observation")
-            self.metrics.records.labels(kind).inc()
-            if kind == "ack":
-                alert = book.find(value["id"])
-                if alert is None:
-                    event(log, "ack_unknown_alert", logging.WARNING, id=value["id"], partition=partition)
-                    return []
-                if alert.offset >= record.offset:
-                    return []  # applied before a crash: replayed
-                self.metrics.acks.labels(str(value.get("source", "cli"))).inc()
-                changed = book.acknowledge(value["id"], str(value.get("by", "")), str(value.get("comment", "")),
-                                           float(value.get("at") or now))
-            elif kind == "silence":
-                silence = Silence(value["id"], value["matchers"], value["start"], value["end"],
-                                  value.get("created_by", value.get("by", "")), value.get("comment", ""))
-                book.silence(silence)
-                self._save({partition: {f"silence/{silence.id}": silence.__dict__}}, "silence")
-                return []
-            else:
-                alert = book.alerts.get(f"{value['rule']}/{value['entity']}")
-                if alert is not None and alert.offset >= record.offset:
-                    return []
-                changed = book.observe(value, now)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            self._dead_letter_raw(f"kafka/{record.topic}/{partition}", record.value or b"",
-                                  f"not an observation, ack or silence: {type(exc).__name__}: {exc}"[:500])
+            event_ = parse_event(record.value)
+            self.metrics.records.labels(event_.type).inc()
+            return self._apply_valid(partition, record.offset, event_, now)
+        except _Stopped:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one record's trouble is that record's, never the router's
+            reason = str(exc) if isinstance(exc, EventRejected) else f"{type(exc).__name__}: {exc}"
+            self.metrics.rejected.labels("invalid" if isinstance(exc, EventRejected) else "error").inc()
+            self._dead_letter_raw(f"kafka/{record.topic}/{partition}/{record.offset}", record.value or b"",
+                                  f"not a valid observation, ack or silence: {reason}")
             return []
+
+    def _apply_valid(self, partition: int, offset: int, record: Observation | AckCommand | SilenceCommand,
+                     now: float) -> list[Change]:
+        book = self.books[partition]
+        if isinstance(record, AckCommand):
+            alert = book.find(record.id)
+            if alert is None:
+                event(log, "ack_unknown_alert", logging.WARNING, id=record.id, partition=partition)
+                return []
+            if alert.offset >= offset:
+                return []  # applied before a crash: replayed
+            self.metrics.acks.labels(record.source).inc()
+            changed = book.acknowledge(record.id, record.by, record.comment, min(record.at, now), record.source)
+        elif isinstance(record, SilenceCommand):
+            silence = Silence(record.id, dict(record.matchers), record.start, record.end, record.created_by,
+                              record.comment)
+            book.silence(silence)
+            self._save({partition: {f"silence/{silence.id}": silence.__dict__}}, "silence")
+            return []
+        else:
+            alert = book.alerts.get(record.key)
+            if alert is not None and alert.offset >= offset:
+                return []
+            changed = book.observe(record.model_dump(), now)
         if changed[0] is not None:
-            changed[0].offset = record.offset
+            changed[0].offset = offset
         return [changed]
 
     def _persist(self, changes: list[tuple[int, Change]], now: float) -> None:
         """Write changed alerts and their outbox records (confirmed), record them for the wall, dispatch."""
-        if not changes:
+        if not changes and not self.storms.active:
             return
         records: dict[int, dict[str, Any]] = {}
         deliveries = []
-        for p, (alert, notes) in changes:
-            assert alert is not None
-            records.setdefault(p, {})[alert.key] = alert.to_dict()
-            for n in notes:
+        over = self.storms.ended(time.monotonic(), now, set(self.generation))
+        for p, (alert, notes) in changes + [(p, (None, [n])) for p, n in over]:
+            if alert is not None:
+                records.setdefault(p, {})[alert.key] = alert.to_dict()
+            for n in self.storms.admit(p, notes, time.monotonic(), now):
                 self.metrics.transitions.labels(n.kind).inc()
+                if n.alert.get("storm"):
+                    event(log, "storm_" + ("started" if n.kind == "firing" else "over"), logging.WARNING,
+                          rule=n.alert["rule"], alerts=int(n.alert["value"]), held=sum(n.alert["held"].values()))
                 for sub in self.config.subscriber:
-                    if not sub.wants(n):
+                    try:
+                        wanted = sub.wants(n)
+                    except (KeyError, ValueError, TypeError) as exc:   # an alert saved by an older router
+                        self.metrics.errors.labels("router", "select").inc()
+                        event(log, "subscriber_select_failed", logging.ERROR, subscriber=sub.name, key=n.key,
+                              error=f"{type(exc).__name__}: {exc}"[:200])
+                        continue
+                    if not wanted:
                         continue
                     if sub.name not in self.channels:
                         self.metrics.unserved.labels(sub.name).inc()
                         continue
-                    records[p][outbox_key(sub.name, n)] = {"subscriber": sub.name, "note": n.to_dict()}
+                    records.setdefault(p, {})[outbox_key(sub.name, n)] = {"subscriber": sub.name, "note": n.to_dict()}
                     deliveries.append((p, sub.name, n))
+        self.metrics.inhibited.set(self.storms.inhibited_total())
+        if not records:
+            return
         self._save(records, "state")
         self._record([a for _, (a, _) in changes if a is not None], now)
         for p, name, n in deliveries:
@@ -542,7 +606,7 @@ class AlertRouter:
         """To the subscriber's channel now, or into the grouping window of (subscriber, rule, kind) opened
         at `since` (monotonic seconds)."""
         origin = (partition, self.generation[partition])
-        if self.config.group_window <= 0:
+        if self.config.group_window <= 0 or note.alert.get("storm"):   # a storm's own alert: at once, alone
             self.channels[subscriber].send(Delivery(subscriber, [note], [origin]))
             return
         key = (subscriber, note.alert["rule"], note.kind)
@@ -593,31 +657,41 @@ class AlertRouter:
             msg = self.field_acks.get()
             alert_id = msg.topic.rsplit("/", 1)[-1]
             try:
-                body = json.loads(msg.payload or b"{}")
-                if not isinstance(body, dict):
-                    raise ValueError(f"expected a JSON object like {{\"by\": \"name\"}}, got {type(body).__name__}")
-                id_partition(alert_id, self.partition_count)
-                by, comment, at = str(body.get("by") or "field-app")[:100], str(body.get("comment", ""))[:500], \
-                    float(body.get("at") or self.clock())
-            except (ValueError, TypeError) as exc:
-                self._dead_letter_raw(f"mqtt/{msg.topic}", msg.payload or b"", f"acknowledgement rejected: {exc}")
+                body = parse_field_ack(msg.payload)   # a field app's own `at` is ignored: received now
+                command = ack_command(alert_id, body.by, body.comment, "mqtt", self.clock())
+            except ValueError as exc:   # EventRejected, pydantic's ValidationError (the id)
+                self.metrics.rejected.labels("invalid").inc()
+                reason = str(exc) if isinstance(exc, EventRejected) or valid_alert_id(alert_id) else (
+                    f"{alert_id[:80]!r} is not an alert id (like 1a2b3c4d5e6f-3): copy it from the notification")
+                self._dead_letter_raw(f"mqtt/{msg.topic}"[:300], msg.payload or b"", f"acknowledgement rejected: {reason}")
             else:
-                self._wait_for("forward_ack", lambda: send_ack(self.producer, self.settings, alert_id, by, comment,
-                                                               "mqtt", at))
+                self._wait_for("forward_ack", lambda: send_ack(self.producer, self.settings, alert_id, command["by"],
+                                                               command["comment"], "mqtt", command["at"]))
             self.mqtt.ack(msg.mid, msg.qos)
+
+    def _ack_status(self, alert_id: str) -> tuple[str, float] | None:
+        """(by, at) of the first acknowledgement of an alert this router owns (HTTP thread: reads a copy)."""
+        book = self.books.get(id_partition(alert_id, self.partition_count)) if self.partition_count else None
+        alert = next((a for a in list(book.alerts.values()) if a.id == alert_id), None) if book else None
+        return (alert.acked_by or "", alert.acked_at) if alert is not None and alert.acked_at is not None else None
 
     def _link_ack(self, alert_id: str, by: str, comment: str, source: str) -> None:
         if self.producer is None:
             raise RuntimeError("not connected to Kafka yet")
         send_ack(self.producer, self.settings, alert_id, by, comment, source, self.clock())
 
-    def _links(self, delivery: Delivery) -> dict[str, str]:
+    def _shape(self, delivery: Delivery) -> Shape:
+        """Acknowledge links (not on MQTT), the rule's bound on listed alerts, and the full list's address."""
         sub = next(s for s in self.config.subscriber if s.name == delivery.subscriber)
+        rule = delivery.notes[0].alert["rule"]
+        more = (f"{self.config.link_base.rstrip('/')}/alerts?" + urllib.parse.urlencode({"rule": rule})
+                if len(delivery.notes) > 1 else None)
+        listed = self.config.rule(rule).max_entities
         if self.link_key is None or sub.channel == "mqtt":
-            return {}
+            return Shape({}, listed, more)
         exp = int(self.clock() + self.config.link_ttl)
-        return {n.alert["id"]: sign_link(self.config.link_base, self.link_key, n.alert["id"], sub.name, exp)
-                for n in delivery.notes}
+        return Shape({n.alert["id"]: sign_link(self.config.link_base, self.link_key, n.alert["id"], sub.name, exp)
+                      for n in delivery.notes[:listed] if not n.alert.get("storm")}, listed, more)
 
     # -- dead letters -----------------------------------------------------------------------------------
 

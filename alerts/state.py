@@ -18,12 +18,13 @@ import fnmatch
 import hashlib
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from kafka.partitioner.default import murmur2
 
-SEVERITIES = ("info", "minor", "major", "critical")
-Kind = Literal["firing", "reminder", "escalated", "resolved", "acknowledged"]
+from schemas.alerting import SEVERITIES, Kind
+
+MAX_ACK_HISTORY = 20   # later acknowledgements of one alert kept for the audit (the first one wins)
 ID_PATTERN = re.compile(r"^([0-9a-f]{8})[0-9a-f]{4}-[1-9][0-9]{0,9}$")
 
 
@@ -85,6 +86,7 @@ class Alert:
     ack_comment: str | None = None
     resolved_at: float | None = None
     resolve_note: str | None = None
+    ack_history: list[dict[str, Any]] = field(default_factory=list)   # later acks: by, at, comment, source
 
     @property
     def key(self) -> str:
@@ -170,13 +172,13 @@ class AlertBook:
                 return None, []
             alert = Alert(obs["rule"], obs["entity"], obs["domain"], obs["site"], obs["severity"], "pending",
                           value, float(obs["threshold"]), ts, ts, obs.get("title_en", ""), obs.get("title_zh", ""),
-                          obs.get("target", ""), episode=alert.episode + 1 if alert else 1,
+                          obs.get("target", ""), episode=alert.episode + 1 if alert else max(int(now), 1),
                           seq=alert.seq if alert else 0, offset=alert.offset if alert else -1)
             self.alerts[key] = alert
         alert.value, alert.last_ts = value, ts
         if alert.state == "pending":
             if not breach:
-                alert.state = "cleared"   # persisted, so the next breach waits `for` again, with a new id
+                alert.state, alert.resolved_at = "cleared", now   # persisted: the next breach waits `for` again
                 return alert, []
             if ts - alert.since >= pol.for_s * 1e9:
                 alert.state, alert.fired_at, alert.last_notified = "firing", now, now
@@ -213,18 +215,37 @@ class AlertBook:
     def find(self, alert_id_: str) -> Alert | None:
         return next((a for a in self.alerts.values() if a.id == alert_id_), None)
 
-    def acknowledge(self, alert_id_: str, by: str, comment: str, at: float) -> Change:
-        """Acknowledge (or annotate a resolved) alert by id; no reminders after this. Repeating the same
-        acknowledgement (several intakes forwarded it) changes nothing."""
+    def acknowledge(self, alert_id_: str, by: str, comment: str, at: float, source: str = "cli") -> Change:
+        """Acknowledge (or annotate a resolved) alert by id; no reminders after this. The first
+        acknowledgement wins: later ones are kept in `ack_history` (bounded) and notify nobody, and the
+        same acknowledgement repeated (several intakes forwarded it) changes nothing. `at` is the
+        intake's receive time, kept within [fire time, ...]."""
         alert = self.find(alert_id_)
         if alert is None or (alert.acked_by == by and alert.ack_comment == comment):
             return None, []
+        at = max(at, alert.fired_at or at)
+        if alert.acked_at is not None:
+            entry = {"by": by, "at": at, "comment": comment, "source": source}
+            if entry in alert.ack_history:
+                return None, []
+            alert.ack_history = (alert.ack_history + [entry])[-MAX_ACK_HISTORY:]
+            if alert.state == "resolved" and comment:
+                alert.resolve_note = comment
+            return alert, []
         if alert.state == "resolved":
             alert.resolve_note = comment
-        if alert.acked_at is None:
-            alert.acked_at = at   # time to acknowledge counts from the first acknowledgement
-        alert.acked_by, alert.ack_comment = by, comment
+        alert.acked_at, alert.acked_by, alert.ack_comment = at, by, comment
         return alert, self._notify("acknowledged", alert, at)
+
+    def compact(self, now: float, keep_s: float) -> list[str]:
+        """Forget resolved and cleared alerts older than `keep_s` (their keys, for tombstones): the book's
+        memory is bounded by the alerts still open plus a retention of closed ones. A key seen again
+        starts an episode numbered by the wall clock, so ids are not reused."""
+        old = [k for k, a in self.alerts.items() if a.state in ("resolved", "cleared")
+               and a.resolved_at is not None and now - a.resolved_at >= keep_s]
+        for k in old:
+            del self.alerts[k]
+        return old
 
     def silence(self, silence: Silence) -> None:
         self.silences[silence.id] = silence

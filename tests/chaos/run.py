@@ -8,6 +8,7 @@ died, a payload went uncounted or a security check failed.
   python -m tests.chaos.run --only bridge-kill,poison --keep   # chosen lanes, private stack kept up
   python -m tests.chaos.run --down      # stop the private stack (a short run leaves it up for the next)
 
+The alert lanes (alerts-*: tests/chaos/alerting.py) run the router against misbehaving receivers.
 Runs itself inside the network namespace of tests/chaos/stack.py against a private stack.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 from infra.clients import kafka_consumer
 from infra.settings import Settings
 from infra.stack import create_topics
-from tests.chaos import stack
+from tests.chaos import alerting, stack
 from tests.chaos.payloads import oversized, poison_messages, valid_inside
 from tests.chaos.pipeline import Lane, Load, Outcome, first_sensor, identity, wait_ready
 
@@ -186,8 +187,8 @@ FAULTS = {f.name: f for f in (
     Fault("kafka-10min", _outage("kafka", 600), load_seconds=620, drain=300, own_kafka=True),
 )}
 NEW_GROUP = "new-group-on-full-topics"
-SHORT = ["none", "bridge-kill", "processor-kill", "poison", "influx-500"]
-FULL = list(FAULTS) + [NEW_GROUP]
+SHORT = ["none", "bridge-kill", "processor-kill", "poison", "influx-500", "alerts-poison"]
+FULL = list(FAULTS) + [NEW_GROUP] + list(alerting.LANES)
 WAVE = 4   # lanes run side by side (2 cores: more only slows every lane down)
 
 
@@ -390,6 +391,8 @@ def main(argv: list[str]) -> int:
     try:
         beside_all = [threading.Thread(target=run.run_fault, args=(FAULTS[n],)) for n in names
                       if n in FAULTS and FAULTS[n].own_kafka]   # the long outage, on the lane's own Kafka
+        beside_all += [threading.Thread(target=lambda n=n: extra.extend(alerting.run(run.base, run.folder / "alerts", [n])))
+                       for n in names if n in alerting.LONG]
         for t in beside_all:
             t.start()
         parallel = [FAULTS[n] for n in names if n in FAULTS and not FAULTS[n].exclusive and not FAULTS[n].own_kafka]
@@ -416,6 +419,7 @@ def main(argv: list[str]) -> int:
                     thread.join()
         for check in checks.values():
             check()
+        extra.extend(alerting.run(run.base, run.folder / "alerts", [n for n in names if n not in alerting.LONG]))
         for t in beside_all:
             t.join()
     finally:

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections import Counter
 from email import message_from_bytes
 from email.header import decode_header, make_header
@@ -27,12 +28,14 @@ from aiosmtpd.controller import Controller
 from alerts.router import AlertConfig, AlertRouter, read_state
 from infra.clients import kafka_producer, mqtt_client, mqtt_connect
 from infra.settings import Settings
+from tests import alertlab
 from tests.helpers import REPO, flux_rows, read_topic, settings_env, start, stop, values
 
 pytestmark = pytest.mark.integration
 SECRET = "test-webhook-key"
 LINK_KEY = "test-link-key"
 DAY = (int(time.time()) // 86400 - 2) * 86400 * 10**9
+TAG = f"[run {uuid.uuid4().hex[:8]}]"   # in every observation's target: the MQTT broker is shared by every run
 
 
 class Webhooks:
@@ -104,8 +107,11 @@ class Receivers:
         self.smtp: Controller | None = None
         self.mqtt: list[tuple[str, dict, str]] = []   # topic, body, idempotency-key user property
         self.sub = mqtt_client(settings, username="subscriber")
-        self.sub.on_message = lambda c, u, m: self.mqtt.append((m.topic, json.loads(m.payload), dict(
-            m.properties.UserProperty)["idempotency-key"]))
+        def keep(c, u, m) -> None:  # noqa: ANN001 - what other runs' routers publish is not ours
+            body = json.loads(m.payload)
+            if any(str(a.get("target", "")).endswith(TAG) for a in body.get("alerts", [])):
+                self.mqtt.append((m.topic, body, dict(m.properties.UserProperty)["idempotency-key"]))
+        self.sub.on_message = keep
         mqtt_connect(self.sub, settings)
         self.sub.loop_start()
         self.sub.subscribe("city/alerts/+/+", qos=1)
@@ -220,14 +226,20 @@ def router(settings: Settings, config: Path, log: Path, *, instance: str = "1", 
         time.sleep(0.2)
 
 
+def observation_bytes(site: str, value: float, ts: int, rule: str = "air.pm25_daily") -> bytes:
+    """The processors' observation of `rule` for one site, as it is on alerts.events."""
+    return json.dumps({
+        "rule": rule, "entity": site, "domain": "air", "site": site, "severity": "major", "value": value,
+        "threshold": 75.0, "breach": value > 75, "ts": ts, "title_en": f"Daily PM2.5 at {site}",
+        "title_zh": f"{site} PM2.5日均值", "target": f"GB 3095-2012 24-h limit 75 µg/m³; plan annual 35 (33.5) {TAG}"}).encode()
+
+
 def observe(settings: Settings, site: str | list[str], value: float, ts: int, rule: str = "air.pm25_daily") -> None:
     """The processors' observation of `rule` for one site (or several, produced together)."""
     producer = kafka_producer(settings)
-    futures = [producer.send(settings.kafka.alerts_topic, key=f"{rule}/{s}".encode(), value=json.dumps({
-        "rule": rule, "entity": s, "domain": "air", "site": s, "severity": "major", "value": value,
-        "threshold": 75.0, "breach": value > 75, "ts": ts, "title_en": f"Daily PM2.5 at {s}",
-        "title_zh": f"{s} PM2.5日均值", "target": "GB 3095-2012 24-h limit 75 µg/m³; plan annual 35 (33.5)"}).encode())
-        for s in ([site] if isinstance(site, str) else site)]
+    futures = [producer.send(settings.kafka.alerts_topic, key=f"{rule}/{s}".encode(),
+                             value=observation_bytes(s, value, ts, rule))
+               for s in ([site] if isinstance(site, str) else site)]
     for f in futures:
         f.get(30)
     producer.close()
@@ -590,10 +602,20 @@ def test_a_router_without_kafka_waits_for_it_and_stops_cleanly(settings: Setting
 
 def test_hostile_records_and_acks_are_dead_lettered_and_the_router_keeps_working(
         settings: Settings, receivers: Receivers, tmp_path: Path, keys_env) -> None:  # noqa: ANN001
-    r = receivers
-    proc = router(settings, write_config(tmp_path / "alerts.toml", r, repeat=600), tmp_path / "router.log")
+    r, port = receivers, free_port()
+    proc = router(settings, write_config(tmp_path / "alerts.toml", r, repeat=600), tmp_path / "router.log",
+                  http_port=port)
+    good = json.loads(observation_bytes("st9", 92.0, DAY))
+    poison = [b"not json", b'{"rule": "air.x"}', b'{"type": "ack"}', b"[1, 2]", b'{"type": "silence", "id": 1}',
+              json.dumps({**good, "severity": "catastrophic"}).encode(),      # the record that stopped main
+              json.dumps({**good, "value": "92"}).encode(), json.dumps({**good, "value": float("nan")}).encode(),
+              json.dumps({**good, "ts": -5}).encode(), json.dumps({**good, "breach": "yes"}).encode(),
+              json.dumps({k: v for k, v in good.items() if k != "domain"}).encode(),
+              json.dumps({**good, "title_en": "x" * 40_000}).encode(), b"\xff\xfe", b"[" * 100_000, None,
+              json.dumps({"type": "ack", "id": "1a2b3c4d5e6f-1", "by": "x", "at": "inf"}).encode(),
+              json.dumps({"type": "silence", "id": "s1", "matchers": {"site": "*"}, "start": 10, "end": 5}).encode()]
     producer = kafka_producer(settings)
-    for raw in (b"not json", b'{"rule": "air.x"}', b'{"type": "ack"}', b"[1, 2]", b'{"type": "silence", "id": 1}'):
+    for raw in poison:
         producer.send(settings.kafka.alerts_topic, key=b"junk", value=raw).get(30)
     producer.close()
     for topic, payload in (("ack/alerts/not-an-id", b'{"by": "x"}'), ("ack/alerts/1a2b3c4d5e6f-1", b"\xff\xfe")):
@@ -605,12 +627,18 @@ def test_hostile_records_and_acks_are_dead_lettered_and_the_router_keeps_working
         field.loop_stop()
     observe(settings, "st1", 92.0, DAY)
     wait_until(lambda: len(r.mqtt) == 1, 30, "the real alert after the junk")
-    dead = values(read_topic(settings, settings.kafka.deadletter_topic, expect=7, idle=2, timeout=30))
+    dead = values(read_topic(settings, settings.kafka.deadletter_topic, expect=len(poison) + 2, idle=2, timeout=30))
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert proc.poll() is None
     assert stop(proc) == 0
     sources = sorted(d["topic"].split("/")[0] for d in dead)
-    assert sources == ["kafka"] * 5 + ["mqtt"] * 2, [(d["topic"], d["reason"][:80]) for d in dead]
+    assert sources == ["kafka"] * len(poison) + ["mqtt"] * 2, [(d["topic"], d["reason"][:80]) for d in dead]
     assert any("is not an alert id" in d["reason"] for d in dead)
+    reasons = [d["reason"] for d in dead]
+    assert any("severity" in r and "catastrophic" in r for r in reasons), reasons
+    assert any("more than 16,384" in r for r in reasons) and any("tombstone" in r for r in reasons)
+    assert all(len(json.dumps(d)) < 100_000 for d in dead)   # bounded, whatever arrived
+    assert f"alerts_records_rejected_total{{reason=\"invalid\"}} {len(poison) + 2}.0" in metrics
 
 
 def test_restarting_the_router_while_firing_neither_repeats_firing_nor_loses_the_resolve(
@@ -667,3 +695,47 @@ def test_grouping_sends_one_notification_for_many_entities_of_one_rule(
     assert sorted(a["entity"] for a in body["alerts"]) == ["st1", "st2", "st3"]
     assert body["text_en"].count("[FIRING]") == 3 and body["idempotency_key"].startswith("group-")
     assert len({a["idempotency_key"] for a in body["alerts"]}) == 3
+
+
+# -- misbehaving receivers, poison and storms (the scenarios of tests/alertlab.py, small sizes) ----------
+
+@pytest.fixture
+def lab(settings: Settings, tmp_path: Path, keys_env):  # noqa: ANN001, ANN201
+    labs: list[alertlab.Lab] = []
+
+    def make(mode=alertlab.modes()) -> alertlab.Lab:  # noqa: ANN001
+        def start_router(config: Path, log: Path, port: int) -> subprocess.Popen:
+            proc = start(settings, "alerts", "serve", "--config", str(config), "--group", group_of(settings),
+                         "--http-port", str(port), "--session-expiry", "120", log=log)
+            STARTED.append(proc)
+            return proc
+        labs.append(alertlab.Lab(settings, tmp_path / "lab", start_router, "SMARTCITY_WEBHOOK_TEST", SECRET, mode))
+        return labs[-1]
+    yield make
+    for each in labs:
+        each.close()
+
+
+def test_a_poison_observation_of_any_shape_is_dead_lettered_and_the_next_good_one_delivered(lab) -> None:  # noqa: ANN001
+    result = alertlab.poison(lab())
+    assert result.passed, result.detail()
+
+
+def test_a_storm_of_2000_entities_is_one_storm_alert_and_an_ordinary_alert_still_arrives_everywhere(lab) -> None:  # noqa: ANN001
+    result = alertlab.storm(lab(), entities=2000, threshold=300, group_window=3)
+    assert result.passed, result.detail()
+
+
+def test_a_dripping_receiver_holds_neither_its_channel_nor_the_others(lab) -> None:  # noqa: ANN001
+    result = alertlab.slow_receiver(lab())
+    assert result.passed, result.detail()
+
+
+def test_a_receiver_down_for_half_a_minute_gets_every_alert_when_it_is_back(lab) -> None:  # noqa: ANN001
+    result = alertlab.receiver_down(lab(alertlab.modes(down_until=time.monotonic() + 30)), 30)
+    assert result.passed, result.detail()
+
+
+def test_a_redirecting_receiver_is_never_followed_and_its_message_is_dead_lettered(lab) -> None:  # noqa: ANN001
+    result = alertlab.redirecting_receiver(lab())
+    assert result.passed, result.detail()

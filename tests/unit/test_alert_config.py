@@ -72,15 +72,30 @@ def test_the_shipped_config_loads() -> None:
 
 def test_a_signed_link_is_accepted_until_it_expires_and_only_as_signed() -> None:
     link = sign_link("http://h:9311/", b"key", "1a2b3c4d5e6f-2", "bureau", exp=1000)
-    query = dict(p.split("=", 1) for p in link.split("?", 1)[1].split("&"))
+    query = link.split("?", 1)[1]
+    params = dict(p.split("=", 1) for p in query.split("&"))
     assert link.startswith("http://h:9311/ack?")
     assert verify_link(b"key", query, now=999) == ("1a2b3c4d5e6f-2", "bureau")
     with pytest.raises(TimeoutError):
         verify_link(b"key", query, now=1001)
-    for tampered in ({**query, "id": "1a2b3c4d5e6f-3"}, {**query, "to": "mallory"}, {**query, "exp": "99999"}):
+    for tampered in ({**params, "id": "1a2b3c4d5e6f-3"}, {**params, "to": "mallory"}, {**params, "exp": "99999"}):
         with pytest.raises(PermissionError):
-            verify_link(b"key", tampered, now=0)
+            verify_link(b"key", "&".join(f"{k}={v}" for k, v in tampered.items()), now=0)
     with pytest.raises(PermissionError):
         verify_link(b"other key", query, now=0)
     with pytest.raises(PermissionError):
-        verify_link(b"key", {"id": "x"}, now=0)
+        verify_link(b"key", "id=x", now=0)
+
+
+@pytest.mark.parametrize("exp", ["+1000", "01000", "1000.0", "1_000", "%201000", "1000%20", "1e3", "１０００"])
+def test_a_link_has_one_canonical_form_exp_in_plain_digits(exp: str) -> None:
+    link = sign_link("http://h", b"key", "1a2b3c4d5e6f-2", "bureau", exp=1000)
+    with pytest.raises(PermissionError):
+        verify_link(b"key", link.split("?", 1)[1].replace("exp=1000", f"exp={exp}"), now=0)
+
+
+def test_a_link_with_a_parameter_twice_or_an_extra_one_is_refused() -> None:
+    query = sign_link("http://h", b"key", "1a2b3c4d5e6f-2", "bureau", exp=1000).split("?", 1)[1]
+    for bad in (query + "&to=mallory", query + "&x=1", query.upper(), query + "&"):
+        with pytest.raises(PermissionError):
+            verify_link(b"key", bad, now=0)

@@ -37,7 +37,7 @@ def test_for_duration_keeps_a_short_breach_pending_and_its_recovery_is_a_persist
     restarted = AlertBook(book.policies, {k: Alert.from_dict(a.to_dict()) for k, a in book.alerts.items()})
     assert kinds(restarted.observe(obs(90, 10000), now=2)) == []   # a single breach after a restart waits `for`
     fired, notes = restarted.observe(obs(91, 17200), now=3)
-    assert [n.kind for n in notes] == ["firing"] and fired.id != pending.id and fired.episode == 2
+    assert [n.kind for n in notes] == ["firing"] and fired.id != pending.id and fired.episode == pending.episode + 1
 
 
 def test_ten_hours_away_give_one_reminder_that_says_how_many_were_missed() -> None:
@@ -67,13 +67,38 @@ def test_every_notification_has_its_own_idempotency_key_from_id_kind_and_sequenc
                                                      f"{alert.id}:acknowledged:3"]
 
 
-def test_the_same_acknowledgement_twice_changes_nothing_and_keeps_the_first_time() -> None:
+def test_the_first_acknowledgement_wins_and_later_ones_are_history_that_notifies_nobody() -> None:
     book = AlertBook({"*": RulePolicy()})
-    alert, _ = book.observe(obs(90, 0), now=0)
+    alert, _ = book.observe(obs(90, 0), now=5)
     assert kinds(book.acknowledge(alert.id, "li", "on it", at=10)) == ["acknowledged"]
     assert book.acknowledge(alert.id, "li", "on it", at=20) == (None, [])   # forwarded by two routers
-    assert kinds(book.acknowledge(alert.id, "li", "fixed the pump", at=30)) == ["acknowledged"]
-    assert alert.acked_at == 10 and alert.ack_comment == "fixed the pump"
+    assert kinds(book.acknowledge(alert.id, "mallory", "mine now", at=30)) == []
+    assert book.acknowledge(alert.id, "mallory", "mine now", at=30) == (None, [])
+    assert (alert.acked_by, alert.acked_at, alert.ack_comment) == ("li", 10, "on it")
+    assert alert.ack_history == [{"by": "mallory", "at": 30, "comment": "mine now", "source": "cli"}]
+    for i in range(50):
+        book.acknowledge(alert.id, f"p{i}", "", at=40 + i)
+    assert len(alert.ack_history) == 20 and alert.ack_history[-1]["by"] == "p49"
+
+
+def test_an_acknowledgement_time_before_the_fire_time_counts_from_the_fire_time() -> None:
+    book = AlertBook({"*": RulePolicy()})
+    alert, _ = book.observe(obs(90, 0), now=1000)
+    book.acknowledge(alert.id, "li", "", at=1)
+    assert alert.acked_at == 1000
+
+
+def test_compaction_forgets_only_closed_alerts_older_than_the_retention_and_ids_stay_unique() -> None:
+    book = AlertBook({"*": RulePolicy()})
+    first, _ = book.observe(obs(90, 0), now=1000)
+    old_id = first.id
+    book.observe(obs(50, 60), now=1100)                                  # resolved at 1100
+    book.observe(obs(90, 0, entity="st2"), now=1100)                     # still firing
+    assert book.compact(now=1100 + 3599, keep_s=3600) == []
+    assert book.compact(now=1100 + 3600, keep_s=3600) == ["air.pm25_daily/st1"]
+    assert list(book.alerts) == ["air.pm25_daily/st2"]
+    again, notes = book.observe(obs(95, 7200), now=9000)
+    assert kinds((again, notes)) == ["firing"] and again.id != old_id
 
 
 @pytest.mark.parametrize("partitions", [1, 3, 6, 12])
