@@ -288,6 +288,9 @@ def _senml_record(rec: dict[str, Any], base: dict[str, Any], topic: TopicInfo | 
     name = base["bn"] + (_str(rec, "n", "") if "n" in rec else "")
     if not name:
         raise PayloadError("no name (neither bn nor n)")
+    if len(given := [k for k in ("v", "vs", "vb", "vd") if k in rec]) > 1:
+        raise PayloadError(f"{show(name)}: a record carries exactly one value (RFC 8428 §4.3), this one has "
+                           f"{', '.join(given)}; send each value in a record of its own")
     if "v" in rec:
         value: float = base["bv"] + _num(rec, "v", show(name))
     elif "vb" in rec:

@@ -155,6 +155,12 @@ def test_rfc8428_4_3_a_value_is_a_number_and_a_boolean_feeds_only_a_flag(record:
     assert senml({"n": "smoke", "vb": True}, domain="fire")[1][0].values == {"smoke": 1.0}
 
 
+@pytest.mark.parametrize("extra", [{"vb": True}, {"vs": "3"}, {"vd": "AQ"}])
+def test_rfc8428_4_3_a_record_with_two_values_is_refused_not_read_as_its_first(extra: dict) -> None:
+    reasons, readings = senml({"n": "pm25", "u": "ug/m3", "v": 3, **extra})
+    assert not readings and "exactly one value (RFC 8428 §4.3)" in reasons[0]
+
+
 @pytest.mark.parametrize("field, unit, value, expected", [
     ("pm25", "kg/m3", 3.5e-8, 35.0), ("co", "kg/m3", 1.2e-6, 1.2),      # RFC 8798 §2: kg/m3, mass concentration
     ("pm25", "ug/m3", 35, 35.0), ("humidity", "/100", 40, 40.0),        # RFC 8798 §3: secondary units
