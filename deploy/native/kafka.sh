@@ -6,7 +6,7 @@
 #     three combined broker+controller nodes on 127.0.0.1:$SMARTCITY_KAFKA_CLUSTER_PORT.. (default
 #     29092-29094, controllers +100), replication factor 3, min.insync.replicas 2; data in
 #     $STACK_DIR/kafka-cluster/node<N>. start starts the nodes that are down; kill N: SIGKILL;
-#     controller: prints the node id of the active controller.
+#     controller: prints the node id of the active controller; reassign JSON: moves partitions and leaders.
 SERVICE=kafka
 source "$(dirname "$0")/lib.sh"
 
@@ -171,10 +171,29 @@ cluster_controller() {
     | sed -n 's/^LeaderId: *\([0-9]*\).*/\1/p'
 }
 
+# cluster_reassign JSON -> applies a partition reassignment (kafka-reassign-partitions' JSON), waits
+# until it is complete, then elects the preferred (first) replicas leaders: the leaders move
+cluster_reassign() {
+  local b; b="$(cluster_bootstrap)"
+  kjava org.apache.kafka.tools.reassign.ReassignPartitionsCommand --bootstrap-server "$b" \
+    --reassignment-json-file "$1" --execute >/dev/null || die "reassignment of $1 failed"
+  for _ in $(seq 1 120); do
+    kjava org.apache.kafka.tools.reassign.ReassignPartitionsCommand --bootstrap-server "$b" \
+      --reassignment-json-file "$1" --verify 2>/dev/null | grep -q "is still in progress" || break
+    sleep 1
+  done
+  kjava org.apache.kafka.tools.LeaderElectionCommand --bootstrap-server "$b" --election-type PREFERRED \
+    --path-to-json-file "$1" >/dev/null 2>&1 || true   # "already the leader" exits non-zero
+  log "reassigned the partitions of $1, preferred leaders elected"
+}
+
 cluster() {
   case "${1:-start}" in
+    reassign) cluster_reassign "${2:?reassignment json}" ;;
     start) cluster_start ;;
-    stop) for n in $NODES; do cluster_node_stop "$n" TERM; done ;;
+    stop) # all at once: the last node alone would wait for a controller quorum that is gone
+          for n in $NODES; do pid_alive "$CLUSTER_DIR/node$n/kafka.pid" && kill "$(cat "$CLUSTER_DIR/node$n/kafka.pid")"; done
+          for n in $NODES; do cluster_node_stop "$n" TERM; done ;;
     status) for n in $NODES; do
               if pid_alive "$CLUSTER_DIR/node$n/kafka.pid"; then echo "node $n up 127.0.0.1:$(node_port "$n")"
               else echo "node $n down"; fi
