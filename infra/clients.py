@@ -11,6 +11,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from influxdb_client import InfluxDBClient
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import KafkaError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -128,12 +131,17 @@ def fix_leader_rejoin() -> bool:
     return True
 
 
+ASSIGNORS = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
+             "cooperative-sticky": CooperativeStickyAssignor}
+
+
 def kafka_consumer(settings: Settings, group_id: str | None, *topics: str, **overrides: Any) -> KafkaConsumer:
     """A consumer that commits only when told to (offsets follow what is safely downstream), with
     kafka-python's leader rejoin fixed (`fix_leader_rejoin`)."""
     fix_leader_rejoin()
     options: dict[str, Any] = dict(
         bootstrap_servers=settings.kafka.bootstrap,
+        partition_assignment_strategy=[ASSIGNORS[settings.kafka.assignment]],
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -132,12 +132,15 @@ def _one_round(settings: Settings) -> dict[str, float]:
         admin.close()
 
 
-def test_partitions_added_to_a_topic_reach_a_group_whose_leader_was_away_from_poll(stack: str) -> None:
+@pytest.mark.parametrize("assignment", ["range", "cooperative-sticky"])
+def test_partitions_added_to_a_topic_reach_a_group_whose_leader_was_away_from_poll(stack: str, assignment: str) -> None:
     """Two consumers of one group, a topic grown from 2 to 6 partitions under a steady stream, the
     leader away from poll() while its rejoin completes: every round the group takes all 6 partitions,
     one owner each, and every record is consumed (what a rebalance costs is printed)."""
-    results = [_one_round(Settings()) for _ in range(ROUNDS)]
+    base = Settings()
+    settings = base.model_copy(update={"kafka": base.kafka.model_copy(update={"assignment": assignment})})
+    results = [_one_round(settings) for _ in range(ROUNDS)]
     for i, r in enumerate(results):
-        print(f"\nround {i}: settled {r['settled_s']:.1f} s after the growth (leader paused: {bool(r['paused'])}), "
+        print(f"\n{assignment} round {i}: settled {r['settled_s']:.1f} s after the growth (leader paused: {bool(r['paused'])}), "
               f"{r['replayed']:.0f} of {r['sent']:.0f} records consumed twice")
     assert any(r["paused"] for r in results), "the leader never paused: the rounds did not reproduce the race"
