@@ -116,6 +116,7 @@ def stop_orphan_lane_brokers() -> None:
 def down() -> None:
     for service in reversed(SERVICES):
         script(service, "stop", check=False)
+    script("kafka", "cluster", "stop", check=False)   # the cluster lanes' nodes, if a run was interrupted
 
 
 def pid_of(service: str, state: Path = STATE) -> int | None:
