@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import threading
 import time
@@ -10,6 +11,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from influxdb_client import InfluxDBClient
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import KafkaError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -86,10 +90,58 @@ def kafka_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**options)
 
 
+# kafka-python releases whose group coordinator `fix_leader_rejoin` was read and tested against
+# (tests/integration/test_kafka_client.py). 3.0.0-3.0.8 never fetch partitions kept across a rebalance.
+REJOIN_FIX_VERIFIED = ("3.0.12",)
+
+
+def fix_leader_rejoin() -> bool:
+    """Make a group leader's rejoin on changed metadata stick, as the Java client does since KAFKA-9815.
+
+    kafka-python 3.0.12's leader notices new partitions (or topics appearing after a join on empty
+    metadata) only by comparing two snapshots and never sets `rejoin_needed`; the join then runs on
+    the IO thread, and if it completes between two polls, its own assignment makes the snapshots
+    equal, nothing collects the result and the member stays REBALANCING for good (no heartbeat, no
+    error). Requesting the rejoin on the mismatch keeps it pending until a join is applied. Returns
+    whether the fix is in place; only on verified versions (SMARTCITY_KAFKA_STOCK_REJOIN=1: off)."""
+    import kafka
+    from kafka.coordinator.consumer import ConsumerCoordinator
+
+    if getattr(ConsumerCoordinator.need_rejoin, "smartcity_fix", False):
+        return True
+    if os.environ.get("SMARTCITY_KAFKA_STOCK_REJOIN") == "1":
+        return False
+    if kafka.__version__ not in REJOIN_FIX_VERIFIED:
+        event(log, "kafka_rejoin_fix_skipped", logging.WARNING, version=kafka.__version__,
+              verified=",".join(REJOIN_FIX_VERIFIED),
+              fix="pin kafka-python to a verified version (pyproject.toml) or re-verify the fix for this one")
+        return False
+    stock = ConsumerCoordinator.need_rejoin
+
+    def need_rejoin(self: ConsumerCoordinator) -> bool:
+        if (self._subscription.partitions_auto_assigned() and not self._auto_assign_all_partitions()
+                and ((self._assignment_snapshot is not None and self._assignment_snapshot != self._metadata_snapshot)
+                     or (self._joined_subscription is not None
+                         and self._joined_subscription != self._subscription.subscription))):
+            self.request_rejoin()
+        return stock(self)
+
+    need_rejoin.smartcity_fix = True  # type: ignore[attr-defined]
+    ConsumerCoordinator.need_rejoin = need_rejoin  # type: ignore[method-assign]
+    return True
+
+
+ASSIGNORS = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
+             "cooperative-sticky": CooperativeStickyAssignor}
+
+
 def kafka_consumer(settings: Settings, group_id: str | None, *topics: str, **overrides: Any) -> KafkaConsumer:
-    """A consumer that commits only when told to (offsets follow what is safely downstream)."""
+    """A consumer that commits only when told to (offsets follow what is safely downstream), with
+    kafka-python's leader rejoin fixed (`fix_leader_rejoin`)."""
+    fix_leader_rejoin()
     options: dict[str, Any] = dict(
         bootstrap_servers=settings.kafka.bootstrap,
+        partition_assignment_strategy=[ASSIGNORS[settings.kafka.assignment]],
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -11,6 +11,7 @@ import os
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -60,6 +61,9 @@ class KafkaSettings(BaseModel):
 
     bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = Field("", description="prepended to every topic; tests use it for isolation")
+    assignment: Literal["range", "roundrobin", "cooperative-sticky"] = Field(
+        "range", description="consumer groups' partition assignment; cooperative-sticky (KIP-429) keeps "
+        "the partitions a member still owns through a rebalance instead of revoking all of them")
 
     def telemetry_topic(self, domain: str) -> str:
         return f"{self.topic_prefix}telemetry.{domain}"

@@ -13,6 +13,9 @@ from schemas.registry import domains
 
 NATIVE = REPO_ROOT / "deploy" / "native"
 TOPICS_FILE = REPO_ROOT / "deploy" / "config" / "topics.txt"
+# Topics take the broker's default.replication.factor: 1 on the single node, 3 on the cluster
+# (deploy/config/kafka/cluster.properties, with min.insync.replicas=2).
+BROKER_DEFAULT_REPLICATION = -1
 
 
 def stack_status() -> tuple[bool, str]:
@@ -64,7 +67,7 @@ def create_topics(settings: Settings, prefix: str | None = None) -> list[str]:
             names.append(prefix + name)
             try:
                 admin.create_topics(
-                    [NewTopic(prefix + name, partitions, 1, topic_configs=configs)], timeout_ms=30_000
+                    [NewTopic(prefix + name, partitions, BROKER_DEFAULT_REPLICATION, topic_configs=configs)], timeout_ms=30_000
                 )
             except TopicAlreadyExistsError:
                 pass
@@ -88,7 +91,7 @@ def ensure_topics(bootstrap: str, specs: list[tuple[str, int, dict[str, str]]]) 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(name, parts, 1, topic_configs=cfg) for name, parts, cfg in specs if name not in existing]
+        new = [NewTopic(name, parts, BROKER_DEFAULT_REPLICATION, topic_configs=cfg) for name, parts, cfg in specs if name not in existing]
         if new:
             admin.create_topics(new, timeout_ms=30_000)
         kept = [ConfigResource(ConfigResourceType.TOPIC, name, configs=cfg) for name, _, cfg in specs

@@ -125,7 +125,7 @@ def bridge(
     client_id: str = typer.Option("bridge-1", help="MQTT client id; keep it stable so the broker keeps the session"),
     group: str = typer.Option("ingest", help="the bridges that watch each other: a live one adopts the session of one that stays offline (and with --shared, the share group)"),
     filters: Optional[list[str]] = typer.Option(None, "--filter", help="MQTT topic filter to subscribe (repeat; default: the four source formats). Divide the stream between bridges by giving each its own filters, e.g. --filter 'city/air/+/+/up' (the broker's ACL grants the bridge account city/+/+/+/up, not city/#)"),
-    shared: bool = typer.Option(False, "--shared", help="subscribe through $share/<group>/: bridges of the group split one stream. Mosquitto 2.0.11 does not restore shared subscriptions when it restarts, so messages published before the bridges resubscribe are lost; plain subscriptions (the default) are restored"),
+    shared: bool = typer.Option(False, "--shared", help="subscribe through $share/<group>/: bridges of the group split one stream. Mosquitto (2.0.11, 2.0.21) does not restore shared subscriptions when it restarts, so messages published before the bridges resubscribe are lost; plain subscriptions (the default) are restored"),
     window: int = typer.Option(2000, min=1, max=65535, help="unacknowledged messages held at most (also sent as MQTT Receive Maximum)"),
     batch: int = typer.Option(1000, min=1, help="messages decoded and produced to Kafka together"),
     session_expiry: int = typer.Option(3600, min=1, help="seconds the broker keeps our session (and queues for it) while no bridge of the group is alive to adopt it"),

@@ -6,7 +6,8 @@ cfg=/mosquitto/config
 mkdir -p "$cfg/certs" "$cfg/data"
 cat /deploy/compose/mosquitto-listeners.conf /deploy/config/mosquitto/mosquitto.conf > "$cfg/mosquitto.conf"
 cp /deploy/config/mosquitto/acl "$cfg/acl"
-: > "$cfg/passwd"
+(umask 077; : > "$cfg/passwd")   # 2.0.21 warns that a later version will refuse readable files
+chmod 600 "$cfg/acl"
 # device accounts: one per domain plug-in, listed by the compose `registry` job
 for user in bridge router subscriber field lorawan $(cat /registry/accounts); do
   mosquitto_passwd -b "$cfg/passwd" "$user" "${MQTT_PASSWORD:?set MQTT_PASSWORD in .env}"

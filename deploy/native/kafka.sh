@@ -2,6 +2,11 @@
 # Resolve Apache Kafka 4.x from Maven Central (cached), format KRaft storage once, start a single
 # combined broker/controller on loopback and create the pipeline's topics. Idempotent.
 #   deploy/native/kafka.sh {start|stop|topics|broker|resolve}   (broker: start without creating/configuring topics)
+#   deploy/native/kafka.sh cluster {start|stop|status|kill N|stop-node N|controller}
+#     three combined broker+controller nodes on 127.0.0.1:$SMARTCITY_KAFKA_CLUSTER_PORT.. (default
+#     29092-29094, controllers +100), replication factor 3, min.insync.replicas 2; data in
+#     $STACK_DIR/kafka-cluster/node<N>. start starts the nodes that are down; kill N: SIGKILL;
+#     controller: prints the node id of the active controller; reassign JSON: moves partitions and leaders.
 SERVICE=kafka
 source "$(dirname "$0")/lib.sh"
 
@@ -99,11 +104,114 @@ stop() {
   rm -f "$PIDFILE"
 }
 
+CLUSTER_DIR="$STACK_DIR/kafka-cluster"
+CLUSTER_PORT="${SMARTCITY_KAFKA_CLUSTER_PORT:-29092}"
+CLUSTER_HEAP="${SMARTCITY_KAFKA_CLUSTER_HEAP:-384m}"
+NODES="1 2 3"
+node_port() { echo $((CLUSTER_PORT + $1 - 1)); }
+node_ctl_port() { echo $((CLUSTER_PORT + 100 + $1 - 1)); }
+cluster_bootstrap() { local n b=""; for n in $NODES; do b="${b:+$b,}127.0.0.1:$(node_port "$n")"; done; echo "$b"; }
+
+# cluster_configure N -> node N's server.properties, its storage formatted once with the cluster's id
+cluster_configure() {
+  local n=$1 d="$CLUSTER_DIR/node$1" voters="" m
+  for m in $NODES; do voters="${voters:+$voters,}$m@127.0.0.1:$(node_ctl_port "$m")"; done
+  mkdir -p "$d/data"
+  sed -e "s#@NODE_ID@#$n#" -e "s#@VOTERS@#$voters#" -e "s#@PORT@#$(node_port "$n")#g" \
+      -e "s#@CONTROLLER_PORT@#$(node_ctl_port "$n")#g" -e "s#@LOG_DIR@#$d/data#" \
+      "$CONFIG_DIR/kafka/cluster.properties" > "$d/server.properties"
+  [ -s "$CLUSTER_DIR/cluster.id" ] || kjava kafka.tools.StorageTool random-uuid > "$CLUSTER_DIR/cluster.id"
+  if [ ! -f "$d/data/meta.properties" ]; then
+    kjava kafka.tools.StorageTool format -t "$(cat "$CLUSTER_DIR/cluster.id")" -c "$d/server.properties" >/dev/null \
+      || die "storage format of cluster node $n failed"
+  fi
+}
+
+cluster_start() {
+  command -v java >/dev/null || die "java not found: install OpenJDK 17 (apt-get install openjdk-17-jre-headless)"
+  resolve
+  mkdir -p "$CLUSTER_DIR"
+  local n started=""
+  for n in $NODES; do
+    if pid_alive "$CLUSTER_DIR/node$n/kafka.pid" && port_open "$(node_port "$n")"; then continue; fi
+    port_open "$(node_port "$n")" && die "port $(node_port "$n") is taken by another process; set SMARTCITY_KAFKA_CLUSTER_PORT"
+    cluster_configure "$n"
+    nohup java -Xms128m -Xmx"$CLUSTER_HEAP" -XX:+UseG1GC -cp "$LIBS/*" \
+      -Dlog4j2.configurationFile="$CONFIG_DIR/kafka/log4j2.properties" -Dkafka.logs.dir="$CLUSTER_DIR/node$n" \
+      kafka.Kafka "$CLUSTER_DIR/node$n/server.properties" >"$CLUSTER_DIR/node$n/kafka.out" 2>&1 &
+    echo $! > "$CLUSTER_DIR/node$n/kafka.pid"
+    started="$started $n"
+  done
+  [ -n "$started" ] && log "starting cluster nodes$started (KRaft, broker+controller each) on $(cluster_bootstrap)"
+  for n in $started; do wait_port "$(node_port "$n")" "$START_TIMEOUT" "$CLUSTER_DIR/node$n/server.log"; done
+  # ready: every node answers, and the quorum has a leader (a metadata request through the whole cluster)
+  for _ in $(seq 1 "$START_TIMEOUT"); do
+    kjava org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$(cluster_bootstrap)" 2>/dev/null \
+      | grep -c '^127.0.0.1:' | grep -qx 3 && return 0
+    sleep 1
+  done
+  die "the cluster on $(cluster_bootstrap) does not have 3 brokers answering (logs: $CLUSTER_DIR/node*/server.log)"
+}
+
+# cluster_node_stop N SIGNAL -> stops node N (TERM: controlled shutdown; KILL: crash) and waits for its exit
+cluster_node_stop() {
+  local pidfile="$CLUSTER_DIR/node$1/kafka.pid"
+  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
+  local pid; pid="$(cat "$pidfile")"
+  kill "-$2" "$pid"
+  for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+  rm -f "$pidfile"
+  log "cluster node $1 stopped ($2)"
+}
+
+# cluster_controller -> the node id of the active controller (the KRaft quorum's leader)
+cluster_controller() {
+  kjava org.apache.kafka.tools.MetadataQuorumCommand --bootstrap-server "$(cluster_bootstrap)" describe --status \
+    | sed -n 's/^LeaderId: *\([0-9]*\).*/\1/p'
+}
+
+# cluster_reassign JSON -> applies a partition reassignment (kafka-reassign-partitions' JSON), waits
+# until it is complete, then elects the preferred (first) replicas leaders: the leaders move
+cluster_reassign() {
+  local b; b="$(cluster_bootstrap)"
+  kjava org.apache.kafka.tools.reassign.ReassignPartitionsCommand --bootstrap-server "$b" \
+    --reassignment-json-file "$1" --execute >/dev/null || die "reassignment of $1 failed"
+  for _ in $(seq 1 120); do
+    kjava org.apache.kafka.tools.reassign.ReassignPartitionsCommand --bootstrap-server "$b" \
+      --reassignment-json-file "$1" --verify 2>/dev/null | grep -q "is still in progress" || break
+    sleep 1
+  done
+  kjava org.apache.kafka.tools.LeaderElectionCommand --bootstrap-server "$b" --election-type PREFERRED \
+    --path-to-json-file "$1" >/dev/null 2>&1 || true   # "already the leader" exits non-zero
+  log "reassigned the partitions of $1, preferred leaders elected"
+}
+
+cluster() {
+  case "${1:-start}" in
+    reassign) cluster_reassign "${2:?reassignment json}" ;;
+    start) cluster_start ;;
+    stop) # all at once: the last node alone would wait for a controller quorum that is gone
+          for n in $NODES; do pid_alive "$CLUSTER_DIR/node$n/kafka.pid" && kill "$(cat "$CLUSTER_DIR/node$n/kafka.pid")"; done
+          for n in $NODES; do cluster_node_stop "$n" TERM; done ;;
+    status) for n in $NODES; do
+              if pid_alive "$CLUSTER_DIR/node$n/kafka.pid"; then echo "node $n up 127.0.0.1:$(node_port "$n")"
+              else echo "node $n down"; fi
+            done ;;
+    kill) cluster_node_stop "${2:?node id}" KILL ;;
+    stop-node) cluster_node_stop "${2:?node id}" TERM ;;
+    controller) cluster_controller ;;
+    bootstrap) cluster_bootstrap ;;
+    *) die "usage: $0 cluster {start|stop|status|kill N|stop-node N|controller|bootstrap}" ;;
+  esac
+}
+
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
   topics) topics ;;
   broker) broker ;;
   resolve) resolve ;;   # only the jars (the chaos suite resolves before entering its namespace)
-  *) die "usage: $0 {start|stop|topics|broker|resolve}" ;;
+  cluster) shift; cluster "$@" ;;
+  *) die "usage: $0 {start|stop|topics|broker|resolve|cluster ...}" ;;
 esac

@@ -125,7 +125,7 @@ class Lane:
 
     def __init__(self, tag: str, fault: str, base: Settings, logs: Path, proxy_port: int,
                  topics_from: "Lane | None" = None, mqtt_port: int | None = None,
-                 kafka_port: int | None = None) -> None:
+                 kafka_port: int | None = None, kafka_bootstrap: str | None = None) -> None:
         self.tag, self.fault, self.logs, self.proxy_port = tag, fault, logs, proxy_port
         self.mqtt_port, self.kafka_port = mqtt_port, kafka_port
         self.dir = stack.STATE / "lanes" / tag if mqtt_port else stack.STATE
@@ -138,6 +138,8 @@ class Lane:
                                     "SMARTCITY_KAFKA_CONTROLLER_PORT": str(kafka_port + 1000),
                                     "SMARTCITY_TOPICS_FILE": "/dev/null"})
             base = base.model_copy(update={"kafka": base.kafka.model_copy(update={"bootstrap": f"127.0.0.1:{kafka_port}"})})
+        if kafka_bootstrap:   # the three-node cluster of the cluster lanes
+            base = base.model_copy(update={"kafka": base.kafka.model_copy(update={"bootstrap": kafka_bootstrap})})
         prefix = topics_from.settings.kafka.topic_prefix if topics_from else f"{tag}."
         self.settings = base.model_copy(update={
             "mqtt": base.mqtt.model_copy(update={"port": mqtt_port or base.mqtt.port,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import shutil
 import signal
 import subprocess
@@ -22,9 +23,12 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from kafka.admin import KafkaAdminClient
 
 from infra.clients import kafka_consumer
 from infra.settings import Settings
@@ -49,6 +53,7 @@ class Fault:
                                            # (or beside a check that does not need what it stops)
     routers: bool = True
     own_kafka: bool = False                # the lane has a Kafka of its own and runs beside all the others
+    cluster: bool = False                  # on the three-node Kafka cluster (one lane at a time, beside all)
 
 
 def _restart(name: str, starter: str) -> Callable[[Lane, Load], None]:
@@ -167,6 +172,47 @@ def _outage(service: str, seconds: float) -> Callable[[Lane, Load], None]:
     return act
 
 
+def _leaders(lane: Lane) -> dict[tuple[str, int], tuple[int, list[int]]]:
+    """(topic, partition) -> (leader, replicas) of the lane's topics on the cluster."""
+    admin = KafkaAdminClient(bootstrap_servers=lane.settings.kafka.bootstrap)
+    try:
+        names = [t for t in admin.list_topics() if t.startswith(lane.settings.kafka.topic_prefix)]
+        return {(t["name"], p["partition_index"]): (p["leader_id"], p["replica_nodes"])
+                for t in admin.describe_topics(names) for p in t["partitions"]}
+    finally:
+        admin.close()
+
+
+def _cluster(kind: str, down_s: float = 10) -> Callable[[Lane, Load], None]:
+    """A fault of the Kafka cluster under load: `kill` SIGKILLs the broker leading most of the lane's
+    partitions, `controller` the active KRaft controller (both restarted after `down_s`), `stop` shuts
+    a broker down for `down_s`, `reassign` moves every partition's leader to another broker."""
+    def act(lane: Lane, load: Load) -> None:
+        time.sleep(4)
+        leaders = _leaders(lane)
+        if kind == "reassign":
+            plan = {"version": 1, "partitions": [
+                {"topic": t, "partition": p, "replicas": [r for r in replicas if r != leader] + [leader]}
+                for (t, p), (leader, replicas) in leaders.items()]}
+            path = lane.logs / "reassignment.json"
+            path.write_text(json.dumps(plan))
+            stack.cluster("reassign", str(path))
+            after = _leaders(lane)
+            moved = sum(after[k][0] != leaders[k][0] for k in leaders)
+            lane.note(f"{moved} of {len(leaders)} partition leaders moved")
+            if not moved:
+                raise RuntimeError("the reassignment moved no leader: the lane proves nothing")
+            return
+        victim = (stack.cluster("controller") if kind == "controller"
+                  else str(Counter(leader for leader, _ in leaders.values()).most_common(1)[0][0]))
+        stack.cluster("kill" if kind in ("kill", "controller") else "stop-node", victim)
+        lane.note(f"node {victim} {'SIGKILLed' if kind != 'stop' else 'stopped'} for {down_s:.0f} s"
+                  + (" (the active controller)" if kind == "controller" else ""))
+        time.sleep(down_s)
+        stack.cluster("start")
+    return act
+
+
 FAULTS = {f.name: f for f in (
     Fault("none", _idle),
     Fault("bridge-kill", _restart("bridge", "start_bridge")),
@@ -185,11 +231,16 @@ FAULTS = {f.name: f for f in (
     Fault("kafka-60s", _outage("kafka", 60), load_seconds=75, exclusive=True, drain=180),
     Fault("influxdb-60s", _outage("influxdb", 60), load_seconds=75, exclusive=True, drain=180),
     Fault("kafka-10min", _outage("kafka", 600), load_seconds=620, drain=300, own_kafka=True),
+    Fault("cluster-leader-moved", _cluster("reassign"), load_seconds=20, cluster=True),
+    Fault("cluster-broker-sigkill", _cluster("kill"), load_seconds=25, cluster=True),
+    Fault("cluster-controller-kill", _cluster("controller"), load_seconds=25, cluster=True),
+    Fault("cluster-broker-5min", _cluster("stop", 300), load_seconds=315, drain=240, cluster=True),
 )}
 NEW_GROUP = "new-group-on-full-topics"
 SHORT = ["none", "bridge-kill", "processor-kill", "poison", "influx-500", "alerts-poison"]
 FULL = list(FAULTS) + [NEW_GROUP] + list(alerting.LANES)
 WAVE = 4   # lanes run side by side (2 cores: more only slows every lane down)
+CLUSTER = "127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094"   # deploy/native/kafka.sh cluster (default ports)
 
 
 class Run:
@@ -202,6 +253,7 @@ class Run:
         self.lanes: dict[str, Lane] = {}
         self.port = 18086
         self.lock = threading.Lock()
+        self.cluster_alive: tuple[bool, str] | None = None   # (all 3 nodes up, their status) after the cluster lanes
 
     def lane(self, fault: str, topics_from: Lane | None = None) -> Lane:
         with self.lock:   # lanes start in threads: tags and ports must be unique
@@ -210,7 +262,8 @@ class Run:
             own_kafka = fault in FAULTS and FAULTS[fault].own_kafka
             lane = Lane(tag, fault, self.base, self.folder / fault, self.port, topics_from,
                         mqtt_port=20000 + self.port - 18086,
-                        kafka_port=23000 + self.port - 18086 if own_kafka else None)
+                        kafka_port=23000 + self.port - 18086 if own_kafka else None,
+                        kafka_bootstrap=CLUSTER if fault in FAULTS and FAULTS[fault].cluster else None)
             self.lanes[fault] = lane
         return lane
 
@@ -264,6 +317,25 @@ class Run:
         lane.stop()
         outcome.notes.extend(lane.notes)
         self.outcomes[outcome.fault] = outcome
+
+    def run_cluster(self, faults: list[Fault]) -> None:
+        """The cluster lanes one after the other on one three-node cluster (started here, stopped at the end)."""
+        try:
+            stack.cluster("start")
+            warm_up(self.base.model_copy(update={"kafka": self.base.kafka.model_copy(update={"bootstrap": CLUSTER})}))
+        except Exception as exc:  # noqa: BLE001
+            for fault in faults:
+                outcome = Outcome(fault.name)
+                self.broken(outcome, exc)
+                self.outcomes[fault.name] = outcome
+            return
+        try:
+            for fault in faults:
+                self.run_fault(fault)
+        finally:
+            nodes = stack.cluster("status")
+            self.cluster_alive = nodes.count(" up ") == 3, nodes.replace("\n", ", ")
+            stack.cluster("stop")
 
     def run_new_group(self) -> None:
         """A brand-new processor group on the `none` lane's topics (full of data), empty bucket."""
@@ -393,9 +465,13 @@ def main(argv: list[str]) -> int:
                       if n in FAULTS and FAULTS[n].own_kafka]   # the long outage, on the lane's own Kafka
         beside_all += [threading.Thread(target=lambda n=n: extra.extend(alerting.run(run.base, run.folder / "alerts", [n])))
                        for n in names if n in alerting.LONG]
+        on_cluster = [FAULTS[n] for n in names if n in FAULTS and FAULTS[n].cluster]
+        if on_cluster:
+            beside_all.append(threading.Thread(target=run.run_cluster, args=(on_cluster,)))
         for t in beside_all:
             t.start()
-        parallel = [FAULTS[n] for n in names if n in FAULTS and not FAULTS[n].exclusive and not FAULTS[n].own_kafka]
+        parallel = [FAULTS[n] for n in names if n in FAULTS and not FAULTS[n].exclusive and not FAULTS[n].own_kafka
+                    and not FAULTS[n].cluster]
         for i in range(0, len(parallel), WAVE):
             threads = [threading.Thread(target=run.run_fault, args=(f,)) for f in parallel[i:i + WAVE]]
             for t in threads:
@@ -426,6 +502,8 @@ def main(argv: list[str]) -> int:
         alive = {s: stack.pid_of(s) is not None for s in stack.SERVICES}
         extra.append(("brokers alive at the end", all(alive.values()),
                       ", ".join(f"{s} {'up' if up else 'DOWN'}" for s, up in alive.items())))
+        if run.cluster_alive:
+            extra.append(("kafka cluster nodes alive at the end", *run.cluster_alive))
         extra.append(security.secrets_in_logs(stack.STATE, [lane.secret for lane in run.lanes.values()]))
         report, ok = table(run, extra)
         header = (f"# chaos run {run.folder.name} ({'full' if args.full else 'short' if not args.only else args.only}), "

@@ -116,6 +116,7 @@ def stop_orphan_lane_brokers() -> None:
 def down() -> None:
     for service in reversed(SERVICES):
         script(service, "stop", check=False)
+    script("kafka", "cluster", "stop", check=False)   # the cluster lanes' nodes, if a run was interrupted
 
 
 def pid_of(service: str, state: Path = STATE) -> int | None:
@@ -145,6 +146,19 @@ def stop_service(service: str, env: dict[str, str] | None = None) -> None:
 
 def start_service(service: str, env: dict[str, str] | None = None) -> None:
     script(service, "start", env=env)
+
+
+def cluster(*args: str) -> str:
+    """`deploy/native/kafka.sh cluster ARGS` on the private state folder; its output (the three-node
+    cluster of the chaos suite's cluster lanes: start, stop, kill N, stop-node N, controller, reassign)."""
+    proc = subprocess.run([str(NATIVE / "kafka.sh"), "cluster", *args], env=deploy_env(), capture_output=True,
+                          text=True, timeout=900)
+    with open(STATE / "deploy.log", "a") as log:
+        log.write(proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"deploy/native/kafka.sh cluster {' '.join(args)} failed (exit {proc.returncode}):\n"
+                           f"{proc.stderr[-3000:]}")
+    return proc.stdout.strip()
 
 
 def netem(spec: str | None) -> None:
