@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from processors.buffer import Sums, WindowState
 from processors.outlook import ratio_outlook
 from processors.plugin import (
     DomainProcessor,
@@ -22,8 +23,6 @@ from processors.plugin import (
     indicator,
     local_day,
     local_year,
-    means_of,
-    site_groups,
     year_ends,
 )
 from schemas.thresholds import PlanThresholds, load_plan
@@ -164,15 +163,20 @@ class AirProcessor(DomainProcessor):
 
     domain = "air"
 
-    def compute(self, buffer, days: np.ndarray) -> Output:  # noqa: ANN001
+    def new_state(self) -> WindowState:
+        """Per (sensor, site, local hour): the sums and counts of each pollutant's present values. HJ 633
+        judges the hourly AQI on the hour's means; GB 3095 judges the daily mean on the day's valid
+        hourly means (20 at least) and 8-h O3 on 6 valid hours of 8 (the day's and the 7 before it):
+        all of it follows from the hourly sums, so the readings are never needed again."""
+        return WindowState(self.domain, self.horizon_days,
+                           hours=Sums(hour_start, lambda b: b.values[:, [b.fields.index(p) for p in POLLUTANTS]]))
+
+    def windows(self, state: WindowState, days: np.ndarray) -> Output:
         out = Output()
-        wanted = np.isin(local_day(buffer.ts), np.concatenate([days, days - 1]))
-        b = buffer.take(wanted)
-        if not len(b):
+        hours = state.hours.site_windows(np.concatenate([days, days - 1]))
+        if not hours.pairs:
             return out
-        cols = [b.fields.index(p) for p in POLLUTANTS]
-        sites_hours, inverse = site_groups(b.site, hour_start(b.ts))
-        means, counts = means_of(inverse, len(sites_hours), b.values[:, cols])
+        sites_hours, means, counts = hours.pairs, hours.means(), hours.counts
         hour_ts = np.array([h for _, h in sites_hours], np.int64)
         for start, rows in by_local_day(hour_ts):
             if local_day(np.array([start]))[0] in days:

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from infra.logs import event
+from processors.buffer import Rows, Sums, WindowState, day_window
 from processors.outlook import ratio_outlook
 from processors.plugin import (
     DAY_NS,
@@ -84,6 +85,7 @@ def full_since(ts: np.ndarray, fill: np.ndarray, *, level: float) -> float:
 
 
 CATEGORY_FIELDS = ("recyclable_kg", "hazardous_kg", "kitchen_kg", "residual_kg")
+PLANT_FIELDS = CATEGORY_FIELDS + ("harmless_kg", "recovered_kg", "kitchen_resource_kg", "incinerated_kg", "landfilled_kg")
 
 
 class GarbageProcessor(DomainProcessor):
@@ -94,23 +96,29 @@ class GarbageProcessor(DomainProcessor):
     domain = "garbage"
     horizon_days = 3
 
-    def compute(self, buffer, days: np.ndarray) -> Output:  # noqa: ANN001
+    def new_state(self) -> WindowState:
+        """Per (sensor, site, local day): the sums of the plant's report fields (the day's rates are
+        ratios of the day's totals); and each bin's fill levels with their times (the collection rule
+        needs the run of full readings before each day's end, which a late reading can split or join;
+        bins report a few times an hour, and only ts and level are kept)."""
+        return WindowState(self.domain, self.horizon_days,
+                           plant=Sums(day_window, lambda b: b.values[:, [b.fields.index(f) for f in PLANT_FIELDS]],
+                                      lambda b: ~np.isnan(b.column("harmless_kg"))),
+                           bins=Rows(("fill_level",), lambda b: ~np.isnan(b.column("fill_level"))))
+
+    def windows(self, state: WindowState, days: np.ndarray) -> Output:
         out = Output()
-        col = buffer.fields.index
-        v = buffer.values
-        day_of = local_day(buffer.ts)
-        plant = ~np.isnan(v[:, col("harmless_kg")])
-        bins = ~np.isnan(v[:, col("fill_level")])
+        bins: Rows = state.bins
+        bin_day = local_day(bins.ts)
         for day in days:
             start = int(day_start(day))
             end = start + DAY_NS
             full = self.plan.value("garbage.bin_full", start)
             coefficient = self.plan.value("garbage.incineration_coefficient", start)
-            report = plant & (day_of == day)
+            report = state.plant.site_windows(np.array([day]))
             fields: dict[str, float] = {}
-            if report.any():
-                total = {f: float(np.nansum(v[report, col(f)])) for f in
-                         CATEGORY_FIELDS + ("harmless_kg", "recovered_kg", "kitchen_resource_kg", "incinerated_kg", "landfilled_kg")}
+            if report.readings.sum() > 0:
+                total = dict(zip(PLANT_FIELDS, report.sums.sum(axis=0).tolist()))
                 generated = sum(total[f] for f in CATEGORY_FIELDS)
                 r = rates(np.array([generated]), np.array([total["recovered_kg"]]), np.array([total["kitchen_resource_kg"]]),
                           np.array([total["incinerated_kg"]]), np.array([total["harmless_kg"]]),
@@ -122,10 +130,10 @@ class GarbageProcessor(DomainProcessor):
                     event(log, "inconsistent_garbage_report", logging.WARNING, day=start, reason=r.reason[0],
                           generated_kg=generated, recovered_kg=total["recovered_kg"],
                           kitchen_resource_kg=total["kitchen_resource_kg"], harmless_kg=total["harmless_kg"])
-            known = bins & (buffer.ts < end)  # every bin seen up to the day's end: the overdue ones included
-            overdue = self._overdue(out, buffer, known, end, start, full)
-            bins_known = len(set(buffer.sensor_id[known]))
-            if bins_known and (bins & (day_of == day)).any():
+            known = bins.ts < end  # every bin seen up to the day's end: the overdue ones included
+            overdue = self._overdue(out, bins, known, end, start, full)
+            bins_known = len(set(bins.sensor[known].tolist()))
+            if bins_known and (bin_day == day).any():
                 fields.update(bins=bins_known, bins_overdue=overdue,
                               collection_rate=float(bounded_share(np.array([bins_known - overdue]),
                                                                   np.array([bins_known]))[0][0]))
@@ -179,24 +187,24 @@ class GarbageProcessor(DomainProcessor):
                                     feasible=int(o.feasible), seasonal=int(o.seasonal), inconsistent=int(bad[0]),
                                     days=len(gen_days)))
 
-    def _overdue(self, out: Output, buffer, mask: np.ndarray, at: int, day: int, full: float) -> int:  # noqa: ANN001
+    def _overdue(self, out: Output, bins: Rows, mask: np.ndarray, at: int, day: int, full: float) -> int:
         """Count (and report) bins full for longer than the deadline at time `at`."""
-        col = buffer.fields.index("fill_level")
         idx = np.flatnonzero(mask)
         if not len(idx):
             return 0
-        _, sensor = factorize(buffer.sensor_id[idx])
-        by_sensor = np.lexsort((buffer.ts[idx], sensor))
+        fill = bins.column("fill_level")
+        _, sensor = factorize(bins.sensor[idx])
+        by_sensor = np.lexsort((bins.ts[idx], sensor))
         order, sensor = idx[by_sensor], sensor[by_sensor]
         cuts = np.flatnonzero(sensor[1:] != sensor[:-1]) + 1
         count = 0
         deadline = self.plan.value("garbage.collection_deadline", day)
         for rows in np.split(order, cuts):
-            since = full_since(buffer.ts[rows], buffer.values[rows, col], level=full)
+            since = full_since(bins.ts[rows], fill[rows], level=full)
             late = bool(overdue_bins(np.array([since]), at, plan=self.plan, at=day)[0])
             count += late
             hours = (at - since) / 3.6e12 if late else 0.0
-            sensor, site = str(buffer.sensor_id[rows[0]]), str(buffer.site[rows[0]])
+            sensor, site = str(bins.sensor[rows[0]]), str(bins.site[rows[0]])
             out.observations.append(Observation(
                 "garbage.bin_overdue", sensor, "garbage", site, "minor", round(hours, 2), deadline / 3600, late, day,
                 f"Bin {sensor} full and not emptied", f"{sensor} 垃圾桶满溢未清运", "plan l.273: 集中清运率100%"))

@@ -7,18 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from processors.buffer import Sums, WindowState
 from processors.outlook import level_outlook
-from processors.plugin import (
-    DomainProcessor,
-    Observation,
-    Output,
-    Point,
-    hour_start,
-    indicator,
-    local_day,
-    local_year,
-    site_groups,
-)
+from processors.plugin import DomainProcessor, Observation, Output, Point, hour_start, indicator, local_day, local_year
+from schemas.batch import ReadingBatch
 from schemas.sites import expected_sites, load_registry
 from schemas.thresholds import PlanThresholds, load_plan
 
@@ -54,6 +46,12 @@ def spaces_added(current_capacity: np.ndarray, baseline_spaces: float | None) ->
     return float(np.nansum(current_capacity) - baseline_spaces)
 
 
+def _share_and_capacity(batch: ReadingBatch) -> np.ndarray:
+    """[occupied share, capacity] per reading: what the hourly windows sum."""
+    capacity = batch.column("capacity")
+    return np.stack([occupancy(capacity, batch.column("occupied"), batch.column("free")), capacity], axis=1)
+
+
 # -- plug-in: hourly occupancy per lot, district occupancy, networked rate, spaces added ----------------
 
 class ParkingProcessor(DomainProcessor):
@@ -62,27 +60,24 @@ class ParkingProcessor(DomainProcessor):
 
     domain = "parking"
 
-    def compute(self, buffer, days: np.ndarray) -> Output:  # noqa: ANN001
+    def new_state(self) -> WindowState:
+        """Per (sensor, lot, local hour): readings, the sum, count and maximum of the occupied share and
+        the largest capacity reported. A lot's hourly mean and peak occupancy (saturation) follow from
+        them, the district's occupancy weighs each lot's hourly mean by its capacity, and the networked
+        rate needs only which lots reported in the hour: no reading is needed again."""
+        return WindowState(self.domain, self.horizon_days, hours=Sums(hour_start, _share_and_capacity))
+
+    def windows(self, state: WindowState, days: np.ndarray) -> Output:
         out = Output()
-        col = buffer.fields.index
-        share = occupancy(buffer.values[:, col("capacity")], buffer.values[:, col("occupied")],
-                          buffer.values[:, col("free")])
-        capacity = buffer.values[:, col("capacity")]
-        # registered lots: every lot known to the buffer or to the results of the 30 days up to the batch's
+        # registered lots: every lot known to the state or to the results of the 30 days up to the batch's
         last = int(days.max())
         known = set(self.history.latest("parking_hourly", ["capacity"], last - 30, last + 1)["capacity"].tags["site"])
-        registered = sorted(set(expected_sites("parking")) | known | set(buffer.site.astype(str)))
-        hours = hour_start(buffer.ts)
-        sel = np.isin(local_day(buffer.ts), days)
-        uniq, inverse = site_groups(buffer.site[sel], hours[sel])
-        s, cap = share[sel], capacity[sel]
-        n = np.bincount(inverse, minlength=len(uniq))
-        ok = ~np.isnan(s)
-        mean = np.bincount(inverse, np.where(ok, s, 0), len(uniq)) / np.maximum(np.bincount(inverse, ok, len(uniq)), 1)
-        peak = np.full(len(uniq), -np.inf)
-        np.maximum.at(peak, inverse, np.where(ok, s, -np.inf))
-        lot_cap = np.zeros(len(uniq))
-        np.maximum.at(lot_cap, inverse, np.nan_to_num(cap))
+        registered = sorted(set(expected_sites("parking")) | known | state.sites())
+        hours = state.hours.site_windows(days)
+        uniq, n = hours.pairs, hours.readings
+        mean = hours.sums[:, 0] / np.maximum(hours.counts[:, 0], 1) if uniq else np.zeros(0)
+        peak = hours.maxima[:, 0] if uniq else np.zeros(0)
+        lot_cap = np.maximum(hours.maxima[:, 1], 0.0) if uniq else np.zeros(0)
         per_hour: dict[int, list[tuple[str, float, float]]] = {}
         for i, (site, hour) in enumerate(uniq):
             level = self.plan.value("parking.saturated", hour)

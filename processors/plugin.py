@@ -1,13 +1,15 @@
 """The processor plug-in contract: a domain turns buffered readings into compliance points and alert
 observations. Plug-ins compute; the service (processors/service.py) moves data. Event-time windows
-are local (UTC+8) hours and days, recomputed whole whenever a reading lands in them, so late and
-out-of-order readings land in the right window and writing the result again is harmless."""
+are local (UTC+8) hours and days. A plug-in declares its state (`new_state`: running aggregates per
+sensor and window, processors/buffer.py), never every reading; a window's result is recomputed from
+that state whenever a reading lands in it, so late and out-of-order readings land in the right window
+and writing the result again is harmless."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -16,6 +18,9 @@ from processors.outlook import seasonal_profile
 from schemas.batch import ReadingBatch
 from schemas.sites import load_registry
 from schemas.thresholds import DAY_NS, LOCAL_OFFSET_NS, PlanThresholds
+
+if TYPE_CHECKING:
+    from processors.buffer import WindowState
 
 HOUR_NS = 3600 * 10**9
 PROFILE_YEARS = 3          # past years read for a seasonal profile
@@ -138,8 +143,22 @@ class DomainProcessor(ABC):
         load_registry()  # an operator registry (SMARTCITY_SITES) with a mistake fails at start, naming the file
 
     @abstractmethod
-    def compute(self, buffer: ReadingBatch, days: np.ndarray) -> Output:
-        """Indicators for the local `days` touched by the latest batch, from every buffered reading."""
+    def new_state(self) -> "WindowState":
+        """An empty state of the domain's open days: what it holds, and why that is enough, is written
+        next to each plug-in's declaration."""
+
+    @abstractmethod
+    def windows(self, state: "WindowState", days: np.ndarray) -> Output:
+        """Indicators for the local `days` touched by the latest batch, from the domain's state."""
+
+    def compute(self, readings: "ReadingBatch | WindowState", days: np.ndarray) -> Output:
+        """Indicators for the local `days` from a state, or from readings (a day read back from the raw
+        bucket, a test's batch) fed into a fresh state first."""
+        if isinstance(readings, ReadingBatch):
+            state = self.new_state()
+            state.add(readings)
+            return self.windows(state, days)
+        return self.windows(readings, days)
 
     def past_profile(self, measurement: str, field: str, year_first_day: int,
                      tags: Tags | None = None) -> np.ndarray | None:

@@ -4,7 +4,8 @@ Per poll: decode the records of each domain into columns and write them raw (`te
 Each domain's checkpoint comes round every `compute_every` seconds (`_flush`, one domain per step so
 the raw path runs in between; later when windows grow expensive, so that computing them takes at
 most `compute_share` of the time): the domain's readings of those polls are merged into its
-open-window buffer, its plug-in recomputes the touched windows once, and the checkpoint
+domain's window state (running aggregates per sensor and window, processors/buffer.py: never the
+readings themselves), its plug-in recomputes the touched windows from it once, and the checkpoint
 (`ProcessorService.checkpoint`) writes the results, produces observations and dead letters, confirms
 every one of them, and only then commits the domain's offsets. Writes are idempotent (same measurement + tags
 + time overwrite), so a replay after a crash gives the same numbers.
@@ -16,8 +17,8 @@ skipped, whatever the committed offset or the InfluxDB state. A newly assigned p
 back to the start of its domain's open windows (`offsets_for_times` on the event-time record
 timestamps the bridge sets), never past the committed offset, or to the log start when the group has
 committed nothing; a partition the processor kept through a rebalance continues where it was (its
-buffer is intact), so a rebalance replays only what the new owner lacks. Readings older than the
-buffer are still stored raw and their day is recomputed from the raw bucket.
+state is intact), so a rebalance replays only what the new owner lacks. Readings older than the
+state are still stored raw and their day is recomputed from the raw bucket.
 
 Outages: InfluxDB and Kafka failures are waited out with backoff for as long as they last. While it
 waits the processor pauses its partitions and keeps polling, so it stays in the consumer group
@@ -45,11 +46,10 @@ from infra.clients import RebalanceWatch, influx_client, kafka_consumer, kafka_p
 from infra.influxwrite import InfluxWriter
 from infra.logs import event
 from infra.settings import Settings
-from processors.buffer import WindowBuffer
 from processors.history import FluxHistory
 from processors.influx import MAX_BACKOFF, InfluxGateway, Refused
 from processors.metrics import ProcessorMetrics
-from processors.plugin import DAY_NS, DomainProcessor, Observation, day_start, escape, local_day
+from processors.plugin import DAY_NS, DomainProcessor, Observation, Output, day_start, escape, local_day
 from processors.registry import processors
 from processors.stale import StaleDetector
 from schemas.batch import ReadingBatch
@@ -153,7 +153,7 @@ class ProcessorService:
         plan = load_plan()
         history = FluxHistory(self.influx.query, settings.influx.bucket_compliance)
         self.plugins: dict[str, DomainProcessor] = {d: plugins[d](plan, history) for d in domains}
-        self.buffers = {d: WindowBuffer(p.horizon_days) for d, p in self.plugins.items()}
+        self.states = {d: p.new_state() for d, p in self.plugins.items()}
         # max_block_ms: a send while Kafka is away fails fast instead of blocking the loop for a minute.
         self.producer = kafka_producer(settings, linger_ms=5, max_block_ms=2_000)
         # Static membership (instance_id): a restarted member takes its partitions back at once; the short
@@ -216,7 +216,7 @@ class ProcessorService:
     # -- positions ---------------------------------------------------------------------------------
 
     def _position(self) -> None:
-        """After an assignment change: forget revoked partitions (stale timers, buffered readings), seek
+        """After an assignment change: forget revoked partitions (stale timers, window state), seek
         kept ones to where this processor is, and new ones back to their open windows."""
         delay = 0.5
         while self.assignment_changed or self.reseek:
@@ -253,13 +253,13 @@ class ProcessorService:
                       lost=len(lost))
 
     def _forget(self, lost: set[TopicPartition]) -> None:
-        """State follows ownership: the sensors of revoked partitions leave the stale timers and buffers."""
+        """State follows ownership: the sensors of revoked partitions leave the stale timers and window states."""
         gone = self.stale.forget(lost)
         by_domain: dict[str, list[str]] = defaultdict(list)
         for domain, sensor in gone:
             by_domain[domain].append(sensor)
         for domain, sensors in by_domain.items():
-            self.buffers[domain].drop(sensors)
+            self.states[domain].drop(sensors)
             if (cp := self.pending.get(domain)) is not None:
                 for batches in cp.batches.values():
                     batches[:] = [b.take(~np.isin(b.sensor_id, sensors)) for b in batches]
@@ -564,15 +564,15 @@ class ProcessorService:
         return ReadingBatch.concat(good) if good else ReadingBatch.from_records(domain, [])[0]
 
     def _compute(self, domain: str, batch: ReadingBatch, cp: Checkpoint) -> None:
-        """Merge into the buffer and let the plug-in recompute the touched windows (late days from raw)."""
-        plugin, buffer = self.plugins[domain], self.buffers[domain]
-        buffer.add(batch)
+        """Feed the state and let the plug-in recompute the touched windows (late days from raw)."""
+        plugin, state = self.plugins[domain], self.states[domain]
+        state.add(batch)
         days = np.unique(local_day(batch.ts))
-        oldest = buffer.oldest_day()
+        oldest = state.oldest_day()
         late = days[days < oldest] if oldest is not None else days[:0]
         recent = days[days >= oldest] if oldest is not None else days
-        result = plugin.compute(buffer.batch, recent)
-        for day in late:  # too late for the buffer: recompute that day from the raw bucket
+        result = plugin.compute(state, recent) if len(recent) else Output()
+        for day in late:  # past the state's horizon: recompute that day from the raw bucket
             stored = self._load_day(domain, int(day))
             if stored is not None:
                 extra = plugin.compute(stored, np.array([day]))
