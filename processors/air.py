@@ -6,6 +6,7 @@ striving for 33.5. Breakpoints, limits and validity rules come from the plan fil
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -204,7 +205,6 @@ class AirProcessor(DomainProcessor):
         by_site: dict[str, dict[int, np.ndarray]] = {}
         for (site, hour), row in zip(sites_hours, means):
             by_site.setdefault(site, {})[hour] = row
-        fresh: dict[tuple[str, int], float] = {}
         for site, rows in by_site.items():
             for day in days:
                 start = int(day_start(day))
@@ -224,22 +224,26 @@ class AirProcessor(DomainProcessor):
                     continue
                 out.points.append(Point("air_daily", {"site": site}, daily, start))
                 if not np.isnan(day_means["pm25"]):
-                    fresh[(site, start)] = day_means["pm25"]
                     out.observations.append(Observation(
                         "air.pm25_daily", site, "air", site, "major", day_means["pm25"], limit,
                         day_means["pm25"] > limit, start, f"Daily PM2.5 at {site}", f"{site} PM2.5日均值",
                         f"GB 3095-2012 24-h limit {limit:g} µg/m³; plan annual target 35 (33.5)"))
+
+    def district(self, days: np.ndarray, fresh: Sequence[Point] = ()) -> Output:
+        """PM2.5 of the year so far per station and for the district: every station's daily means,
+        whichever processor computed them."""
+        out = Output()
         for last_day in year_ends(days):
             self._year_to_date(out, fresh, last_day)
+        return out
 
-    def _year_to_date(self, out: Output, fresh: dict[tuple[str, int], float], last_day: int) -> None:
+    def _year_to_date(self, out: Output, fresh: Sequence[Point], last_day: int) -> None:
         """PM2.5 of the year so far per station and district, with the year-end outlook (recomputed from
-        the daily means already in InfluxDB plus this batch's)."""
+        the daily means in InfluxDB, `fresh` over them)."""
         first, days_in_year = local_year(last_day)
         last = int(day_start(last_day))
-        past = self.history.daily("air_daily", "pm25", first, last_day + 1)
-        daily = {(str(site), int(d)): float(v) for d, site, v in zip(past.days, past.tags["site"], past.values)}
-        daily.update({(site, int(local_day(np.array([t]))[0])): v for (site, t), v in fresh.items()})
+        stored = self.site_points("air_daily", ["pm25"], first, last_day + 1, fresh)
+        daily = {(site, int(local_day(np.array([t]))[0])): f["pm25"] for (site, t), f in stored.items() if "pm25" in f}
         elapsed = last_day - first + 1
         grid: dict[str, np.ndarray] = {}
         for (site, d), v in daily.items():

@@ -7,6 +7,7 @@ Laoshan (36.1 N) uses.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -194,7 +195,6 @@ class FireProcessor(DomainProcessor):
                     level >= threshold, start, f"Fire danger {name_en} ({level}) at {site}",
                     f"{site} 森林火险等级 {level} ({name_zh})", "plan l.202: 森林防火监控"))
         self._detections(out, state.detections, days)
-        self._district(out, days)
         return out
 
     def _carried(self, first_day: int) -> dict[str, tuple[float, float, float]]:
@@ -215,14 +215,15 @@ class FireProcessor(DomainProcessor):
                 "fire.detection", sensor, "fire", site, "critical", conf, 0.0, True, ts,
                 f"Camera {what_en} detection at {site}", f"{site} 监控发现{what_zh}", "plan l.202: 森林防火监控信息化"))
 
-    def _district(self, out: Output, days: np.ndarray) -> None:
+    def district(self, days: np.ndarray, fresh: Sequence[Point] = ()) -> Output:
         """Highest level of the day, and the share of the zones that SHOULD report (site registry) whose
         level is known: a silent zone lowers it (the plan's target: every zone, every day)."""
+        out = Output()
         expected = expected_sites("fire")
         for day in days:
             start = int(day_start(day))
-            levels = {p.tags["site"]: p.fields["level"] for p in out.points
-                      if p.measurement == "fire_daily" and p.ts == start}
+            levels = {site: f["level"] for (site, _), f in
+                      self.site_points("fire_daily", ["level"], int(day), int(day) + 1, fresh).items() if "level" in f}
             if levels:
                 out.points.append(indicator("fire", "max_level", "district", float(max(levels.values())), start,
                                             source="QX/T 77-2007", zones=len(levels)))
@@ -231,6 +232,7 @@ class FireProcessor(DomainProcessor):
             out.points.append(indicator("fire", "zones_covered", "district", len(covered) / len(expected), start,
                                         target=self.plan.value("plan.fire.zones_covered", start), source="plan l.202: fire danger known for every zone daily",
                                         zones=len(covered), registered=len(expected), missing=missing))
+        return out
 
 
 PROCESSOR = FireProcessor

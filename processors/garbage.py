@@ -13,6 +13,7 @@ rate above 100% or below 0.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -86,6 +87,7 @@ def full_since(ts: np.ndarray, fill: np.ndarray, *, level: float) -> float:
 
 CATEGORY_FIELDS = ("recyclable_kg", "hazardous_kg", "kitchen_kg", "residual_kg")
 PLANT_FIELDS = CATEGORY_FIELDS + ("harmless_kg", "recovered_kg", "kitchen_resource_kg", "incinerated_kg", "landfilled_kg")
+SITE_FIELDS = PLANT_FIELDS + ("plant_reports", "bins", "bins_overdue", "bins_reporting")
 
 
 class GarbageProcessor(DomainProcessor):
@@ -107,6 +109,8 @@ class GarbageProcessor(DomainProcessor):
                            bins=Rows(("fill_level",), lambda b: ~np.isnan(b.column("fill_level"))))
 
     def windows(self, state: WindowState, days: np.ndarray) -> Output:
+        """Per site and day, the parts of the district's figures (`garbage_site`: the plant's report
+        totals, bins known up to the day's end, overdue and reporting that day); per bin, overdue events."""
         out = Output()
         bins: Rows = state.bins
         bin_day = local_day(bins.ts)
@@ -114,11 +118,32 @@ class GarbageProcessor(DomainProcessor):
             start = int(day_start(day))
             end = start + DAY_NS
             full = self.plan.value("garbage.bin_full", start)
-            coefficient = self.plan.value("garbage.incineration_coefficient", start)
             report = state.plant.site_windows(np.array([day]))
+            parts: dict[str, dict[str, float]] = {}
+            for i, (site, _) in enumerate(report.pairs):
+                parts[site] = {**dict(zip(PLANT_FIELDS, report.sums[i].tolist())),
+                               "plant_reports": int(report.readings[i])}
+            known = bins.ts < end  # every bin seen up to the day's end: the overdue ones included
+            for site in sorted(set(bins.site[known].tolist())):
+                here = known & (bins.site == site)
+                overdue = self._overdue(out, bins, here, end, start, full)
+                parts.setdefault(site, {}).update(bins=len(set(bins.sensor[here].tolist())), bins_overdue=overdue,
+                                                  bins_reporting=int(((bin_day == day) & (bins.site == site)).sum()))
+            out.points += [Point("garbage_site", {"site": site}, fields, start) for site, fields in sorted(parts.items())]
+        return out
+
+    def district(self, days: np.ndarray, fresh: Sequence[Point] = ()) -> Output:
+        """Per day, the plant's rates and the collection rate from every site's parts (whichever
+        processor computed them), and the recycling rate of the year so far."""
+        out = Output()
+        for day in np.unique(days).tolist():
+            start = int(day_start(day))
+            coefficient = self.plan.value("garbage.incineration_coefficient", start)
+            sites = [f for _, f in sorted(self.site_points("garbage_site", SITE_FIELDS, day, day + 1, fresh).items())]
             fields: dict[str, float] = {}
-            if report.readings.sum() > 0:
-                total = dict(zip(PLANT_FIELDS, report.sums.sum(axis=0).tolist()))
+            plants = [f for f in sites if f.get("plant_reports", 0) > 0]
+            if plants:
+                total = {f: float(sum(p.get(f, 0.0) for p in plants)) for f in PLANT_FIELDS}
                 generated = sum(total[f] for f in CATEGORY_FIELDS)
                 r = rates(np.array([generated]), np.array([total["recovered_kg"]]), np.array([total["kitchen_resource_kg"]]),
                           np.array([total["incinerated_kg"]]), np.array([total["harmless_kg"]]),
@@ -130,10 +155,9 @@ class GarbageProcessor(DomainProcessor):
                     event(log, "inconsistent_garbage_report", logging.WARNING, day=start, reason=r.reason[0],
                           generated_kg=generated, recovered_kg=total["recovered_kg"],
                           kitchen_resource_kg=total["kitchen_resource_kg"], harmless_kg=total["harmless_kg"])
-            known = bins.ts < end  # every bin seen up to the day's end: the overdue ones included
-            overdue = self._overdue(out, bins, known, end, start, full)
-            bins_known = len(set(bins.sensor[known].tolist()))
-            if bins_known and (bin_day == day).any():
+            bins_known = int(sum(f.get("bins", 0) for f in sites))
+            overdue = int(sum(f.get("bins_overdue", 0) for f in sites))
+            if bins_known and sum(f.get("bins_reporting", 0) for f in sites) > 0:
                 fields.update(bins=bins_known, bins_overdue=overdue,
                               collection_rate=float(bounded_share(np.array([bins_known - overdue]),
                                                                   np.array([bins_known]))[0][0]))

@@ -5,6 +5,8 @@ A lot is networked while it reports within its heartbeat window.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from processors.buffer import Sums, WindowState
@@ -69,17 +71,12 @@ class ParkingProcessor(DomainProcessor):
 
     def windows(self, state: WindowState, days: np.ndarray) -> Output:
         out = Output()
-        # registered lots: every lot known to the state or to the results of the 30 days up to the batch's
-        last = int(days.max())
-        known = set(self.history.latest("parking_hourly", ["capacity"], last - 30, last + 1)["capacity"].tags["site"])
-        registered = sorted(set(expected_sites("parking")) | known | state.sites())
         hours = state.hours.site_windows(days)
-        uniq, n = hours.pairs, hours.readings
-        mean = hours.sums[:, 0] / np.maximum(hours.counts[:, 0], 1) if uniq else np.zeros(0)
-        peak = hours.maxima[:, 0] if uniq else np.zeros(0)
-        lot_cap = np.maximum(hours.maxima[:, 1], 0.0) if uniq else np.zeros(0)
-        per_hour: dict[int, list[tuple[str, float, float]]] = {}
-        for i, (site, hour) in enumerate(uniq):
+        if not hours.pairs:
+            return out
+        n, mean = hours.readings, hours.sums[:, 0] / np.maximum(hours.counts[:, 0], 1)
+        peak, lot_cap = hours.maxima[:, 0], np.maximum(hours.maxima[:, 1], 0.0)
+        for i, (site, hour) in enumerate(hours.pairs):
             level = self.plan.value("parking.saturated", hour)
             sat = bool(peak[i] > level)
             out.points.append(Point("parking_hourly", {"site": site}, {
@@ -88,8 +85,21 @@ class ParkingProcessor(DomainProcessor):
             out.observations.append(Observation(
                 "parking.saturated", site, "parking", site, "minor", float(peak[i]), level, sat, hour,
                 f"Parking lot {site} saturated", f"{site} 停车场饱和", "practice: above 90% a lot is saturated"))
-            per_hour.setdefault(hour, []).append((site, float(mean[i]), float(lot_cap[i])))
-        facts = load_registry().parking
+        return out
+
+    def district(self, days: np.ndarray, fresh: Sequence[Point] = ()) -> Output:
+        """Per hour: the district's occupancy (lots' hourly means weighed by capacity), the networked rate
+        (lots reporting / registered lots) and the spaces added, from every lot's hourly results."""
+        out = Output()
+        first, last = int(days.min()), int(days.max())
+        lots_of = self.site_points("parking_hourly", ["occupancy", "capacity"], first, last + 1, fresh)
+        # registered lots: the registry's and every lot with results in the 30 days up to the last day
+        known = set(self.history.latest("parking_hourly", ["capacity"], last - 30, last + 1)["capacity"].tags["site"])
+        registered = sorted(set(expected_sites("parking")) | known | {site for site, _ in lots_of})
+        per_hour: dict[int, list[tuple[str, float, float]]] = {}
+        for (site, hour), f in sorted(lots_of.items()):
+            if "occupancy" in f and "capacity" in f and local_day(np.array([hour]))[0] in days:
+                per_hour.setdefault(hour, []).append((site, f["occupancy"], f["capacity"]))
         for hour, lots in sorted(per_hour.items()):
             total_cap = sum(c for _, _, c in lots)
             occupied = sum(m * c for _, m, c in lots)
@@ -99,7 +109,7 @@ class ParkingProcessor(DomainProcessor):
                                         target=self.plan.value("plan.parking.networked_share", hour), source="plan l.192",
                                         online=len(lots), registered=len(registered)))
         if per_hour:
-            self._spaces_added(out, per_hour, facts.baseline_public_spaces)
+            self._spaces_added(out, per_hour, load_registry().parking.baseline_public_spaces)
         return out
 
     def _spaces_added(self, out: Output, per_hour: dict[int, list[tuple[str, float, float]]],

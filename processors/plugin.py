@@ -105,11 +105,13 @@ class Output:
 @dataclass(frozen=True)
 class Series:
     """Points read back from earlier results, as columns: their local day, value and the kept tags
-    (tag -> str array, "" where a point lacks the tag), time-ordered within each tag combination."""
+    (tag -> str array, "" where a point lacks the tag), time-ordered within each tag combination;
+    `ts`: their UTC ns times."""
 
     days: np.ndarray
     values: np.ndarray
     tags: dict[str, np.ndarray]
+    ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
 
 Tags = Mapping[str, str | Sequence[str]]  # tag -> the value, or any of the values, a point must carry
@@ -127,6 +129,10 @@ class History(Protocol):
                tags: Tags | None = None, keep: Sequence[str] = ("site",)) -> dict[str, Series]:
         """Per field, the last point of each combination of the `keep` tags over local days
         [first_day, stop_day) matching `tags` (every field asked for; empty where it has no point)."""
+
+    def every(self, measurement: str, fields: Sequence[str], first_day: int, stop_day: int, *,
+               tags: Tags | None = None, keep: Sequence[str] = ("site",)) -> dict[str, Series]:
+        """Per field, every point over local days [first_day, stop_day) matching `tags` (one query)."""
 
 
 class DomainProcessor(ABC):
@@ -151,14 +157,37 @@ class DomainProcessor(ABC):
     def windows(self, state: "WindowState", days: np.ndarray) -> Output:
         """Indicators for the local `days` touched by the latest batch, from the domain's state."""
 
-    def compute(self, readings: "ReadingBatch | WindowState", days: np.ndarray) -> Output:
-        """Indicators for the local `days` from a state, or from readings (a day read back from the raw
-        bucket, a test's batch) fed into a fresh state first."""
-        if isinstance(readings, ReadingBatch):
-            state = self.new_state()
-            state.add(readings)
-            return self.windows(state, days)
-        return self.windows(readings, days)
+    def district(self, days: np.ndarray, fresh: Sequence[Point] = ()) -> Output:
+        """The second stage: district figures of local `days` from every site's results, read from the
+        compliance bucket (`history`) and overlaid by `fresh` (site results not written yet). Site
+        results come from whichever processor owns the site; this runs once they are written (the
+        service's district stage, processors/service.py). Domains without district figures: none."""
+        return Output()
+
+    def site_points(self, measurement: str, fields: Sequence[str], first_day: int, stop_day: int,
+                    fresh: Sequence[Point] = (), keep: Sequence[str] = ("site",)) -> dict[tuple, dict[str, float]]:
+        """(kept tag values..., ts) -> {field: value} of every `measurement` point over local days
+        [first_day, stop_day): the stored ones, then `fresh` over them (numbers only, NaN left out)."""
+        found: dict[tuple, dict[str, float]] = {}
+        for name, s in self.history.every(measurement, fields, first_day, stop_day, keep=keep).items():
+            for i, (t, v) in enumerate(zip(s.ts.tolist(), s.values.tolist())):
+                found.setdefault((*(str(s.tags[k][i]) for k in keep), int(t)), {})[name] = float(v)
+        low, high = int(day_start(first_day)), int(day_start(stop_day))
+        for p in fresh:
+            if p.measurement == measurement and low <= p.ts < high:
+                row = found.setdefault((*(str(p.tags.get(k, "")) for k in keep), int(p.ts)), {})
+                row.update({f: float(v) for f, v in p.fields.items() if f in fields and isinstance(v, (int, float))
+                            and not isinstance(v, bool) and v == v})
+        return found
+
+    def compute(self, readings: ReadingBatch, days: np.ndarray) -> Output:
+        """Both stages for local `days` from readings alone (a test's batch, the domain docs' example):
+        a fresh state, its windows, then the district figures over the windows' results."""
+        state = self.new_state()
+        state.add(readings)
+        out = self.windows(state, days)
+        extra = self.district(days, out.points)
+        return Output(out.points + extra.points, out.observations + extra.observations)
 
     def past_profile(self, measurement: str, field: str, year_first_day: int,
                      tags: Tags | None = None) -> np.ndarray | None:

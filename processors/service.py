@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
+from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import start_http_server
 
@@ -64,6 +65,17 @@ REJOIN_WAIT = 60.0            # seconds a commit waits for the group to hand par
 RAW_IN_FLIGHT = 4             # raw writes queued beside the polls, at most
 MAX_CHECKPOINT_AGE = 30.0     # seconds a domain's readings wait for their windows and commit, at most
 MAX_PENDING = 100_000         # readings of a domain stored raw whose windows wait for its checkpoint, at most
+
+
+def district_topic(settings: Settings, domain: str) -> str:
+    """The domain's district notices (one partition: one member computes the district's figures)."""
+    return f"{settings.kafka.topic_prefix}districts.{domain}"
+
+
+def site_partition(site: str, partitions: int) -> int:
+    """The partition a record keyed by `site` goes to (the default partitioner of kafka-python and of
+    the Java client: murmur2 of the key bytes, positive, modulo the partition count)."""
+    return (murmur2(site.encode()) & 0x7FFFFFFF) % max(partitions, 1)
 
 
 class Stopping(Exception):
@@ -105,6 +117,8 @@ class Checkpoint:
     opened: float = field(default_factory=time.monotonic)   # when its first poll came
     records: dict[str, int] = field(default_factory=lambda: defaultdict(int))                  # by domain
     readings: int = 0
+    district: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))  # days noticed, by domain
+    notices: list[tuple[str, bytes, bytes]] = field(default_factory=list)             # to districts.<domain>
 
 
 class _Assignments(ConsumerRebalanceListener):
@@ -141,7 +155,9 @@ class ProcessorService:
         self.flushed_at: dict[str, float] = {}     # by domain: when its last checkpoint was made
         self.compute_at = 0.0                      # when the next checkpoint (of one domain) may be made
         self.waited = 0.0   # seconds spent in _wait, in total
-        self.topics = {settings.kafka.telemetry_topic(d): d for d in domains}
+        self.district_topics = {district_topic(settings, d): d for d in domains}
+        self.topics = {**{settings.kafka.telemetry_topic(d): d for d in domains}, **self.district_topics}
+        self.homes: dict[tuple[str, str], int] = {}   # (topic, site) -> the partition the site's key hashes to
         self.metrics = ProcessorMetrics()
         self.influx_client = influx_client(settings, timeout_ms=30_000)
         self.influx_writer = InfluxWriter(settings.influx, timeout_s=30.0)
@@ -282,12 +298,13 @@ class ProcessorService:
         begin = self.consumer.beginning_offsets(new, timeout_ms=KAFKA_CALL_MS)
         committed = {tp: self.consumer.committed(tp, timeout_ms=KAFKA_CALL_MS) for tp in new}
         open_from: dict[TopicPartition, int] = {}
-        for domain in {self.topics[tp.topic] for tp in new}:  # one InfluxDB scan per domain, not per partition
+        readings = [tp for tp in new if tp.topic not in self.district_topics]   # notices replay from the commit
+        for domain in {self.topics[tp.topic] for tp in readings}:  # one InfluxDB scan per domain, not per partition
             watermark = self._watermark(domain)
             if watermark is None:
                 continue  # nothing stored yet: the committed offset (or the log start) is right
             start = int(day_start(local_day(np.array([watermark]))[0] - self.plugins[domain].horizon_days + 1))
-            open_from.update({tp: max(start // 10**6, 0) for tp in new if self.topics[tp.topic] == domain})
+            open_from.update({tp: max(start // 10**6, 0) for tp in readings if self.topics[tp.topic] == domain})
         found = self.consumer.offsets_for_times(open_from, timeout_ms=KAFKA_CALL_MS) if open_from else {}
         targets = {}
         for tp in new:
@@ -444,33 +461,77 @@ class ProcessorService:
         self.stopping.set()
 
     def process(self, polled: dict[TopicPartition, list]) -> None:
-        """One poll's records: decoded, written raw, and kept in their domain's pending checkpoint for
-        their windows."""
+        """One poll's records: readings decoded, written raw, and kept in their domain's pending
+        checkpoint for their windows; district notices kept for the district stage."""
         offsets = {tp: records[-1].offset + 1 for tp, records in polled.items()}
         self.next_offset.update(offsets)  # the position moved past them; the checkpoint commits it
-        by_domain: dict[str, list] = defaultdict(list)
-        partition_of: dict[str, dict[str, TopicPartition]] = defaultdict(dict)
+        by_domain: dict[str, list[tuple[TopicPartition, list]]] = defaultdict(list)
         for tp, records in polled.items():
-            domain = self.topics[tp.topic]
-            by_domain[domain].extend(records)
-            partition_of[domain].update((r.key.decode("utf-8", "replace"), tp) for r in records if r.key)
-        for domain, records in by_domain.items():
+            by_domain[self.topics[tp.topic]].append((tp, records))
+        for domain, parts in by_domain.items():
             cp = self.pending.setdefault(domain, Checkpoint())
-            self.metrics.records.labels(domain).inc(len(records))
-            cp.records[domain] += len(records)
-            batch = self._decode(domain, records, cp)
-            cp.offsets.update((tp, o) for tp, o in offsets.items() if self.topics[tp.topic] == domain)
-            if not len(batch):
-                continue
-            cp.raw_writes.append(self._write_raw(raw_lines(batch)))
-            self.metrics.readings.labels(domain).inc(len(batch))
-            back = [self._stale_observation(d, s, site, 0.0, False)
-                    for d, s, site in self.stale.seen(domain, batch.sensor_id, batch.site, partition_of[domain], time.time())]
-            if back:  # at once, like the "offline" ones: in order, and never lost with a pending checkpoint
-                self._deliver(self._records(back, []))
-            cp.batches[domain].append(batch)
-            cp.readings += len(batch)
-            self.totals[f"{domain}_readings"] += len(batch)
+            cp.offsets.update((tp, offsets[tp]) for tp, _ in parts)
+            for tp, records in parts:
+                if tp.topic in self.district_topics:
+                    cp.district[domain].update(self._noticed_days(records, cp))
+            readings = [(tp, records) for tp, records in parts if tp.topic not in self.district_topics]
+            if readings:
+                self._readings(domain, readings, cp)
+
+    def _readings(self, domain: str, parts: list[tuple[TopicPartition, list]], cp: Checkpoint) -> None:
+        """Readings of one domain's partitions: every one stored raw; those on their site's partition
+        (the record key is the site, so one processor owns a site) kept for the windows."""
+        records = sum(len(rs) for _, rs in parts)
+        self.metrics.records.labels(domain).inc(records)
+        cp.records[domain] += records
+        decoded = [(tp, self._decode(domain, rs, cp)) for tp, rs in parts]
+        batch = ReadingBatch.concat([b for _, b in decoded])
+        if not len(batch):
+            return
+        cp.raw_writes.append(self._write_raw(raw_lines(batch)))
+        self.metrics.readings.labels(domain).inc(len(batch))
+        partition_of = {s: tp for tp, b in decoded for s in dict.fromkeys(b.sensor_id.tolist())}
+        back = [self._stale_observation(d, s, site, 0.0, False)
+                for d, s, site in self.stale.seen(domain, batch.sensor_id, batch.site, partition_of, time.time())]
+        if back:  # at once, like the "offline" ones: in order, and never lost with a pending checkpoint
+            self._deliver(self._records(back, []))
+        windowed = ReadingBatch.concat([b.take(self._at_home(tp, b.site)) for tp, b in decoded])
+        if len(windowed) < len(batch):
+            self.metrics.deadlettered.labels("off_site_partition").inc(len(batch) - len(windowed))
+            event(log, "readings_off_their_site_partition", logging.WARNING, domain=domain,
+                  readings=len(batch) - len(windowed),
+                  reason="records not keyed by site (a bridge older than site keys, or another producer): "
+                         "stored raw, not counted in the windows of a site another processor may own",
+                  fix="upgrade every bridge; re-key the open days with `python -m processors.rekey`")
+        cp.batches[domain].append(windowed)
+        cp.readings += len(windowed)
+        self.totals[f"{domain}_readings"] += len(batch)
+
+    def _at_home(self, tp: TopicPartition, sites: np.ndarray) -> np.ndarray:
+        """True for the rows whose site's key hashes to `tp` (kafka-python's and Kafka's default
+        partitioner: murmur2 of the key, modulo the topic's partitions)."""
+        count = len(self.consumer.partitions_for_topic(tp.topic) or ())
+        names, inverse = np.unique(sites.astype(str), return_inverse=True)
+        home = np.array([self._home(tp.topic, n, count) == tp.partition for n in names.tolist()], bool)
+        return home[inverse.reshape(-1)] if len(names) else np.zeros(0, bool)
+
+    def _home(self, topic: str, site: str, partitions: int) -> int:
+        key = (topic, site)
+        if key not in self.homes:
+            self.homes[key] = site_partition(site, partitions)
+        return self.homes[key]
+
+    def _noticed_days(self, records: list, cp: Checkpoint) -> set[int]:
+        """Local days named by district notices (a notice that is not one is dead-lettered)."""
+        days: set[int] = set()
+        for r in records:
+            try:
+                days.update(int(d) for d in json.loads(r.value)["days"])
+            except (ValueError, TypeError, KeyError) as exc:
+                self.metrics.deadlettered.labels("undecodable").inc()
+                cp.dead_letters.append(DeadLetter.of(f"kafka/{r.topic}", r.value or b"",
+                                                     f"not a district notice ({{\"days\": [local day, ...]}}): {exc}"))
+        return days
 
     def _write_raw(self, lines: list[str]) -> tuple[Future, list[list[str]]]:
         """Start writing raw lines in the background (at most RAW_IN_FLIGHT writes queued: beyond, wait
@@ -534,6 +595,20 @@ class ProcessorService:
                 self.metrics.errors.labels("plugin").inc()
                 event(log, "plugin_failed", logging.ERROR, domain=domain, readings=len(batch),
                       error=f"{type(exc).__name__}: {exc}"[:500])
+        for domain, days in cp.district.items():
+            if not days:
+                continue
+            try:
+                result = self.plugins[domain].district(np.array(sorted(days), np.int64))
+            except Stopping:
+                raise
+            except Exception as exc:  # noqa: BLE001 - as above; the notices are committed, the sites' results stay
+                self.metrics.errors.labels("plugin").inc()
+                event(log, "district_failed", logging.ERROR, domain=domain, days=len(days),
+                      error=f"{type(exc).__name__}: {exc}"[:500])
+                continue
+            cp.points.extend(p for p in (pt.line() for pt in result.points) if p)
+            cp.observations.extend(result.observations)
         elapsed = time.monotonic() - started
         cp.points += [f"pipeline,service=processor,domain={d} records={n}i,"
                       f"lag={self._domain_lag(d)}i,batch_seconds={elapsed!r} {time.time_ns()}"
@@ -571,15 +646,22 @@ class ProcessorService:
         oldest = state.oldest_day()
         late = days[days < oldest] if oldest is not None else days[:0]
         recent = days[days >= oldest] if oldest is not None else days
-        result = plugin.compute(state, recent) if len(recent) else Output()
+        result = plugin.windows(state, recent) if len(recent) else Output()
         for day in late:  # past the state's horizon: recompute that day from the raw bucket
             stored = self._load_day(domain, int(day))
-            if stored is not None:
-                extra = plugin.compute(stored, np.array([day]))
+            if stored is not None:  # the sites of these readings only: the others may belong to another member
+                here = np.unique(batch.site[local_day(batch.ts) == day].astype(str))
+                fresh = plugin.new_state()
+                fresh.add(stored.take(np.isin(stored.site.astype(str), here)))
+                extra = plugin.windows(fresh, np.array([day]))
                 result.points.extend(extra.points)
                 result.observations.extend(extra.observations)
         cp.points.extend(p for p in (pt.line() for pt in result.points) if p)
         cp.observations.extend(result.observations)
+        # the district stage's notice, produced once these results are written (checkpoint step 2)
+        touched = sorted({*days.tolist(), *local_day(np.array([p.ts for p in result.points], np.int64)).tolist()})
+        cp.notices.append((district_topic(self.settings, domain), domain.encode(),
+                           json.dumps({"days": [int(d) for d in touched]}).encode()))
 
     def checkpoint(self, cp: Checkpoint) -> None:
         """The checkpoint: the one step after which a poll's records count as done.
@@ -598,7 +680,7 @@ class ProcessorService:
         started = time.monotonic()
         bucket = self.settings.influx.bucket_compliance
         cp.dead_letters += self._refused(bucket, self.influx.write(bucket, cp.points))
-        self._deliver(self._records(cp.observations, cp.dead_letters))
+        self._deliver(self._records(cp.observations, cp.dead_letters) + cp.notices)
         self._commit(cp.offsets)
         self.metrics.points.inc(len(cp.points))
         self.metrics.observations.inc(len(cp.observations))

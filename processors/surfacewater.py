@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from typing import Mapping
 
 import numpy as np
@@ -152,7 +153,21 @@ class SurfacewaterProcessor(DomainProcessor):
                 out.points.append(self._daily_point(sites[i], lake[i], columns, k, classes[k], limiting[k],
                                                     designated[k], meets[k], d))
                 out.observations.extend(self._observations(sites[i], lake[i], classes[k], designated[k], d))
-            self._indicators(out, lake[today], classes, meets, d, at)
+        return out
+
+    def district(self, days: np.ndarray, fresh: Sequence[Point] = ()) -> Output:
+        """Per day, the l.269 indicators from every site's daily class (whichever processor computed it)."""
+        out = Output()
+        for day in np.unique(days).tolist():
+            found = self.site_points("surfacewater_daily", ["water_class", "meets_designated"], day, day + 1, fresh,
+                                     keep=("site", "waterbody"))
+            if not found:
+                continue
+            rows = [f for _, f in sorted(found.items())]
+            lake = np.array([waterbody == "reservoir" for (_, waterbody, _) in sorted(found)])
+            classes = np.array([f.get("water_class", np.nan) for f in rows])
+            meets = np.array([f.get("meets_designated", np.nan) for f in rows])
+            self._indicators(out, lake, classes, meets, int(day_start(day)), EPOCH + dt.timedelta(days=int(day)))
         return out
 
     def _daily_point(self, site: str, lake: bool, columns: dict[str, np.ndarray], k: int, cls: float,

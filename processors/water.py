@@ -2,6 +2,8 @@
 I-II share against the plan's 100% (l.261), and a green-tide (浒苔) early-warning indicator."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from processors.buffer import Sums, WindowState, day_window
@@ -126,11 +128,23 @@ class SeawaterProcessor(DomainProcessor):
                     out.observations.append(Observation(
                         "seawater.green_tide", site, "seawater", site, "major", float(part["chlorophyll_a"][k]),
                         chl_limit, True, d, f"Green-tide warning at {site}", f"{site} 浒苔预警", "plan l.261: 浒苔监测预警"))
+        return out
+
+    def district(self, days: np.ndarray, fresh: Sequence[Point] = ()) -> Output:
+        """Per day, the class I-II share of the buoys (every buoy's daily class, whichever processor
+        computed it), and the share of the year so far."""
+        out = Output()
+        for day in np.unique(days).tolist():
+            d = int(day_start(day))
+            buoys = self.site_points("seawater_daily", ["water_class", "green_tide"], day, day + 1, fresh)
+            if not buoys:
+                continue
+            classes = np.array([f.get("water_class", np.nan) for _, f in sorted(buoys.items())])
             good = int(np.sum(classes <= 2))
             measured = int(np.sum(~np.isnan(classes)))
             out.points.append(indicator("seawater", "good_share", "district", good_share(classes), d,
                                         target=self.plan.value("plan.seawater.good_share", d), source="plan l.261",
-                                        sites=len(todays), good_sites=good, classed_sites=measured))
+                                        sites=len(buoys), good_sites=good, classed_sites=measured))
         for last_day in year_ends(days):
             self._year_to_date(out, last_day)
         return out
