@@ -24,7 +24,6 @@ from processors.plugin import (
     indicator,
     local_day,
     local_year,
-    year_ends,
 )
 from schemas.thresholds import PlanThresholds, load_plan
 
@@ -233,7 +232,8 @@ class AirProcessor(DomainProcessor):
         """PM2.5 of the year so far per station and for the district: every station's daily means,
         whichever processor computed them."""
         out = Output()
-        for last_day in year_ends(days):
+        written = local_day(np.array([p.ts for p in fresh if p.measurement == "air_daily"], np.int64)).tolist()
+        for last_day in self.year_to_date_days(days, "air_daily", "pm25", written):
             self._year_to_date(out, fresh, last_day)
         return out
 

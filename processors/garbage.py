@@ -33,7 +33,6 @@ from processors.plugin import (
     indicator,
     local_day,
     local_year,
-    year_ends,
 )
 from schemas.thresholds import PlanThresholds, load_plan
 
@@ -173,7 +172,9 @@ class GarbageProcessor(DomainProcessor):
                     out.points.append(indicator("garbage", name, "district", fields[name], start,
                                                 target=self.plan.value(target, start) if target else None,
                                                 source=source, **(extra if name != "collection_rate" else {})))
-        for last_day in year_ends(days):
+        written = local_day(np.array([p.ts for p in out.points if p.measurement == "garbage_daily"
+                                      and "generated_kg" in p.fields], np.int64)).tolist()
+        for last_day in self.year_to_date_days(np.unique(days), "garbage_daily", "generated_kg", written):
             self._year_to_date(out, last_day)
         return out
 

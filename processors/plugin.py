@@ -180,6 +180,21 @@ class DomainProcessor(ABC):
                             and not isinstance(v, bool) and v == v})
         return found
 
+    def year_to_date_days(self, days: np.ndarray, measurement: str, field: str, extra: Sequence[int] = (),
+                          tags: Tags | None = None) -> list[int]:
+        """The days whose year-to-date figures a change on local `days` moves: per year, every day with
+        `measurement`/`field` results (stored, or in `extra`) from the earliest of `days` in that year on,
+        since a late day changes every later day's year so far. Computed at all of them, the figures do
+        not depend on the order in which the days came (one processor or several); live, it is one day."""
+        found: list[int] = []
+        for year in sorted({local_year(int(d))[0] for d in days}):
+            first, length = local_year(year)
+            noticed = [int(d) for d in days if first <= d < first + length]
+            stored = self.history.daily(measurement, field, first, first + length, tags=tags)
+            have = {*stored.days.tolist(), *(int(d) for d in extra), *noticed}
+            found += sorted(d for d in have if min(noticed) <= d < first + length)
+        return found
+
     def compute(self, readings: ReadingBatch, days: np.ndarray) -> Output:
         """Both stages for local `days` from readings alone (a test's batch, the domain docs' example):
         a fresh state, its windows, then the district figures over the windows' results."""

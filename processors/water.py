@@ -19,7 +19,6 @@ from processors.plugin import (
     indicator,
     local_day,
     local_year,
-    year_ends,
 )
 from schemas.registry import domain as get_domain
 from schemas.thresholds import PlanThresholds, load_plan
@@ -145,7 +144,9 @@ class SeawaterProcessor(DomainProcessor):
             out.points.append(indicator("seawater", "good_share", "district", good_share(classes), d,
                                         target=self.plan.value("plan.seawater.good_share", d), source="plan l.261",
                                         sites=len(buoys), good_sites=good, classed_sites=measured))
-        for last_day in year_ends(days):
+        written = local_day(np.array([p.ts for p in out.points], np.int64)).tolist()
+        for last_day in self.year_to_date_days(days, "indicator", "classed_sites", written,
+                                               tags={"domain": "seawater", "indicator": "good_share"}):
             self._year_to_date(out, last_day)
         return out
 
