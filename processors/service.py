@@ -119,6 +119,7 @@ class Checkpoint:
     readings: int = 0
     district: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))  # days noticed, by domain
     notices: list[tuple[str, bytes, bytes]] = field(default_factory=list)             # to districts.<domain>
+    owned_points: list[tuple[TopicPartition, str]] = field(default_factory=list)  # written only while owned
 
 
 class _Assignments(ConsumerRebalanceListener):
@@ -152,6 +153,7 @@ class ProcessorService:
         self.poll_timeout_ms = poll_timeout_ms
         self.compute_every, self.compute_share = compute_every, compute_share
         self.pending: dict[str, Checkpoint] = {}   # by domain: stored raw, windows and commit to come
+        self.flushing: dict[str, Checkpoint] = {}  # by domain: the checkpoint being made
         self.flushed_at: dict[str, float] = {}     # by domain: when its last checkpoint was made
         self.compute_at = 0.0                      # when the next checkpoint (of one domain) may be made
         self.waited = 0.0   # seconds spent in _wait, in total
@@ -276,7 +278,10 @@ class ProcessorService:
             by_domain[domain].append(sensor)
         for domain, sensors in by_domain.items():
             self.states[domain].drop(sensors)
-            if (cp := self.pending.get(domain)) is not None:
+            # the pending checkpoint, and the one being made (a rebalance can come in its waits)
+            for cp in (self.pending.get(domain), self.flushing.get(domain)):
+                if cp is None:
+                    continue
                 for batches in cp.batches.values():
                     batches[:] = [b.take(~np.isin(b.sensor_id, sensors)) for b in batches]
                 cp.readings = sum(len(b) for batches in cp.batches.values() for b in batches)
@@ -447,12 +452,15 @@ class ProcessorService:
         or later when computing took more than `compute_share` of the time: windows are recomputed
         whole, so their cost grows with the open day, and spacing them out keeps the cost per reading
         flat (the raw path never waits for more than one domain's windows)."""
-        cp = self.pending.pop(domain)
-        self._settle_raw(cp)   # windows of very late days are recomputed from the raw bucket: it must hold them
-        started, waited = time.monotonic(), self.waited
-        self.compute(cp)
-        spent = time.monotonic() - started - (self.waited - waited)  # waiting out an outage is not computing
-        self.checkpoint(cp)
+        cp = self.flushing[domain] = self.pending.pop(domain)
+        try:
+            self._settle_raw(cp)   # windows of very late days are recomputed from the raw bucket: it must hold them
+            started, waited = time.monotonic(), self.waited
+            self.compute(cp)
+            spent = time.monotonic() - started - (self.waited - waited)  # waiting out an outage is not computing
+            self.checkpoint(cp)
+        finally:
+            self.flushing.pop(domain, None)
         self.flushed_at[domain] = time.monotonic()
         spacing = max(self.compute_every / len(self.plugins), spent * (1 - self.compute_share) / self.compute_share)
         self.compute_at = time.monotonic() + min(spacing, MAX_CHECKPOINT_AGE)
@@ -607,7 +615,8 @@ class ProcessorService:
                 event(log, "district_failed", logging.ERROR, domain=domain, days=len(days),
                       error=f"{type(exc).__name__}: {exc}"[:500])
                 continue
-            cp.points.extend(p for p in (pt.line() for pt in result.points) if p)
+            home = TopicPartition(district_topic(self.settings, domain), 0)
+            cp.owned_points.extend((home, p) for p in (pt.line() for pt in result.points) if p)
             cp.observations.extend(result.observations)
         elapsed = time.monotonic() - started
         cp.points += [f"pipeline,service=processor,domain={d} records={n}i,"
@@ -656,7 +665,10 @@ class ProcessorService:
                 extra = plugin.windows(fresh, np.array([day]))
                 result.points.extend(extra.points)
                 result.observations.extend(extra.observations)
-        cp.points.extend(p for p in (pt.line() for pt in result.points) if p)
+        topic = self.settings.kafka.telemetry_topic(domain)
+        count = len(self.consumer.partitions_for_topic(topic) or ())
+        cp.owned_points.extend((TopicPartition(topic, self._home(topic, str(pt.tags.get("site", "")), count)), line)
+                               for pt in result.points if (line := pt.line()))
         cp.observations.extend(result.observations)
         # the district stage's notice, produced once these results are written (checkpoint step 2)
         touched = sorted({*days.tolist(), *local_day(np.array([p.ts for p in result.points], np.int64)).tolist()})
@@ -679,6 +691,11 @@ class ProcessorService:
         commit replays the poll, which rewrites the same points (idempotent)."""
         started = time.monotonic()
         bucket = self.settings.influx.bucket_compliance
+        # A member writes results only for the sites (and the district) it still owns: a rebalance in a
+        # wait of this checkpoint handed the others to a member that recomputes them from their records.
+        if self.assignment_changed or self.reseek:
+            self._position()   # settle who owns what first (states of lost partitions dropped, new ones rewound)
+        cp.points += [line for tp, line in cp.owned_points if tp in self.owned]
         cp.dead_letters += self._refused(bucket, self.influx.write(bucket, cp.points))
         self._deliver(self._records(cp.observations, cp.dead_letters) + cp.notices)
         self._commit(cp.offsets)
