@@ -159,7 +159,7 @@ class ProcessorService:
         self.waited = 0.0   # seconds spent in _wait, in total
         self.district_topics = {district_topic(settings, d): d for d in domains}
         self.topics = {**{settings.kafka.telemetry_topic(d): d for d in domains}, **self.district_topics}
-        self.homes: dict[tuple[str, str], int] = {}   # (topic, site) -> the partition the site's key hashes to
+        self.homes: dict[tuple[str, str, int], int] = {}   # (topic, site, partitions) -> the site's partition
         self.metrics = ProcessorMetrics()
         self.influx_client = influx_client(settings, timeout_ms=30_000)
         self.influx_writer = InfluxWriter(settings.influx, timeout_s=30.0)
@@ -188,6 +188,9 @@ class ProcessorService:
         self.owned: set[TopicPartition] = set()
         self.next_offset: dict[TopicPartition, int] = {}
         self.reseek: set[TopicPartition] = set()
+        # partition -> the group's committed offset when it was assigned here: until this processor is
+        # past it again, its state of those sites is a partial replay whose results must not be written
+        self.replaying: dict[TopicPartition, int] = {}
 
     # -- reading earlier results -------------------------------------------------------------------
 
@@ -287,6 +290,7 @@ class ProcessorService:
                 cp.readings = sum(len(b) for batches in cp.batches.values() for b in batches)
         for tp in lost:
             self.next_offset.pop(tp, None)
+            self.replaying.pop(tp, None)
             if (cp := self.pending.get(self.topics[tp.topic])) is not None:
                 cp.offsets.pop(tp, None)
                 if not cp.offsets:  # all its partitions went elsewhere: their new owner replays them
@@ -318,6 +322,8 @@ class ProcessorService:
             if window is not None:
                 target = min(target, window.offset)
             targets[tp] = max(target, begin[tp])
+            if committed[tp] is not None and committed[tp] > targets[tp] and tp.topic not in self.district_topics:
+                self.replaying[tp] = committed[tp]
             if committed[tp] is not None:
                 self.metrics.rewound.inc(max(committed[tp] - targets[tp], 0))
             event(log, "rewind", topic=tp.topic, partition=tp.partition, committed=committed[tp], seek=targets[tp],
@@ -519,12 +525,14 @@ class ProcessorService:
         """True for the rows whose site's key hashes to `tp` (kafka-python's and Kafka's default
         partitioner: murmur2 of the key, modulo the topic's partitions)."""
         count = len(self.consumer.partitions_for_topic(tp.topic) or ())
+        if not count:  # no metadata yet (cannot happen for an assigned partition): nothing is known to be elsewhere
+            return np.ones(len(sites), bool)
         names, inverse = np.unique(sites.astype(str), return_inverse=True)
         home = np.array([self._home(tp.topic, n, count) == tp.partition for n in names.tolist()], bool)
         return home[inverse.reshape(-1)] if len(names) else np.zeros(0, bool)
 
     def _home(self, topic: str, site: str, partitions: int) -> int:
-        key = (topic, site)
+        key = (topic, site, partitions)
         if key not in self.homes:
             self.homes[key] = site_partition(site, partitions)
         return self.homes[key]
@@ -695,7 +703,12 @@ class ProcessorService:
         # wait of this checkpoint handed the others to a member that recomputes them from their records.
         if self.assignment_changed or self.reseek:
             self._position()   # settle who owns what first (states of lost partitions dropped, new ones rewound)
-        cp.points += [line for tp, line in cp.owned_points if tp in self.owned]
+        for tp in [tp for tp in self.replaying if tp in cp.offsets]:
+            if cp.offsets[tp] > self.replaying[tp]:
+                del self.replaying[tp]   # past where the group was: the state of its sites is whole again
+            else:
+                del cp.offsets[tp]       # still replaying: the previous owner wrote (and committed) these results
+        cp.points += [line for tp, line in cp.owned_points if tp in self.owned and tp not in self.replaying]
         cp.dead_letters += self._refused(bucket, self.influx.write(bucket, cp.points))
         self._deliver(self._records(cp.observations, cp.dead_letters) + cp.notices)
         self._commit(cp.offsets)
