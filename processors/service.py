@@ -455,9 +455,8 @@ class ProcessorService:
     def _flush(self, domain: str) -> None:
         """Compute the windows of a domain's readings stored raw since its last checkpoint, then make
         that checkpoint. The next one (of any domain) is due after `compute_every` / domains seconds,
-        or later when computing took more than `compute_share` of the time: windows are recomputed
-        whole, so their cost grows with the open day, and spacing them out keeps the cost per reading
-        flat (the raw path never waits for more than one domain's windows)."""
+        or later when computing took more than `compute_share` of the time (the raw path never waits
+        for more than one domain's windows; the district stage's queries count as computing)."""
         cp = self.flushing[domain] = self.pending.pop(domain)
         try:
             self._settle_raw(cp)   # windows of very late days are recomputed from the raw bucket: it must hold them
