@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from processors.buffer import Sums, WindowState
-from processors.plugin import DAY_NS, factorize, group_means, hour_start, local_day, site_groups
+from processors.buffer import Nearest, Sums, WindowState
+from processors.plugin import DAY_NS, day_start, factorize, group_means, hour_start, local_day, site_groups
 from schemas.batch import ReadingBatch
 
 T0 = 1_795_000_000 * 10**9
@@ -93,3 +93,19 @@ def test_factorize_and_site_groups_agree_with_numpy_unique() -> None:
         mine = values[labels == key]
         assert np.isclose(means[k, 0], mine[:, 0].mean()) and np.isclose(means[k, 1], np.nanmean(mine[:, 1]))
         assert counts[k, 1] == (~np.isnan(mine[:, 1])).sum()
+
+
+def test_the_noon_observation_does_not_depend_on_arrival_order() -> None:
+    """Fire's state: per zone and day the reading nearest local noon (ties: the earlier, then the
+    sensor id), whichever order and split the readings came in."""
+    noon = day_start(local_day(np.array([T0])))[0] + 12 * 3600 * 10**9
+    ts = [noon - 3600 * 10**9, noon + 3600 * 10**9, noon + 600 * 10**9, noon - 600 * 10**9, noon + 4 * 3600 * 10**9]
+    sensors, values = ["b", "a", "b", "a", "a"], [1.0, 2.0, 3.0, 4.0, 5.0]
+    picks = set()
+    for order in ([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 0, 4, 1, 3]):
+        part = Nearest(12 * 3600 * 10**9, 3 * 3600 * 10**9, ("pm25",), lambda b: ~np.isnan(b.column("pm25")))
+        s = WindowState("air", 2, noon=part)
+        for i in order:
+            s.add(batch([sensors[i]], [ts[i]], [values[i]]))
+        picks.add(tuple(part.per_site().items()))
+    assert picks == {((("s", int(local_day(np.array([T0]))[0])), (4.0,)),)}   # 11:50 beats 12:10: the earlier
