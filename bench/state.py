@@ -1,7 +1,8 @@
 """Processor memory over a full open day: `python -m bench.state [--sensors 100,1000] [--domain air]`.
 
 For each size, a local day (yesterday, UTC+8) of N sensors at one reading a minute (N x 1,440
-readings, 60 per record as a gateway sends them, keyed by site as the bridge writes them) goes into a
+readings, one per record as devices that send one reading a message give, each received when it was
+taken; keyed by site as the bridge writes them) goes into a
 fresh topic of the stack's Kafka; then one `smartcity process --domains <domain>` drains it into fresh
 buckets, and its peak RSS (VmHWM, /proc) is read when its group has committed the end. The issue-20
 targets: <= 300 MB at 1,000 sensors, and <= 1.25x the peak at 100 sensors. Results go to
