@@ -6,10 +6,12 @@ striving for 33.5. Breakpoints, limits and validity rules come from the plan fil
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
+from processors.buffer import Sums, WindowState
 from processors.outlook import ratio_outlook
 from processors.plugin import (
     DomainProcessor,
@@ -22,9 +24,6 @@ from processors.plugin import (
     indicator,
     local_day,
     local_year,
-    means_of,
-    site_groups,
-    year_ends,
 )
 from schemas.thresholds import PlanThresholds, load_plan
 
@@ -164,15 +163,20 @@ class AirProcessor(DomainProcessor):
 
     domain = "air"
 
-    def compute(self, buffer, days: np.ndarray) -> Output:  # noqa: ANN001
+    def new_state(self) -> WindowState:
+        """Per (sensor, site, local hour): the sums and counts of each pollutant's present values. HJ 633
+        judges the hourly AQI on the hour's means; GB 3095 judges the daily mean on the day's valid
+        hourly means (20 at least) and 8-h O3 on 6 valid hours of 8 (the day's and the 7 before it):
+        all of it follows from the hourly sums, so the readings are never needed again."""
+        return WindowState(self.domain, self.horizon_days,
+                           hours=Sums(hour_start, lambda b: b.values[:, [b.fields.index(p) for p in POLLUTANTS]]))
+
+    def windows(self, state: WindowState, days: np.ndarray) -> Output:
         out = Output()
-        wanted = np.isin(local_day(buffer.ts), np.concatenate([days, days - 1]))
-        b = buffer.take(wanted)
-        if not len(b):
+        hours = state.hours.site_windows(np.concatenate([days, days - 1]))
+        if not hours.pairs:
             return out
-        cols = [b.fields.index(p) for p in POLLUTANTS]
-        sites_hours, inverse = site_groups(b.site, hour_start(b.ts))
-        means, counts = means_of(inverse, len(sites_hours), b.values[:, cols])
+        sites_hours, means, counts = hours.pairs, hours.means(), hours.counts
         hour_ts = np.array([h for _, h in sites_hours], np.int64)
         for start, rows in by_local_day(hour_ts):
             if local_day(np.array([start]))[0] in days:
@@ -200,7 +204,6 @@ class AirProcessor(DomainProcessor):
         by_site: dict[str, dict[int, np.ndarray]] = {}
         for (site, hour), row in zip(sites_hours, means):
             by_site.setdefault(site, {})[hour] = row
-        fresh: dict[tuple[str, int], float] = {}
         for site, rows in by_site.items():
             for day in days:
                 start = int(day_start(day))
@@ -220,22 +223,27 @@ class AirProcessor(DomainProcessor):
                     continue
                 out.points.append(Point("air_daily", {"site": site}, daily, start))
                 if not np.isnan(day_means["pm25"]):
-                    fresh[(site, start)] = day_means["pm25"]
                     out.observations.append(Observation(
                         "air.pm25_daily", site, "air", site, "major", day_means["pm25"], limit,
                         day_means["pm25"] > limit, start, f"Daily PM2.5 at {site}", f"{site} PM2.5日均值",
                         f"GB 3095-2012 24-h limit {limit:g} µg/m³; plan annual target 35 (33.5)"))
-        for last_day in year_ends(days):
-            self._year_to_date(out, fresh, last_day)
 
-    def _year_to_date(self, out: Output, fresh: dict[tuple[str, int], float], last_day: int) -> None:
+    def district(self, days: np.ndarray, fresh: Sequence[Point] = ()) -> Output:
+        """PM2.5 of the year so far per station and for the district: every station's daily means,
+        whichever processor computed them."""
+        out = Output()
+        written = local_day(np.array([p.ts for p in fresh if p.measurement == "air_daily"], np.int64)).tolist()
+        for last_day in self.year_to_date_days(days, "air_daily", "pm25", written):
+            self._year_to_date(out, fresh, last_day)
+        return out
+
+    def _year_to_date(self, out: Output, fresh: Sequence[Point], last_day: int) -> None:
         """PM2.5 of the year so far per station and district, with the year-end outlook (recomputed from
-        the daily means already in InfluxDB plus this batch's)."""
+        the daily means in InfluxDB, `fresh` over them)."""
         first, days_in_year = local_year(last_day)
         last = int(day_start(last_day))
-        past = self.history.daily("air_daily", "pm25", first, last_day + 1)
-        daily = {(str(site), int(d)): float(v) for d, site, v in zip(past.days, past.tags["site"], past.values)}
-        daily.update({(site, int(local_day(np.array([t]))[0])): v for (site, t), v in fresh.items()})
+        stored = self.site_points("air_daily", ["pm25"], first, last_day + 1, fresh)
+        daily = {(site, int(local_day(np.array([t]))[0])): f["pm25"] for (site, t), f in stored.items() if "pm25" in f}
         elapsed = last_day - first + 1
         grid: dict[str, np.ndarray] = {}
         for (site, d), v in daily.items():

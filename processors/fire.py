@@ -7,10 +7,12 @@ Laoshan (36.1 N) uses.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
+from processors.buffer import Nearest, Rows, WindowState
 from processors.plugin import DomainProcessor, Observation, Output, Point, day_start, indicator, local_day
 from schemas.sites import expected_sites
 from schemas.thresholds import PlanThresholds, load_plan
@@ -136,6 +138,8 @@ def danger_level(fwi_: np.ndarray, *, at: int, plan: PlanThresholds | None = Non
 # -- plug-in: daily FWI per zone from the noon observation, danger levels, detections -------------------
 
 NOON_WINDOW_NS = 3 * 3600 * 10**9
+NOON_NS = 12 * 3600 * 10**9
+NOON_FIELDS = ("temperature", "humidity", "wind_speed", "rain_24h")
 CARRIED = ("ffmc", "dmc", "dc")  # the codes each day starts from: the previous day's
 
 
@@ -147,24 +151,31 @@ class FireProcessor(DomainProcessor):
     domain = "fire"
     horizon_days = 3
 
-    def compute(self, buffer, days: np.ndarray) -> Output:  # noqa: ANN001
+    def new_state(self) -> WindowState:
+        """Per (sensor, zone, local day): the observation nearest local noon (within 3 h) that has a
+        humidity, with its temperature, wind and 24-h rain: the FWI system is driven by one noon
+        observation a day, and its codes carry from the day before (from InfluxDB when that day has
+        left the state). And the smoke/flame detections of the open days: events, few, reported again
+        when their day is recomputed."""
+        return WindowState(
+            self.domain, self.horizon_days,
+            noon=Nearest(NOON_NS, NOON_WINDOW_NS, NOON_FIELDS, lambda b: ~np.isnan(b.column("humidity"))),
+            detections=Rows(("flame", "confidence"), lambda b: (b.column("smoke") == 1) | (b.column("flame") == 1)))
+
+    def windows(self, state: WindowState, days: np.ndarray) -> Output:
         out = Output()
-        col = buffer.fields.index
-        day_of = local_day(buffer.ts)
-        first, last = int(days.min()), int(day_of.max())
-        sites = sorted(set(buffer.site.astype(str)))
-        noon = day_start(day_of) + 12 * 3600 * 10**9
-        distance = np.abs(buffer.ts - noon)
+        noon = state.noon.per_site()
+        first = int(days.min())
+        last = max(state.newest_day() or first, first)
+        sites = sorted({site for site, _ in noon})
         carried = self._carried(first)
         for day in range(first, last + 1):  # later days depend on earlier ones: recompute forward
             start = int(day_start(day))
             for site in sites:
-                rows = np.flatnonzero((day_of == day) & (buffer.site == site) & (distance <= NOON_WINDOW_NS)
-                                      & ~np.isnan(buffer.values[:, col("humidity")]))
-                if not len(rows):
+                found = noon.get((site, day))
+                if found is None:
                     continue
-                r = rows[np.argmin(distance[rows])]
-                obs = {k: buffer.values[r, col(k)] for k in ("temperature", "humidity", "wind_speed", "rain_24h")}
+                obs = dict(zip(NOON_FIELDS, found))
                 if any(np.isnan(v) for v in obs.values()):
                     continue
                 f0, d0, c0 = carried.get(site, (85.0, 6.0, 15.0))
@@ -183,8 +194,7 @@ class FireProcessor(DomainProcessor):
                     "fire.danger", site, "fire", site, "critical" if level == 5 else "major", level, threshold,
                     level >= threshold, start, f"Fire danger {name_en} ({level}) at {site}",
                     f"{site} 森林火险等级 {level} ({name_zh})", "plan l.202: 森林防火监控"))
-        self._detections(out, buffer, np.isin(day_of, days))
-        self._district(out, days)
+        self._detections(out, state.detections, days)
         return out
 
     def _carried(self, first_day: int) -> dict[str, tuple[float, float, float]]:
@@ -193,28 +203,27 @@ class FireProcessor(DomainProcessor):
         ffmc, dmc, dc = (dict(zip(latest[c].tags["site"].tolist(), latest[c].values.tolist())) for c in CARRIED)
         return {s: (ffmc[s], dmc[s], dc[s]) for s in ffmc.keys() & dmc.keys() & dc.keys()}
 
-    def _detections(self, out: Output, buffer, mask: np.ndarray) -> None:  # noqa: ANN001
-        col = buffer.fields.index
-        hit = mask & ((buffer.values[:, col("smoke")] == 1) | (buffer.values[:, col("flame")] == 1))
-        for i in np.flatnonzero(hit):
-            flame = buffer.values[i, col("flame")] == 1
-            conf = float(buffer.values[i, col("confidence")])
+    def _detections(self, out: Output, detections: Rows, days: np.ndarray) -> None:
+        flames, confidences = detections.column("flame"), detections.column("confidence")
+        for i in np.flatnonzero(np.isin(local_day(detections.ts), days)).tolist():
+            flame, conf = bool(flames[i] == 1), float(confidences[i])
+            sensor, site, ts = str(detections.sensor[i]), str(detections.site[i]), int(detections.ts[i])
             what_en, what_zh = ("flame", "明火") if flame else ("smoke", "烟雾")
-            out.points.append(Point("fire_detection", {"site": buffer.site[i], "sensor": buffer.sensor_id[i]},
-                                    {"flame": int(flame), "confidence": conf}, int(buffer.ts[i])))
+            out.points.append(Point("fire_detection", {"site": site, "sensor": sensor},
+                                    {"flame": int(flame), "confidence": conf}, ts))
             out.observations.append(Observation(
-                "fire.detection", str(buffer.sensor_id[i]), "fire", str(buffer.site[i]), "critical", conf, 0.0, True,
-                int(buffer.ts[i]), f"Camera {what_en} detection at {buffer.site[i]}", f"{buffer.site[i]} 监控发现{what_zh}",
-                "plan l.202: 森林防火监控信息化"))
+                "fire.detection", sensor, "fire", site, "critical", conf, 0.0, True, ts,
+                f"Camera {what_en} detection at {site}", f"{site} 监控发现{what_zh}", "plan l.202: 森林防火监控信息化"))
 
-    def _district(self, out: Output, days: np.ndarray) -> None:
+    def district(self, days: np.ndarray, fresh: Sequence[Point] = ()) -> Output:
         """Highest level of the day, and the share of the zones that SHOULD report (site registry) whose
         level is known: a silent zone lowers it (the plan's target: every zone, every day)."""
+        out = Output()
         expected = expected_sites("fire")
         for day in days:
             start = int(day_start(day))
-            levels = {p.tags["site"]: p.fields["level"] for p in out.points
-                      if p.measurement == "fire_daily" and p.ts == start}
+            levels = {site: f["level"] for (site, _), f in
+                      self.site_points("fire_daily", ["level"], int(day), int(day) + 1, fresh).items() if "level" in f}
             if levels:
                 out.points.append(indicator("fire", "max_level", "district", float(max(levels.values())), start,
                                             source="QX/T 77-2007", zones=len(levels)))
@@ -223,6 +232,7 @@ class FireProcessor(DomainProcessor):
             out.points.append(indicator("fire", "zones_covered", "district", len(covered) / len(expected), start,
                                         target=self.plan.value("plan.fire.zones_covered", start), source="plan l.202: fire danger known for every zone daily",
                                         zones=len(covered), registered=len(expected), missing=missing))
+        return out
 
 
 PROCESSOR = FireProcessor

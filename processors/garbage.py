@@ -13,11 +13,13 @@ rate above 100% or below 0.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
 from infra.logs import event
+from processors.buffer import Rows, Sums, WindowState, day_window
 from processors.outlook import ratio_outlook
 from processors.plugin import (
     DAY_NS,
@@ -31,7 +33,6 @@ from processors.plugin import (
     indicator,
     local_day,
     local_year,
-    year_ends,
 )
 from schemas.thresholds import PlanThresholds, load_plan
 
@@ -84,6 +85,8 @@ def full_since(ts: np.ndarray, fill: np.ndarray, *, level: float) -> float:
 
 
 CATEGORY_FIELDS = ("recyclable_kg", "hazardous_kg", "kitchen_kg", "residual_kg")
+PLANT_FIELDS = CATEGORY_FIELDS + ("harmless_kg", "recovered_kg", "kitchen_resource_kg", "incinerated_kg", "landfilled_kg")
+SITE_FIELDS = PLANT_FIELDS + ("plant_reports", "bins", "bins_overdue", "bins_reporting")
 
 
 class GarbageProcessor(DomainProcessor):
@@ -94,23 +97,52 @@ class GarbageProcessor(DomainProcessor):
     domain = "garbage"
     horizon_days = 3
 
-    def compute(self, buffer, days: np.ndarray) -> Output:  # noqa: ANN001
+    def new_state(self) -> WindowState:
+        """Per (sensor, site, local day): the sums of the plant's report fields (the day's rates are
+        ratios of the day's totals); and each bin's fill levels with their times (the collection rule
+        needs the run of full readings before each day's end, which a late reading can split or join;
+        bins report a few times an hour, and only ts and level are kept)."""
+        return WindowState(self.domain, self.horizon_days,
+                           plant=Sums(day_window, lambda b: b.values[:, [b.fields.index(f) for f in PLANT_FIELDS]],
+                                      lambda b: ~np.isnan(b.column("harmless_kg"))),
+                           bins=Rows(("fill_level",), lambda b: ~np.isnan(b.column("fill_level"))))
+
+    def windows(self, state: WindowState, days: np.ndarray) -> Output:
+        """Per site and day, the parts of the district's figures (`garbage_site`: the plant's report
+        totals, bins known up to the day's end, overdue and reporting that day); per bin, overdue events."""
         out = Output()
-        col = buffer.fields.index
-        v = buffer.values
-        day_of = local_day(buffer.ts)
-        plant = ~np.isnan(v[:, col("harmless_kg")])
-        bins = ~np.isnan(v[:, col("fill_level")])
+        bins: Rows = state.bins
+        bin_day = local_day(bins.ts)
         for day in days:
             start = int(day_start(day))
             end = start + DAY_NS
             full = self.plan.value("garbage.bin_full", start)
+            report = state.plant.site_windows(np.array([day]))
+            parts: dict[str, dict[str, float]] = {}
+            for i, (site, _) in enumerate(report.pairs):
+                parts[site] = {**dict(zip(PLANT_FIELDS, report.sums[i].tolist())),
+                               "plant_reports": int(report.readings[i])}
+            known = bins.ts < end  # every bin seen up to the day's end: the overdue ones included
+            for site in sorted(set(bins.site[known].tolist())):
+                here = known & (bins.site == site)
+                overdue = self._overdue(out, bins, here, end, start, full)
+                parts.setdefault(site, {}).update(bins=len(set(bins.sensor[here].tolist())), bins_overdue=overdue,
+                                                  bins_reporting=int(((bin_day == day) & (bins.site == site)).sum()))
+            out.points += [Point("garbage_site", {"site": site}, fields, start) for site, fields in sorted(parts.items())]
+        return out
+
+    def district(self, days: np.ndarray, fresh: Sequence[Point] = ()) -> Output:
+        """Per day, the plant's rates and the collection rate from every site's parts (whichever
+        processor computed them), and the recycling rate of the year so far."""
+        out = Output()
+        for day in np.unique(days).tolist():
+            start = int(day_start(day))
             coefficient = self.plan.value("garbage.incineration_coefficient", start)
-            report = plant & (day_of == day)
+            sites = [f for _, f in sorted(self.site_points("garbage_site", SITE_FIELDS, day, day + 1, fresh).items())]
             fields: dict[str, float] = {}
-            if report.any():
-                total = {f: float(np.nansum(v[report, col(f)])) for f in
-                         CATEGORY_FIELDS + ("harmless_kg", "recovered_kg", "kitchen_resource_kg", "incinerated_kg", "landfilled_kg")}
+            plants = [f for f in sites if f.get("plant_reports", 0) > 0]
+            if plants:
+                total = {f: float(sum(p.get(f, 0.0) for p in plants)) for f in PLANT_FIELDS}
                 generated = sum(total[f] for f in CATEGORY_FIELDS)
                 r = rates(np.array([generated]), np.array([total["recovered_kg"]]), np.array([total["kitchen_resource_kg"]]),
                           np.array([total["incinerated_kg"]]), np.array([total["harmless_kg"]]),
@@ -122,10 +154,9 @@ class GarbageProcessor(DomainProcessor):
                     event(log, "inconsistent_garbage_report", logging.WARNING, day=start, reason=r.reason[0],
                           generated_kg=generated, recovered_kg=total["recovered_kg"],
                           kitchen_resource_kg=total["kitchen_resource_kg"], harmless_kg=total["harmless_kg"])
-            known = bins & (buffer.ts < end)  # every bin seen up to the day's end: the overdue ones included
-            overdue = self._overdue(out, buffer, known, end, start, full)
-            bins_known = len(set(buffer.sensor_id[known]))
-            if bins_known and (bins & (day_of == day)).any():
+            bins_known = int(sum(f.get("bins", 0) for f in sites))
+            overdue = int(sum(f.get("bins_overdue", 0) for f in sites))
+            if bins_known and sum(f.get("bins_reporting", 0) for f in sites) > 0:
                 fields.update(bins=bins_known, bins_overdue=overdue,
                               collection_rate=float(bounded_share(np.array([bins_known - overdue]),
                                                                   np.array([bins_known]))[0][0]))
@@ -141,7 +172,9 @@ class GarbageProcessor(DomainProcessor):
                     out.points.append(indicator("garbage", name, "district", fields[name], start,
                                                 target=self.plan.value(target, start) if target else None,
                                                 source=source, **(extra if name != "collection_rate" else {})))
-        for last_day in year_ends(days):
+        written = local_day(np.array([p.ts for p in out.points if p.measurement == "garbage_daily"
+                                      and "generated_kg" in p.fields], np.int64)).tolist()
+        for last_day in self.year_to_date_days(np.unique(days), "garbage_daily", "generated_kg", written):
             self._year_to_date(out, last_day)
         return out
 
@@ -179,24 +212,24 @@ class GarbageProcessor(DomainProcessor):
                                     feasible=int(o.feasible), seasonal=int(o.seasonal), inconsistent=int(bad[0]),
                                     days=len(gen_days)))
 
-    def _overdue(self, out: Output, buffer, mask: np.ndarray, at: int, day: int, full: float) -> int:  # noqa: ANN001
+    def _overdue(self, out: Output, bins: Rows, mask: np.ndarray, at: int, day: int, full: float) -> int:
         """Count (and report) bins full for longer than the deadline at time `at`."""
-        col = buffer.fields.index("fill_level")
         idx = np.flatnonzero(mask)
         if not len(idx):
             return 0
-        _, sensor = factorize(buffer.sensor_id[idx])
-        by_sensor = np.lexsort((buffer.ts[idx], sensor))
+        fill = bins.column("fill_level")
+        _, sensor = factorize(bins.sensor[idx])
+        by_sensor = np.lexsort((bins.ts[idx], sensor))
         order, sensor = idx[by_sensor], sensor[by_sensor]
         cuts = np.flatnonzero(sensor[1:] != sensor[:-1]) + 1
         count = 0
         deadline = self.plan.value("garbage.collection_deadline", day)
         for rows in np.split(order, cuts):
-            since = full_since(buffer.ts[rows], buffer.values[rows, col], level=full)
+            since = full_since(bins.ts[rows], fill[rows], level=full)
             late = bool(overdue_bins(np.array([since]), at, plan=self.plan, at=day)[0])
             count += late
             hours = (at - since) / 3.6e12 if late else 0.0
-            sensor, site = str(buffer.sensor_id[rows[0]]), str(buffer.site[rows[0]])
+            sensor, site = str(bins.sensor[rows[0]]), str(bins.site[rows[0]])
             out.observations.append(Observation(
                 "garbage.bin_overdue", sensor, "garbage", site, "minor", round(hours, 2), deadline / 3600, late, day,
                 f"Bin {sensor} full and not emptied", f"{sensor} 垃圾桶满溢未清运", "plan l.273: 集中清运率100%"))

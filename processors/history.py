@@ -46,11 +46,11 @@ class FluxHistory:
         self.bucket = bucket
 
     def flux(self, measurement: str, fields: Sequence[str], first_day: int, stop_day: int, tags: Tags | None,
-             keep: Sequence[str], *, latest: bool = False) -> str:
+             keep: Sequence[str], *, latest: bool = False, named: bool = False) -> str:
         """The query for points over local days [first_day, stop_day), i.e. from the UTC+8 midnight that
         starts `first_day` to the one that starts `stop_day`; with `latest`, only the last point per
         field and kept-tag combination."""
-        columns = ", ".join(flux_string(c) for c in ("_time", "_value", *(("_field",) if latest else ()), *keep))
+        columns = ", ".join(flux_string(c) for c in ("_time", "_value", *(("_field",) if latest or named else ()), *keep))
         return (f"from(bucket: {flux_string(self.bucket)}) "
                 f"|> range(start: time(v: {int(day_start(first_day))}), stop: time(v: {int(day_start(stop_day))})) "
                 f"|> filter(fn: (r) => {flux_filter(measurement, fields, tags)}) "
@@ -68,9 +68,15 @@ class FluxHistory:
         rows = self.query(self.flux(measurement, fields, first_day, stop_day, tags, keep, latest=True))
         return {f: series([r for r in rows if r["_field"] == f], keep) for f in fields}
 
+    def every(self, measurement: str, fields: Sequence[str], first_day: int, stop_day: int, *,
+               tags: Tags | None = None, keep: Sequence[str] = ("site",)) -> dict[str, Series]:
+        """Per field, every point over local days [first_day, stop_day) matching `tags` (one query)."""
+        rows = self.query(self.flux(measurement, fields, first_day, stop_day, tags, keep, named=True))
+        return {f: series([r for r in rows if r["_field"] == f], keep) for f in fields}
+
 
 def series(rows: list[dict[str, Any]], keep: Sequence[str]) -> Series:
     """Query rows as columns: local day of `_time`, `_value` as float, each kept tag as str ("" if absent)."""
     ts = np.array([int(r["_time"]) for r in rows], np.int64)
     return Series(local_day(ts), np.array([float(r["_value"]) for r in rows], float),
-                  {k: np.array([str(r.get(k) or "") for r in rows], str) for k in keep})
+                  {k: np.array([str(r.get(k) or "") for r in rows], str) for k in keep}, ts)

@@ -5,20 +5,14 @@ A lot is networked while it reports within its heartbeat window.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from processors.buffer import Sums, WindowState
 from processors.outlook import level_outlook
-from processors.plugin import (
-    DomainProcessor,
-    Observation,
-    Output,
-    Point,
-    hour_start,
-    indicator,
-    local_day,
-    local_year,
-    site_groups,
-)
+from processors.plugin import DomainProcessor, Observation, Output, Point, hour_start, indicator, local_day, local_year
+from schemas.batch import ReadingBatch
 from schemas.sites import expected_sites, load_registry
 from schemas.thresholds import PlanThresholds, load_plan
 
@@ -54,6 +48,12 @@ def spaces_added(current_capacity: np.ndarray, baseline_spaces: float | None) ->
     return float(np.nansum(current_capacity) - baseline_spaces)
 
 
+def _share_and_capacity(batch: ReadingBatch) -> np.ndarray:
+    """[occupied share, capacity] per reading: what the hourly windows sum."""
+    capacity = batch.column("capacity")
+    return np.stack([occupancy(capacity, batch.column("occupied"), batch.column("free")), capacity], axis=1)
+
+
 # -- plug-in: hourly occupancy per lot, district occupancy, networked rate, spaces added ----------------
 
 class ParkingProcessor(DomainProcessor):
@@ -62,29 +62,21 @@ class ParkingProcessor(DomainProcessor):
 
     domain = "parking"
 
-    def compute(self, buffer, days: np.ndarray) -> Output:  # noqa: ANN001
+    def new_state(self) -> WindowState:
+        """Per (sensor, lot, local hour): readings, the sum, count and maximum of the occupied share and
+        the largest capacity reported. A lot's hourly mean and peak occupancy (saturation) follow from
+        them, the district's occupancy weighs each lot's hourly mean by its capacity, and the networked
+        rate needs only which lots reported in the hour: no reading is needed again."""
+        return WindowState(self.domain, self.horizon_days, hours=Sums(hour_start, _share_and_capacity))
+
+    def windows(self, state: WindowState, days: np.ndarray) -> Output:
         out = Output()
-        col = buffer.fields.index
-        share = occupancy(buffer.values[:, col("capacity")], buffer.values[:, col("occupied")],
-                          buffer.values[:, col("free")])
-        capacity = buffer.values[:, col("capacity")]
-        # registered lots: every lot known to the buffer or to the results of the 30 days up to the batch's
-        last = int(days.max())
-        known = set(self.history.latest("parking_hourly", ["capacity"], last - 30, last + 1)["capacity"].tags["site"])
-        registered = sorted(set(expected_sites("parking")) | known | set(buffer.site.astype(str)))
-        hours = hour_start(buffer.ts)
-        sel = np.isin(local_day(buffer.ts), days)
-        uniq, inverse = site_groups(buffer.site[sel], hours[sel])
-        s, cap = share[sel], capacity[sel]
-        n = np.bincount(inverse, minlength=len(uniq))
-        ok = ~np.isnan(s)
-        mean = np.bincount(inverse, np.where(ok, s, 0), len(uniq)) / np.maximum(np.bincount(inverse, ok, len(uniq)), 1)
-        peak = np.full(len(uniq), -np.inf)
-        np.maximum.at(peak, inverse, np.where(ok, s, -np.inf))
-        lot_cap = np.zeros(len(uniq))
-        np.maximum.at(lot_cap, inverse, np.nan_to_num(cap))
-        per_hour: dict[int, list[tuple[str, float, float]]] = {}
-        for i, (site, hour) in enumerate(uniq):
+        hours = state.hours.site_windows(days)
+        if not hours.pairs:
+            return out
+        n, mean = hours.readings, hours.sums[:, 0] / np.maximum(hours.counts[:, 0], 1)
+        peak, lot_cap = hours.maxima[:, 0], np.maximum(hours.maxima[:, 1], 0.0)
+        for i, (site, hour) in enumerate(hours.pairs):
             level = self.plan.value("parking.saturated", hour)
             sat = bool(peak[i] > level)
             out.points.append(Point("parking_hourly", {"site": site}, {
@@ -93,8 +85,21 @@ class ParkingProcessor(DomainProcessor):
             out.observations.append(Observation(
                 "parking.saturated", site, "parking", site, "minor", float(peak[i]), level, sat, hour,
                 f"Parking lot {site} saturated", f"{site} 停车场饱和", "practice: above 90% a lot is saturated"))
-            per_hour.setdefault(hour, []).append((site, float(mean[i]), float(lot_cap[i])))
-        facts = load_registry().parking
+        return out
+
+    def district(self, days: np.ndarray, fresh: Sequence[Point] = ()) -> Output:
+        """Per hour: the district's occupancy (lots' hourly means weighed by capacity), the networked rate
+        (lots reporting / registered lots) and the spaces added, from every lot's hourly results."""
+        out = Output()
+        first, last = int(days.min()), int(days.max())
+        lots_of = self.site_points("parking_hourly", ["occupancy", "capacity"], first, last + 1, fresh)
+        # registered lots: the registry's and every lot with results in the 30 days up to the last day
+        known = set(self.history.latest("parking_hourly", ["capacity"], last - 30, last + 1)["capacity"].tags["site"])
+        registered = sorted(set(expected_sites("parking")) | known | {site for site, _ in lots_of})
+        per_hour: dict[int, list[tuple[str, float, float]]] = {}
+        for (site, hour), f in sorted(lots_of.items()):
+            if "occupancy" in f and "capacity" in f and local_day(np.array([hour]))[0] in days:
+                per_hour.setdefault(hour, []).append((site, f["occupancy"], f["capacity"]))
         for hour, lots in sorted(per_hour.items()):
             total_cap = sum(c for _, _, c in lots)
             occupied = sum(m * c for _, m, c in lots)
@@ -104,7 +109,7 @@ class ParkingProcessor(DomainProcessor):
                                         target=self.plan.value("plan.parking.networked_share", hour), source="plan l.192",
                                         online=len(lots), registered=len(registered)))
         if per_hour:
-            self._spaces_added(out, per_hour, facts.baseline_public_spaces)
+            self._spaces_added(out, per_hour, load_registry().parking.baseline_public_spaces)
         return out
 
     def _spaces_added(self, out: Output, per_hour: dict[int, list[tuple[str, float, float]]],

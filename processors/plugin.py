@@ -1,13 +1,15 @@
 """The processor plug-in contract: a domain turns buffered readings into compliance points and alert
 observations. Plug-ins compute; the service (processors/service.py) moves data. Event-time windows
-are local (UTC+8) hours and days, recomputed whole whenever a reading lands in them, so late and
-out-of-order readings land in the right window and writing the result again is harmless."""
+are local (UTC+8) hours and days. A plug-in declares its state (`new_state`: running aggregates per
+sensor and window, processors/buffer.py), never every reading; a window's result is recomputed from
+that state whenever a reading lands in it, so late and out-of-order readings land in the right window
+and writing the result again is harmless."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -16,6 +18,9 @@ from processors.outlook import seasonal_profile
 from schemas.batch import ReadingBatch
 from schemas.sites import load_registry
 from schemas.thresholds import DAY_NS, LOCAL_OFFSET_NS, PlanThresholds
+
+if TYPE_CHECKING:
+    from processors.buffer import WindowState
 
 HOUR_NS = 3600 * 10**9
 PROFILE_YEARS = 3          # past years read for a seasonal profile
@@ -100,11 +105,13 @@ class Output:
 @dataclass(frozen=True)
 class Series:
     """Points read back from earlier results, as columns: their local day, value and the kept tags
-    (tag -> str array, "" where a point lacks the tag), time-ordered within each tag combination."""
+    (tag -> str array, "" where a point lacks the tag), time-ordered within each tag combination;
+    `ts`: their UTC ns times."""
 
     days: np.ndarray
     values: np.ndarray
     tags: dict[str, np.ndarray]
+    ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
 
 Tags = Mapping[str, str | Sequence[str]]  # tag -> the value, or any of the values, a point must carry
@@ -123,6 +130,10 @@ class History(Protocol):
         """Per field, the last point of each combination of the `keep` tags over local days
         [first_day, stop_day) matching `tags` (every field asked for; empty where it has no point)."""
 
+    def every(self, measurement: str, fields: Sequence[str], first_day: int, stop_day: int, *,
+               tags: Tags | None = None, keep: Sequence[str] = ("site",)) -> dict[str, Series]:
+        """Per field, every point over local days [first_day, stop_day) matching `tags` (one query)."""
+
 
 class DomainProcessor(ABC):
     """A domain's indicators. `horizon_days`: how many local days back windows stay open (the
@@ -138,8 +149,60 @@ class DomainProcessor(ABC):
         load_registry()  # an operator registry (SMARTCITY_SITES) with a mistake fails at start, naming the file
 
     @abstractmethod
-    def compute(self, buffer: ReadingBatch, days: np.ndarray) -> Output:
-        """Indicators for the local `days` touched by the latest batch, from every buffered reading."""
+    def new_state(self) -> "WindowState":
+        """An empty state of the domain's open days: what it holds, and why that is enough, is written
+        next to each plug-in's declaration."""
+
+    @abstractmethod
+    def windows(self, state: "WindowState", days: np.ndarray) -> Output:
+        """Indicators for the local `days` touched by the latest batch, from the domain's state."""
+
+    def district(self, days: np.ndarray, fresh: Sequence[Point] = ()) -> Output:
+        """The second stage: district figures of local `days` from every site's results, read from the
+        compliance bucket (`history`) and overlaid by `fresh` (site results not written yet). Site
+        results come from whichever processor owns the site; this runs once they are written (the
+        service's district stage, processors/service.py). Domains without district figures: none."""
+        return Output()
+
+    def site_points(self, measurement: str, fields: Sequence[str], first_day: int, stop_day: int,
+                    fresh: Sequence[Point] = (), keep: Sequence[str] = ("site",)) -> dict[tuple, dict[str, float]]:
+        """(kept tag values..., ts) -> {field: value} of every `measurement` point over local days
+        [first_day, stop_day): the stored ones, then `fresh` over them (numbers only, NaN left out)."""
+        found: dict[tuple, dict[str, float]] = {}
+        for name, s in self.history.every(measurement, fields, first_day, stop_day, keep=keep).items():
+            for i, (t, v) in enumerate(zip(s.ts.tolist(), s.values.tolist())):
+                found.setdefault((*(str(s.tags[k][i]) for k in keep), int(t)), {})[name] = float(v)
+        low, high = int(day_start(first_day)), int(day_start(stop_day))
+        for p in fresh:
+            if p.measurement == measurement and low <= p.ts < high:
+                row = found.setdefault((*(str(p.tags.get(k, "")) for k in keep), int(p.ts)), {})
+                row.update({f: float(v) for f, v in p.fields.items() if f in fields and isinstance(v, (int, float))
+                            and not isinstance(v, bool) and v == v})
+        return found
+
+    def year_to_date_days(self, days: np.ndarray, measurement: str, field: str, extra: Sequence[int] = (),
+                          tags: Tags | None = None) -> list[int]:
+        """The days whose year-to-date figures a change on local `days` moves: per year, every day with
+        `measurement`/`field` results (stored, or in `extra`) from the earliest of `days` in that year on,
+        since a late day changes every later day's year so far. Computed at all of them, the figures do
+        not depend on the order in which the days came (one processor or several); live, it is one day."""
+        found: list[int] = []
+        for year in sorted({local_year(int(d))[0] for d in days}):
+            first, length = local_year(year)
+            noticed = [int(d) for d in days if first <= d < first + length]
+            stored = self.history.daily(measurement, field, first, first + length, tags=tags)
+            have = {*stored.days.tolist(), *(int(d) for d in extra), *noticed}
+            found += sorted(d for d in have if min(noticed) <= d < first + length)
+        return found
+
+    def compute(self, readings: ReadingBatch, days: np.ndarray) -> Output:
+        """Both stages for local `days` from readings alone (a test's batch, the domain docs' example):
+        a fresh state, its windows, then the district figures over the windows' results."""
+        state = self.new_state()
+        state.add(readings)
+        out = self.windows(state, days)
+        extra = self.district(days, out.points)
+        return Output(out.points + extra.points, out.observations + extra.observations)
 
     def past_profile(self, measurement: str, field: str, year_first_day: int,
                      tags: Tags | None = None) -> np.ndarray | None:

@@ -4,7 +4,8 @@ Per poll: decode the records of each domain into columns and write them raw (`te
 Each domain's checkpoint comes round every `compute_every` seconds (`_flush`, one domain per step so
 the raw path runs in between; later when windows grow expensive, so that computing them takes at
 most `compute_share` of the time): the domain's readings of those polls are merged into its
-open-window buffer, its plug-in recomputes the touched windows once, and the checkpoint
+domain's window state (running aggregates per sensor and window, processors/buffer.py: never the
+readings themselves), its plug-in recomputes the touched windows from it once, and the checkpoint
 (`ProcessorService.checkpoint`) writes the results, produces observations and dead letters, confirms
 every one of them, and only then commits the domain's offsets. Writes are idempotent (same measurement + tags
 + time overwrite), so a replay after a crash gives the same numbers.
@@ -16,8 +17,8 @@ skipped, whatever the committed offset or the InfluxDB state. A newly assigned p
 back to the start of its domain's open windows (`offsets_for_times` on the event-time record
 timestamps the bridge sets), never past the committed offset, or to the log start when the group has
 committed nothing; a partition the processor kept through a rebalance continues where it was (its
-buffer is intact), so a rebalance replays only what the new owner lacks. Readings older than the
-buffer are still stored raw and their day is recomputed from the raw bucket.
+state is intact), so a rebalance replays only what the new owner lacks. Readings older than the
+state are still stored raw and their day is recomputed from the raw bucket.
 
 Outages: InfluxDB and Kafka failures are waited out with backoff for as long as they last. While it
 waits the processor pauses its partitions and keeps polling, so it stays in the consumer group
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
+from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import start_http_server
 
@@ -45,11 +47,10 @@ from infra.clients import RebalanceWatch, influx_client, kafka_consumer, kafka_p
 from infra.influxwrite import InfluxWriter
 from infra.logs import event
 from infra.settings import Settings
-from processors.buffer import WindowBuffer
 from processors.history import FluxHistory
 from processors.influx import MAX_BACKOFF, InfluxGateway, Refused
 from processors.metrics import ProcessorMetrics
-from processors.plugin import DAY_NS, DomainProcessor, Observation, day_start, escape, local_day
+from processors.plugin import DAY_NS, DomainProcessor, Observation, Output, day_start, escape, local_day
 from processors.registry import processors
 from processors.stale import StaleDetector
 from schemas.batch import ReadingBatch
@@ -64,6 +65,17 @@ REJOIN_WAIT = 60.0            # seconds a commit waits for the group to hand par
 RAW_IN_FLIGHT = 4             # raw writes queued beside the polls, at most
 MAX_CHECKPOINT_AGE = 30.0     # seconds a domain's readings wait for their windows and commit, at most
 MAX_PENDING = 100_000         # readings of a domain stored raw whose windows wait for its checkpoint, at most
+
+
+def district_topic(settings: Settings, domain: str) -> str:
+    """The domain's district notices (one partition: one member computes the district's figures)."""
+    return f"{settings.kafka.topic_prefix}districts.{domain}"
+
+
+def site_partition(site: str, partitions: int) -> int:
+    """The partition a record keyed by `site` goes to (the default partitioner of kafka-python and of
+    the Java client: murmur2 of the key bytes, positive, modulo the partition count)."""
+    return (murmur2(site.encode()) & 0x7FFFFFFF) % max(partitions, 1)
 
 
 class Stopping(Exception):
@@ -105,6 +117,9 @@ class Checkpoint:
     opened: float = field(default_factory=time.monotonic)   # when its first poll came
     records: dict[str, int] = field(default_factory=lambda: defaultdict(int))                  # by domain
     readings: int = 0
+    district: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))  # days noticed, by domain
+    notices: list[tuple[str, bytes, bytes]] = field(default_factory=list)             # to districts.<domain>
+    owned_points: list[tuple[TopicPartition, str]] = field(default_factory=list)  # written only while owned
 
 
 class _Assignments(ConsumerRebalanceListener):
@@ -138,10 +153,13 @@ class ProcessorService:
         self.poll_timeout_ms = poll_timeout_ms
         self.compute_every, self.compute_share = compute_every, compute_share
         self.pending: dict[str, Checkpoint] = {}   # by domain: stored raw, windows and commit to come
+        self.flushing: dict[str, Checkpoint] = {}  # by domain: the checkpoint being made
         self.flushed_at: dict[str, float] = {}     # by domain: when its last checkpoint was made
         self.compute_at = 0.0                      # when the next checkpoint (of one domain) may be made
         self.waited = 0.0   # seconds spent in _wait, in total
-        self.topics = {settings.kafka.telemetry_topic(d): d for d in domains}
+        self.district_topics = {district_topic(settings, d): d for d in domains}
+        self.topics = {**{settings.kafka.telemetry_topic(d): d for d in domains}, **self.district_topics}
+        self.homes: dict[tuple[str, str, int], int] = {}   # (topic, site, partitions) -> the site's partition
         self.metrics = ProcessorMetrics()
         self.influx_client = influx_client(settings, timeout_ms=30_000)
         self.influx_writer = InfluxWriter(settings.influx, timeout_s=30.0)
@@ -153,7 +171,7 @@ class ProcessorService:
         plan = load_plan()
         history = FluxHistory(self.influx.query, settings.influx.bucket_compliance)
         self.plugins: dict[str, DomainProcessor] = {d: plugins[d](plan, history) for d in domains}
-        self.buffers = {d: WindowBuffer(p.horizon_days) for d, p in self.plugins.items()}
+        self.states = {d: p.new_state() for d, p in self.plugins.items()}
         # max_block_ms: a send while Kafka is away fails fast instead of blocking the loop for a minute.
         self.producer = kafka_producer(settings, linger_ms=5, max_block_ms=2_000)
         # Static membership (instance_id): a restarted member takes its partitions back at once; the short
@@ -170,6 +188,9 @@ class ProcessorService:
         self.owned: set[TopicPartition] = set()
         self.next_offset: dict[TopicPartition, int] = {}
         self.reseek: set[TopicPartition] = set()
+        # partition -> the group's committed offset when it was assigned here: until this processor is
+        # past it again, its state of those sites is a partial replay whose results must not be written
+        self.replaying: dict[TopicPartition, int] = {}
 
     # -- reading earlier results -------------------------------------------------------------------
 
@@ -216,7 +237,7 @@ class ProcessorService:
     # -- positions ---------------------------------------------------------------------------------
 
     def _position(self) -> None:
-        """After an assignment change: forget revoked partitions (stale timers, buffered readings), seek
+        """After an assignment change: forget revoked partitions (stale timers, window state), seek
         kept ones to where this processor is, and new ones back to their open windows."""
         delay = 0.5
         while self.assignment_changed or self.reseek:
@@ -253,19 +274,23 @@ class ProcessorService:
                       lost=len(lost))
 
     def _forget(self, lost: set[TopicPartition]) -> None:
-        """State follows ownership: the sensors of revoked partitions leave the stale timers and buffers."""
+        """State follows ownership: the sensors of revoked partitions leave the stale timers and window states."""
         gone = self.stale.forget(lost)
         by_domain: dict[str, list[str]] = defaultdict(list)
         for domain, sensor in gone:
             by_domain[domain].append(sensor)
         for domain, sensors in by_domain.items():
-            self.buffers[domain].drop(sensors)
-            if (cp := self.pending.get(domain)) is not None:
+            self.states[domain].drop(sensors)
+            # the pending checkpoint, and the one being made (a rebalance can come in its waits)
+            for cp in (self.pending.get(domain), self.flushing.get(domain)):
+                if cp is None:
+                    continue
                 for batches in cp.batches.values():
                     batches[:] = [b.take(~np.isin(b.sensor_id, sensors)) for b in batches]
                 cp.readings = sum(len(b) for batches in cp.batches.values() for b in batches)
         for tp in lost:
             self.next_offset.pop(tp, None)
+            self.replaying.pop(tp, None)
             if (cp := self.pending.get(self.topics[tp.topic])) is not None:
                 cp.offsets.pop(tp, None)
                 if not cp.offsets:  # all its partitions went elsewhere: their new owner replays them
@@ -282,12 +307,13 @@ class ProcessorService:
         begin = self.consumer.beginning_offsets(new, timeout_ms=KAFKA_CALL_MS)
         committed = {tp: self.consumer.committed(tp, timeout_ms=KAFKA_CALL_MS) for tp in new}
         open_from: dict[TopicPartition, int] = {}
-        for domain in {self.topics[tp.topic] for tp in new}:  # one InfluxDB scan per domain, not per partition
+        readings = [tp for tp in new if tp.topic not in self.district_topics]   # notices replay from the commit
+        for domain in {self.topics[tp.topic] for tp in readings}:  # one InfluxDB scan per domain, not per partition
             watermark = self._watermark(domain)
             if watermark is None:
                 continue  # nothing stored yet: the committed offset (or the log start) is right
             start = int(day_start(local_day(np.array([watermark]))[0] - self.plugins[domain].horizon_days + 1))
-            open_from.update({tp: max(start // 10**6, 0) for tp in new if self.topics[tp.topic] == domain})
+            open_from.update({tp: max(start // 10**6, 0) for tp in readings if self.topics[tp.topic] == domain})
         found = self.consumer.offsets_for_times(open_from, timeout_ms=KAFKA_CALL_MS) if open_from else {}
         targets = {}
         for tp in new:
@@ -296,6 +322,8 @@ class ProcessorService:
             if window is not None:
                 target = min(target, window.offset)
             targets[tp] = max(target, begin[tp])
+            if committed[tp] is not None and committed[tp] > targets[tp] and tp.topic not in self.district_topics:
+                self.replaying[tp] = committed[tp]
             if committed[tp] is not None:
                 self.metrics.rewound.inc(max(committed[tp] - targets[tp], 0))
             event(log, "rewind", topic=tp.topic, partition=tp.partition, committed=committed[tp], seek=targets[tp],
@@ -427,15 +455,17 @@ class ProcessorService:
     def _flush(self, domain: str) -> None:
         """Compute the windows of a domain's readings stored raw since its last checkpoint, then make
         that checkpoint. The next one (of any domain) is due after `compute_every` / domains seconds,
-        or later when computing took more than `compute_share` of the time: windows are recomputed
-        whole, so their cost grows with the open day, and spacing them out keeps the cost per reading
-        flat (the raw path never waits for more than one domain's windows)."""
-        cp = self.pending.pop(domain)
-        self._settle_raw(cp)   # windows of very late days are recomputed from the raw bucket: it must hold them
-        started, waited = time.monotonic(), self.waited
-        self.compute(cp)
-        spent = time.monotonic() - started - (self.waited - waited)  # waiting out an outage is not computing
-        self.checkpoint(cp)
+        or later when computing took more than `compute_share` of the time (the raw path never waits
+        for more than one domain's windows; the district stage's queries count as computing)."""
+        cp = self.flushing[domain] = self.pending.pop(domain)
+        try:
+            self._settle_raw(cp)   # windows of very late days are recomputed from the raw bucket: it must hold them
+            started, waited = time.monotonic(), self.waited
+            self.compute(cp)
+            spent = time.monotonic() - started - (self.waited - waited)  # waiting out an outage is not computing
+            self.checkpoint(cp)
+        finally:
+            self.flushing.pop(domain, None)
         self.flushed_at[domain] = time.monotonic()
         spacing = max(self.compute_every / len(self.plugins), spent * (1 - self.compute_share) / self.compute_share)
         self.compute_at = time.monotonic() + min(spacing, MAX_CHECKPOINT_AGE)
@@ -444,33 +474,79 @@ class ProcessorService:
         self.stopping.set()
 
     def process(self, polled: dict[TopicPartition, list]) -> None:
-        """One poll's records: decoded, written raw, and kept in their domain's pending checkpoint for
-        their windows."""
+        """One poll's records: readings decoded, written raw, and kept in their domain's pending
+        checkpoint for their windows; district notices kept for the district stage."""
         offsets = {tp: records[-1].offset + 1 for tp, records in polled.items()}
         self.next_offset.update(offsets)  # the position moved past them; the checkpoint commits it
-        by_domain: dict[str, list] = defaultdict(list)
-        partition_of: dict[str, dict[str, TopicPartition]] = defaultdict(dict)
+        by_domain: dict[str, list[tuple[TopicPartition, list]]] = defaultdict(list)
         for tp, records in polled.items():
-            domain = self.topics[tp.topic]
-            by_domain[domain].extend(records)
-            partition_of[domain].update((r.key.decode("utf-8", "replace"), tp) for r in records if r.key)
-        for domain, records in by_domain.items():
+            by_domain[self.topics[tp.topic]].append((tp, records))
+        for domain, parts in by_domain.items():
             cp = self.pending.setdefault(domain, Checkpoint())
-            self.metrics.records.labels(domain).inc(len(records))
-            cp.records[domain] += len(records)
-            batch = self._decode(domain, records, cp)
-            cp.offsets.update((tp, o) for tp, o in offsets.items() if self.topics[tp.topic] == domain)
-            if not len(batch):
-                continue
-            cp.raw_writes.append(self._write_raw(raw_lines(batch)))
-            self.metrics.readings.labels(domain).inc(len(batch))
-            back = [self._stale_observation(d, s, site, 0.0, False)
-                    for d, s, site in self.stale.seen(domain, batch.sensor_id, batch.site, partition_of[domain], time.time())]
-            if back:  # at once, like the "offline" ones: in order, and never lost with a pending checkpoint
-                self._deliver(self._records(back, []))
-            cp.batches[domain].append(batch)
-            cp.readings += len(batch)
-            self.totals[f"{domain}_readings"] += len(batch)
+            cp.offsets.update((tp, offsets[tp]) for tp, _ in parts)
+            for tp, records in parts:
+                if tp.topic in self.district_topics:
+                    cp.district[domain].update(self._noticed_days(records, cp))
+            readings = [(tp, records) for tp, records in parts if tp.topic not in self.district_topics]
+            if readings:
+                self._readings(domain, readings, cp)
+
+    def _readings(self, domain: str, parts: list[tuple[TopicPartition, list]], cp: Checkpoint) -> None:
+        """Readings of one domain's partitions: every one stored raw; those on their site's partition
+        (the record key is the site, so one processor owns a site) kept for the windows."""
+        records = sum(len(rs) for _, rs in parts)
+        self.metrics.records.labels(domain).inc(records)
+        cp.records[domain] += records
+        decoded = [(tp, self._decode(domain, rs, cp)) for tp, rs in parts]
+        batch = ReadingBatch.concat([b for _, b in decoded])
+        if not len(batch):
+            return
+        cp.raw_writes.append(self._write_raw(raw_lines(batch)))
+        self.metrics.readings.labels(domain).inc(len(batch))
+        partition_of = {s: tp for tp, b in decoded for s in dict.fromkeys(b.sensor_id.tolist())}
+        back = [self._stale_observation(d, s, site, 0.0, False)
+                for d, s, site in self.stale.seen(domain, batch.sensor_id, batch.site, partition_of, time.time())]
+        if back:  # at once, like the "offline" ones: in order, and never lost with a pending checkpoint
+            self._deliver(self._records(back, []))
+        windowed = ReadingBatch.concat([b.take(self._at_home(tp, b.site)) for tp, b in decoded])
+        if len(windowed) < len(batch):
+            self.metrics.deadlettered.labels("off_site_partition").inc(len(batch) - len(windowed))
+            event(log, "readings_off_their_site_partition", logging.WARNING, domain=domain,
+                  readings=len(batch) - len(windowed),
+                  reason="records not keyed by site (a bridge older than site keys, or another producer): "
+                         "stored raw, not counted in the windows of a site another processor may own",
+                  fix="upgrade every bridge; re-key the open days with `python -m processors.rekey`")
+        cp.batches[domain].append(windowed)
+        cp.readings += len(windowed)
+        self.totals[f"{domain}_readings"] += len(batch)
+
+    def _at_home(self, tp: TopicPartition, sites: np.ndarray) -> np.ndarray:
+        """True for the rows whose site's key hashes to `tp` (kafka-python's and Kafka's default
+        partitioner: murmur2 of the key, modulo the topic's partitions)."""
+        count = len(self.consumer.partitions_for_topic(tp.topic) or ())
+        if not count:  # no metadata yet (cannot happen for an assigned partition): nothing is known to be elsewhere
+            return np.ones(len(sites), bool)
+        names, inverse = np.unique(sites.astype(str), return_inverse=True)
+        home = np.array([self._home(tp.topic, n, count) == tp.partition for n in names.tolist()], bool)
+        return home[inverse.reshape(-1)] if len(names) else np.zeros(0, bool)
+
+    def _home(self, topic: str, site: str, partitions: int) -> int:
+        key = (topic, site, partitions)
+        if key not in self.homes:
+            self.homes[key] = site_partition(site, partitions)
+        return self.homes[key]
+
+    def _noticed_days(self, records: list, cp: Checkpoint) -> set[int]:
+        """Local days named by district notices (a notice that is not one is dead-lettered)."""
+        days: set[int] = set()
+        for r in records:
+            try:
+                days.update(int(d) for d in json.loads(r.value)["days"])
+            except (ValueError, TypeError, KeyError) as exc:
+                self.metrics.deadlettered.labels("undecodable").inc()
+                cp.dead_letters.append(DeadLetter.of(f"kafka/{r.topic}", r.value or b"",
+                                                     f"not a district notice ({{\"days\": [local day, ...]}}): {exc}"))
+        return days
 
     def _write_raw(self, lines: list[str]) -> tuple[Future, list[list[str]]]:
         """Start writing raw lines in the background (at most RAW_IN_FLIGHT writes queued: beyond, wait
@@ -534,6 +610,21 @@ class ProcessorService:
                 self.metrics.errors.labels("plugin").inc()
                 event(log, "plugin_failed", logging.ERROR, domain=domain, readings=len(batch),
                       error=f"{type(exc).__name__}: {exc}"[:500])
+        for domain, days in cp.district.items():
+            if not days:
+                continue
+            try:
+                result = self.plugins[domain].district(np.array(sorted(days), np.int64))
+            except Stopping:
+                raise
+            except Exception as exc:  # noqa: BLE001 - as above; the notices are committed, the sites' results stay
+                self.metrics.errors.labels("plugin").inc()
+                event(log, "district_failed", logging.ERROR, domain=domain, days=len(days),
+                      error=f"{type(exc).__name__}: {exc}"[:500])
+                continue
+            home = TopicPartition(district_topic(self.settings, domain), 0)
+            cp.owned_points.extend((home, p) for p in (pt.line() for pt in result.points) if p)
+            cp.observations.extend(result.observations)
         elapsed = time.monotonic() - started
         cp.points += [f"pipeline,service=processor,domain={d} records={n}i,"
                       f"lag={self._domain_lag(d)}i,batch_seconds={elapsed!r} {time.time_ns()}"
@@ -564,22 +655,32 @@ class ProcessorService:
         return ReadingBatch.concat(good) if good else ReadingBatch.from_records(domain, [])[0]
 
     def _compute(self, domain: str, batch: ReadingBatch, cp: Checkpoint) -> None:
-        """Merge into the buffer and let the plug-in recompute the touched windows (late days from raw)."""
-        plugin, buffer = self.plugins[domain], self.buffers[domain]
-        buffer.add(batch)
+        """Feed the state and let the plug-in recompute the touched windows (late days from raw)."""
+        plugin, state = self.plugins[domain], self.states[domain]
+        state.add(batch)
         days = np.unique(local_day(batch.ts))
-        oldest = buffer.oldest_day()
+        oldest = state.oldest_day()
         late = days[days < oldest] if oldest is not None else days[:0]
         recent = days[days >= oldest] if oldest is not None else days
-        result = plugin.compute(buffer.batch, recent)
-        for day in late:  # too late for the buffer: recompute that day from the raw bucket
+        result = plugin.windows(state, recent) if len(recent) else Output()
+        for day in late:  # past the state's horizon: recompute that day from the raw bucket
             stored = self._load_day(domain, int(day))
-            if stored is not None:
-                extra = plugin.compute(stored, np.array([day]))
+            if stored is not None:  # the sites of these readings only: the others may belong to another member
+                here = np.unique(batch.site[local_day(batch.ts) == day].astype(str))
+                fresh = plugin.new_state()
+                fresh.add(stored.take(np.isin(stored.site.astype(str), here)))
+                extra = plugin.windows(fresh, np.array([day]))
                 result.points.extend(extra.points)
                 result.observations.extend(extra.observations)
-        cp.points.extend(p for p in (pt.line() for pt in result.points) if p)
+        topic = self.settings.kafka.telemetry_topic(domain)
+        count = len(self.consumer.partitions_for_topic(topic) or ())
+        cp.owned_points.extend((TopicPartition(topic, self._home(topic, str(pt.tags.get("site", "")), count)), line)
+                               for pt in result.points if (line := pt.line()))
         cp.observations.extend(result.observations)
+        # the district stage's notice, produced once these results are written (checkpoint step 2)
+        touched = sorted({*days.tolist(), *local_day(np.array([p.ts for p in result.points], np.int64)).tolist()})
+        cp.notices.append((district_topic(self.settings, domain), domain.encode(),
+                           json.dumps({"days": [int(d) for d in touched]}).encode()))
 
     def checkpoint(self, cp: Checkpoint) -> None:
         """The checkpoint: the one step after which a poll's records count as done.
@@ -597,8 +698,18 @@ class ProcessorService:
         commit replays the poll, which rewrites the same points (idempotent)."""
         started = time.monotonic()
         bucket = self.settings.influx.bucket_compliance
+        # A member writes results only for the sites (and the district) it still owns: a rebalance in a
+        # wait of this checkpoint handed the others to a member that recomputes them from their records.
+        if self.assignment_changed or self.reseek:
+            self._position()   # settle who owns what first (states of lost partitions dropped, new ones rewound)
+        for tp in [tp for tp in self.replaying if tp in cp.offsets]:
+            if cp.offsets[tp] > self.replaying[tp]:
+                del self.replaying[tp]   # past where the group was: the state of its sites is whole again
+            else:
+                del cp.offsets[tp]       # still replaying: the previous owner wrote (and committed) these results
+        cp.points += [line for tp, line in cp.owned_points if tp in self.owned and tp not in self.replaying]
         cp.dead_letters += self._refused(bucket, self.influx.write(bucket, cp.points))
-        self._deliver(self._records(cp.observations, cp.dead_letters))
+        self._deliver(self._records(cp.observations, cp.dead_letters) + cp.notices)
         self._commit(cp.offsets)
         self.metrics.points.inc(len(cp.points))
         self.metrics.observations.inc(len(cp.observations))

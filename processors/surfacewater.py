@@ -12,23 +12,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from typing import Mapping
 
 import numpy as np
 
 from infra.logs import event
-from processors.plugin import (
-    DomainProcessor,
-    History,
-    Observation,
-    Output,
-    Point,
-    day_start,
-    indicator,
-    local_day,
-    means_of,
-    site_groups,
-)
+from processors.buffer import Sums, WindowState, day_window
+from processors.plugin import DomainProcessor, History, Observation, Output, Point, day_start, indicator, local_day
+from schemas.registry import domain as get_domain
 from schemas.sites import sites_for
 from schemas.surfacewater import LAKE_KINDS, Day, designated_classes
 from schemas.thresholds import PlanThresholds, load_plan
@@ -128,21 +120,27 @@ class SurfacewaterProcessor(DomainProcessor):
         super().__init__(plan, history)
         self.lakes = frozenset(s.id for s in sites_for(self.domain) if s.kind in LAKE_KINDS)
 
-    def compute(self, buffer, days: np.ndarray) -> Output:  # noqa: ANN001
+    def new_state(self) -> WindowState:
+        """Per (sensor, site, local day): sums and counts of every factor's present values. GB 3838's
+        daily class is judged on the day's means (worst factor), and the district's shares on the
+        sites' classes, so the daily sums are all it needs."""
+        return WindowState(self.domain, self.horizon_days, days=Sums(day_window, lambda b: b.values))
+
+    def windows(self, state: WindowState, days: np.ndarray) -> Output:
         out = Output()
-        b = buffer.take(np.isin(local_day(buffer.ts), days))
-        if not len(b):
+        daily = state.days.site_windows(days)
+        if not daily.pairs:
             return out
-        local = local_day(b.ts)
-        site_day, inverse = site_groups(b.site, local)
-        means, _ = means_of(inverse, len(site_day), b.values)
+        names = get_domain(self.domain).fields
+        site_day = [(site, int(local_day(np.array([start]))[0])) for site, start in daily.pairs]
+        means = daily.means()
         sites = np.array([s for s, _ in site_day], dtype=object)
         day_numbers = np.array([n for _, n in site_day], dtype=np.int64)
         lake = np.isin(sites, list(self.lakes))
         for n in np.unique(day_numbers):
             today = np.flatnonzero(day_numbers == n)
             d, at = int(day_start(n)), EPOCH + dt.timedelta(days=int(n))   # the plan is dated in local days
-            columns = {name: means[today, j] for j, name in enumerate(b.fields)}
+            columns = {name: means[today, j] for j, name in enumerate(names)}
             try:
                 classes, limiting = water_class(factor_classes(columns, lake[today], plan=self.plan, at=at))
             except KeyError as exc:  # no GB 3838 entry in force that day (a clock set before 2002-06-01)
@@ -155,7 +153,21 @@ class SurfacewaterProcessor(DomainProcessor):
                 out.points.append(self._daily_point(sites[i], lake[i], columns, k, classes[k], limiting[k],
                                                     designated[k], meets[k], d))
                 out.observations.extend(self._observations(sites[i], lake[i], classes[k], designated[k], d))
-            self._indicators(out, lake[today], classes, meets, d, at)
+        return out
+
+    def district(self, days: np.ndarray, fresh: Sequence[Point] = ()) -> Output:
+        """Per day, the l.269 indicators from every site's daily class (whichever processor computed it)."""
+        out = Output()
+        for day in np.unique(days).tolist():
+            found = self.site_points("surfacewater_daily", ["water_class", "meets_designated"], day, day + 1, fresh,
+                                     keep=("site", "waterbody"))
+            if not found:
+                continue
+            rows = [f for _, f in sorted(found.items())]
+            lake = np.array([waterbody == "reservoir" for (_, waterbody, _) in sorted(found)])
+            classes = np.array([f.get("water_class", np.nan) for f in rows])
+            meets = np.array([f.get("meets_designated", np.nan) for f in rows])
+            self._indicators(out, lake, classes, meets, int(day_start(day)), EPOCH + dt.timedelta(days=int(day)))
         return out
 
     def _daily_point(self, site: str, lake: bool, columns: dict[str, np.ndarray], k: int, cls: float,

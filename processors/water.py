@@ -2,8 +2,11 @@
 I-II share against the plan's 100% (l.261), and a green-tide (浒苔) early-warning indicator."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from processors.buffer import Sums, WindowState, day_window
 from processors.outlook import ratio_outlook
 from processors.plugin import (
     DAY_NS,
@@ -16,10 +19,8 @@ from processors.plugin import (
     indicator,
     local_day,
     local_year,
-    means_of,
-    site_groups,
-    year_ends,
 )
+from schemas.registry import domain as get_domain
 from schemas.thresholds import PlanThresholds, load_plan
 
 FACTORS = ("ph", "dissolved_oxygen", "cod", "inorganic_nitrogen", "phosphate", "petroleum")
@@ -84,14 +85,19 @@ class SeawaterProcessor(DomainProcessor):
 
     domain = "seawater"
 
-    def compute(self, buffer, days: np.ndarray) -> Output:  # noqa: ANN001
+    def new_state(self) -> WindowState:
+        """Per (sensor, buoy, local day): sums and counts of every factor's present values. GB 3097 is
+        judged on the day's means and the green-tide warning compares them with the day before's, so
+        the daily sums are all it needs."""
+        return WindowState(self.domain, self.horizon_days, days=Sums(day_window, lambda b: b.values))
+
+    def windows(self, state: WindowState, days: np.ndarray) -> Output:
         out = Output()
-        b = buffer.take(np.isin(local_day(buffer.ts), np.concatenate([days, days - 1])))
-        if not len(b):
+        daily = state.days.site_windows(np.concatenate([days, days - 1]))
+        if not daily.pairs:
             return out
-        site_day, inverse = site_groups(b.site, day_start(local_day(b.ts)))
-        means, _ = means_of(inverse, len(site_day), b.values)
-        f = {name: means[:, b.fields.index(name)] for name in b.fields}
+        site_day, means, names = daily.pairs, daily.means(), get_domain(self.domain).fields
+        f = {name: means[:, j] for j, name in enumerate(names)}
         day_ts = np.array([d for _, d in site_day], np.int64)
         index = {sd: i for i, sd in enumerate(site_day)}
         prev = [index.get((s, d - DAY_NS)) for s, d in site_day]
@@ -108,7 +114,7 @@ class SeawaterProcessor(DomainProcessor):
             chl_limit = self.plan.value("seawater.greentide.chlorophyll_a", d)
             for k, i in enumerate(todays):
                 site = site_day[i][0]
-                fields = {n: round(float(f[n][i]), 4) for n in b.fields}
+                fields = {n: round(float(f[n][i]), 4) for n in names}
                 fields.update(water_class=classes[k], green_tide=int(tide[k]))
                 out.points.append(Point("seawater_daily", {"site": site}, fields, d))
                 if not np.isnan(classes[k]):
@@ -121,12 +127,26 @@ class SeawaterProcessor(DomainProcessor):
                     out.observations.append(Observation(
                         "seawater.green_tide", site, "seawater", site, "major", float(part["chlorophyll_a"][k]),
                         chl_limit, True, d, f"Green-tide warning at {site}", f"{site} 浒苔预警", "plan l.261: 浒苔监测预警"))
+        return out
+
+    def district(self, days: np.ndarray, fresh: Sequence[Point] = ()) -> Output:
+        """Per day, the class I-II share of the buoys (every buoy's daily class, whichever processor
+        computed it), and the share of the year so far."""
+        out = Output()
+        for day in np.unique(days).tolist():
+            d = int(day_start(day))
+            buoys = self.site_points("seawater_daily", ["water_class", "green_tide"], day, day + 1, fresh)
+            if not buoys:
+                continue
+            classes = np.array([f.get("water_class", np.nan) for _, f in sorted(buoys.items())])
             good = int(np.sum(classes <= 2))
             measured = int(np.sum(~np.isnan(classes)))
             out.points.append(indicator("seawater", "good_share", "district", good_share(classes), d,
                                         target=self.plan.value("plan.seawater.good_share", d), source="plan l.261",
-                                        sites=len(todays), good_sites=good, classed_sites=measured))
-        for last_day in year_ends(days):
+                                        sites=len(buoys), good_sites=good, classed_sites=measured))
+        written = local_day(np.array([p.ts for p in out.points], np.int64)).tolist()
+        for last_day in self.year_to_date_days(days, "indicator", "classed_sites", written,
+                                               tags={"domain": "seawater", "indicator": "good_share"}):
             self._year_to_date(out, last_day)
         return out
 

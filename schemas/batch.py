@@ -87,7 +87,9 @@ class ReadingBatch:
         """The telemetry.<domain> record format: one record per run of rows of one sensor (same site,
         source and arrival) within one message (`message_of`, None: one message), its readings as
         columns with every name once and no nulls but for absent values inside a column. Yields
-        (Kafka key = sensor id, JSON value, newest event time in ms, the run's first row)."""
+        (Kafka key = site id, JSON value, newest event time in ms, the run's first row). Keyed by site,
+        every record of a site lands on one partition, so one processor of a group owns the whole site
+        and its windows (a sensor belongs to one site: its records stay in order on that partition)."""
         n = len(self)
         if not n:
             return
@@ -120,7 +122,7 @@ class ReadingBatch:
             if geo_any[r]:
                 doc["lat"] = [None if v != v else v for v in lat[a:b]]
                 doc["lon"] = [None if v != v else v for v in lon[a:b]]
-            yield (sensors[a].encode(), json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode(),
+            yield (sites[a].encode(), json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode(),
                    int(newest[r]), a)
 
     def readings(self) -> list[Reading]:

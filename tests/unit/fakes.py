@@ -33,6 +33,11 @@ class MemoryHistory:
             out[f] = self._series(list(last.values()), f, keep)
         return out
 
+    def every(self, measurement: str, fields: Sequence[str], first_day: int, stop_day: int, *,
+               tags: Tags | None = None, keep: Sequence[str] = ("site",)) -> dict[str, Series]:
+        """Per field, every point over the days (as `daily`, one field after the other)."""
+        return {f: self.daily(measurement, f, first_day, stop_day, tags=tags, keep=keep) for f in fields}
+
     def _match(self, measurement: str, field: str, first_day: int, stop_day: int, tags: Tags | None,
                keep: Sequence[str]) -> list[Point]:
         start, stop = int(day_start(first_day)), int(day_start(stop_day))
@@ -44,6 +49,6 @@ class MemoryHistory:
 
     @staticmethod
     def _series(points: list[Point], field: str, keep: Sequence[str]) -> Series:
-        return Series(local_day(np.array([p.ts for p in points], np.int64)),
-                      np.array([float(p.fields[field]) for p in points]),
-                      {k: np.array([p.tags.get(k, "") for p in points], str) for k in keep})
+        ts = np.array([p.ts for p in points], np.int64)
+        return Series(local_day(ts), np.array([float(p.fields[field]) for p in points]),
+                      {k: np.array([p.tags.get(k, "") for p in points], str) for k in keep}, ts)

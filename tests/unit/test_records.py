@@ -27,7 +27,8 @@ def test_one_record_per_message_and_sensor_run_gives_back_the_same_rows() -> Non
     sensors, message_of = ["a", "a", "b", "a", "a", "a"], np.array([0, 0, 0, 0, 1, 1])
     batch = columns(6, sensors)
     records = list(batch.records(message_of))
-    assert [(k, first) for k, _, _, first in records] == [(b"a", 0), (b"b", 2), (b"a", 3), (b"a", 4)]
+    assert [first for *_, first in records] == [0, 2, 3, 4]       # a run per message and sensor
+    assert {k for k, *_ in records} == {b"st-1"}                   # keyed by site: one partition holds the site
     assert [ts for _, _, ts, _ in records] == [(T + 10**9) // 10**6, (T + 2 * 10**9) // 10**6,
                                               (T + 3 * 10**9) // 10**6, (T + 5 * 10**9) // 10**6]
     first = json.loads(records[0][1])
