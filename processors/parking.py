@@ -61,6 +61,7 @@ class ParkingProcessor(DomainProcessor):
     registered lots reporting (networked management) and public spaces added."""
 
     domain = "parking"
+    offline_target = "plan l.192: 基本实现全区经营性停车场联网管理 (every commercial lot online)"
 
     def compute(self, buffer, days: np.ndarray) -> Output:  # noqa: ANN001
         out = Output()

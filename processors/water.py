@@ -83,6 +83,7 @@ class SeawaterProcessor(DomainProcessor):
     """Per buoy and day: factor means, GB 3097 class, green-tide level; district: class I-II share."""
 
     domain = "seawater"
+    offline_target = "plan l.261: 近岸海域水质优良率100% (every nearshore site classed daily)"
 
     def compute(self, buffer, days: np.ndarray) -> Output:  # noqa: ANN001
         out = Output()
