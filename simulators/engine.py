@@ -23,7 +23,8 @@ from simulators.base import LOCAL_OFFSET_H, Model, Sensors
 from simulators.faults import FAULTS, FaultInjector
 from simulators.formats import encode
 from simulators.registry import models
-from simulators.scenarios import Scenario, scenario as get_scenario
+from simulators.scenarios import Scenario
+from simulators.scenarios import scenario as get_scenario
 
 MODELS: dict[str, type[Model]] = models()  # every domain's generator, discovered (simulators/registry.py)
 LATE_BY_TICKS = 3  # a late message goes out after the sensor's next readings: out of order
@@ -112,7 +113,7 @@ class Simulation:
         if options.scenario is not None:
             self.scenario = get_scenario(options.scenario).only(options.domains)
             self._check_episode_sites()
-            if (self.start + LOCAL_NS) % DAY_NS:
+            if self.scenario.episodes and (self.start + LOCAL_NS) % DAY_NS:
                 raise ValueError(f"scenario {options.scenario}: start at a local (UTC+8) midnight, e.g. "
                                  "2026-12-06T00:00:00+08:00 (its episodes are set in local hours)")
         self.episode_rngs = [np.random.default_rng(s) for s in root.spawn(len(options.domains))]

@@ -128,9 +128,10 @@ def _calm_surfacewater(model: Model, values: np.ndarray, rows: np.ndarray) -> No
 def _calm_garbage(model: Model, values: np.ndarray, rows: np.ndarray) -> None:
     fill = values[rows, _col(model, "fill_level")]
     values[rows, _col(model, "fill_level")] = np.where(np.isnan(fill), fill, np.round(soft_cap(fill, 0.85), 3))
-    generated = sum(values[rows, _col(model, f"{c}_kg")] for c in ("kitchen", "residual", "recyclable", "hazardous"))
+    # every kilogram treated: the intake summed as the processor sums it (no rounding makes it exceed the intake)
+    generated = sum(values[rows, _col(model, f"{c}_kg")] for c in ("recyclable", "hazardous", "kitchen", "residual"))
     plant = ~np.isnan(values[rows, _col(model, "harmless_kg")])
-    values[rows[plant], _col(model, "harmless_kg")] = np.round(generated[plant], 2)   # every kilogram treated
+    values[rows[plant], _col(model, "harmless_kg")] = generated[plant]
 
 
 CALM: dict[str, Callable[[Model, np.ndarray, np.ndarray], None]] = {
@@ -140,11 +141,11 @@ CALM: dict[str, Callable[[Model, np.ndarray, np.ndarray], None]] = {
 
 # -- the episodes of the demo scenario ---------------------------------------------------------------
 
-# PM2.5 (µg/m³) per hour since the first midnight: a winter evening inversion traps the heating season's
-# emissions; hourly AQI passes 100, 150, 200 and peaks at 290 (重度污染) at 22:00; a cold front clears it
-# after midnight. IAQI: 125 -> 165, 112 -> 147 (between the 150 alert level and the 140 clearing level:
+# PM2.5 (µg/m³) per hour since the first midnight: a stagnant high holds the heating season's emissions
+# all day, an evening inversion traps them; hourly AQI passes 100, 150, 200 and peaks at 290 (重度污染)
+# at 22:00 (the day's mean ~95 breaks the 24-h limit 75); a cold front clears it after midnight. IAQI: 125 -> 165, 112 -> 147 (between the 150 alert level and the 140 clearing level:
 # hysteresis holds the alert), 95 -> 125 (clears).
-HAZE_PM25 = {14: 45, 15: 60, 16: 80, 17: 100, 18: 125, 19: 160, 20: 200, 21: 230, 22: 240, 23: 210,
+HAZE_PM25 = {**dict.fromkeys(range(8), 55), **dict.fromkeys(range(8, 14), 65), 14: 70, 15: 75, 16: 85, 17: 100, 18: 125, 19: 160, 20: 200, 21: 230, 22: 240, 23: 210,
              24: 170, 25: 130, 26: 112, 27: 95, 28: 75, 29: 55}
 
 

@@ -60,9 +60,14 @@ class DomainRow:
         return mean(self.ttr) if self.ttr else None
 
 
+def group(rule: str) -> str:
+    """What kind of alert a rule raises: a sensor gone silent (`<domain>.offline`) or a plan breach."""
+    return "offline" if rule.endswith(".offline") else "breach"
+
+
 @dataclass
 class Verdict:
-    rows: dict[str, DomainRow]
+    rows: dict[tuple[str, str], DomainRow]   # (domain, group) -> counts
     problems: list[str]
 
     @property
@@ -77,11 +82,11 @@ def when(ns: int | None) -> str:
 def check(expected: list[dict[str, Any]], seen: list[Seen], wanted: Callable[[Seen], set[str]]) -> Verdict:
     """Match each expectation to the first episode of its (rule, entity) that fired in its window;
     `wanted(seen)` is the set of channels whose subscribers chose that alert."""
-    rows: dict[str, DomainRow] = {}
+    rows: dict[tuple[str, str], DomainRow] = {}
     problems: list[str] = []
     unmatched = sorted(seen, key=lambda s: (s.fired_ts or 0, s.id))
     for x in expected:
-        row = rows.setdefault(x["domain"], DomainRow())
+        row = rows.setdefault((x["domain"], group(x["rule"])), DomainRow())
         row.expected += 1
         name = f"{x['rule']} {x['entity']} ({x['episode']})"
         same = [s for s in unmatched if (s.rule, s.entity) == (x["rule"], x["entity"]) and "firing" in s.kinds]
@@ -119,7 +124,7 @@ def check(expected: list[dict[str, Any]], seen: list[Seen], wanted: Callable[[Se
                 row.ttr.append(max(s.resolved_at - s.fired_at, 0.0))
     for s in unmatched:
         if "firing" in s.kinds:
-            rows.setdefault(s.domain, DomainRow())
+            rows.setdefault((s.domain, group(s.rule)), DomainRow())
             problems.append(f"{s.rule} {s.entity}: fired at {when(s.fired_ts)} (alert {s.id}) but no episode of "
                             "the scenario explains it")
     return Verdict(rows, problems)

@@ -104,8 +104,8 @@ def test_every_domain_has_an_episode_and_each_episode_expects_an_alert() -> None
 def test_demo_day_through_the_plug_ins_fires_every_expected_alert_and_nothing_else(deployed: AlertConfig) -> None:
     verdict, expected = replay(deployed)
     assert verdict.problems == []
-    assert {d: (r.expected, r.fired, r.resolved) for d, r in verdict.rows.items()} == {
-        d: (n, n, n) for d, n in _count(expected).items()}
+    assert {d: (r.expected, r.fired, r.acknowledged, r.resolved) for (d, _), r in verdict.rows.items()} == {
+        d: (n, n, n, n) for d, n in _count(expected).items()}
 
 
 def test_removing_a_rule_from_the_config_makes_the_check_fail(tmp_path: Path) -> None:
