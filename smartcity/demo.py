@@ -90,17 +90,20 @@ def _raw_counts(settings: Settings, start: int, stop: int) -> dict[str, int]:
 def plan_report(settings: Settings, start: int, stop: int) -> Table:
     """Every plan target of the plan file against the simulated day's figure (judged by the target stored
     with it: the entry in force on that local day), and "Will we make it?" for the cumulative ones."""
-    from dashboards.preview import STATE_TEXT, latest_indicators, standings
+    from dashboards.alertloop import loop_stats
+    from dashboards.preview import STATE_TEXT, latest_indicators, standings, why_red
 
-    table = Table(title="plan targets (district, the simulated day) - will we make it?")
-    for col in ("domain", "target", "value", "plan", "state", "year-end outlook"):
+    table = Table(title="plan targets (district, the last simulated day) - will we make it?")
+    for col in ("domain", "target", "value", "plan", "state", "year-end outlook / why red"):
         table.add_column(col)
     colour = {"met": "green", "missed": "red", "baseline-not-set": "yellow"}
+    loop = loop_stats(settings)
     for s in standings(latest_indicators(settings, start * 10**9, stop * 10**9)):
         state = STATE_TEXT[s.state][0]
+        why = why_red(s, loop)
         table.add_row(s.target.domain, s.target.title_en, s.shown, s.target_text()[0],
                       f"[{colour[s.state]}]{state}[/]" if s.state in colour else state,
-                      s.outlook_text()[0] or s.target.not_measured)
+                      "; ".join(filter(None, [s.outlook_text()[0] or s.target.not_measured, why and why[0]])))
     return table
 
 
