@@ -288,6 +288,13 @@ class Scenario:
     days: int
     episodes: list[Episode] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        places = [(e.domain, e.site) for e in self.episodes]
+        twice = sorted({p for p in places if places.count(p) > 1})
+        if twice:   # the later would overwrite the earlier's readings, and its manifest would lie
+            raise ValueError(f"scenario {self.name}: two episodes shape {', '.join('/'.join(p) for p in twice)}; "
+                             "give each site one episode (put both courses into one)")
+
     def domains(self) -> list[str]:
         return sorted({e.domain for e in self.episodes})
 

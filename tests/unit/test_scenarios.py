@@ -136,3 +136,27 @@ def _count(expected: list[dict]) -> dict[str, int]:
     for x in expected:
         out[x["domain"]] += 1
     return dict(out)
+
+
+def test_two_episodes_shaping_one_site_are_refused() -> None:
+    from simulators.scenarios import EPISODES, Scenario
+
+    haze = next(e for e in EPISODES if e.name == "haze")
+    with pytest.raises(ValueError, match="two episodes shape air/zhonghan"):
+        Scenario("clash", "", 2, [haze, haze])
+
+
+def test_episodes_overlapping_in_time_at_different_sites_all_check_out(deployed: AlertConfig) -> None:
+    import dataclasses
+
+    from simulators import scenarios
+
+    haze = next(e for e in scenarios.EPISODES if e.name == "haze")
+    twin = dataclasses.replace(haze, name="haze2", site="jinjialing", expects=lambda d0: [
+        dataclasses.replace(x, entity="jinjialing", episode="haze2") for x in haze.expects(d0)])
+    scenarios.SCENARIOS["overlap"] = scenarios.Scenario("overlap", "two hazes at once", 2, [haze, twin])
+    try:
+        verdict, expected = replay(deployed, ["air"], scenario="overlap")
+    finally:
+        del scenarios.SCENARIOS["overlap"]
+    assert verdict.problems == [] and len(expected) == 4
