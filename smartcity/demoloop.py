@@ -466,11 +466,11 @@ def report_breaches(console: Console, verdict: Verdict) -> bool:
     table = Table(title="breaches per domain: the scenario's manifest against what the router did",
                   caption="deliv(ered) / acked / resolv(ed): on every channel its subscribers chose; breach: a "
                   "plan threshold, offline: a sensor fallen silent")
-    for col in ("domain", "kind", "expect", "fired", "deliv", "acked", "resolv", "MTTA", "MTTR"):
+    for col in ("domain", "kind", "expect", "fired", "deliv", "acked", "resolv", "MTTA s", "MTTR s"):
         table.add_column(col, justify="right", no_wrap=True)
     for (domain, group), r in sorted(verdict.rows.items()):
         table.add_row(domain, group, *(str(v) for v in (r.expected, r.fired, r.delivered, r.acknowledged, r.resolved)),
-                      *("-" if v is None else f"{v:.1f}s" for v in (r.mtta(), r.mttr())))
+                      *("-" if v is None else f"{v:.1f}" for v in (r.mtta(), r.mttr())))
     console.print(table)
     for problem in verdict.problems:
         console.print(f"[red]{problem}[/red]")
