@@ -11,13 +11,11 @@ delivery waiting for its next try never holds the ones behind it. Every message 
 idempotency key (MQTT user property `idempotency-key`, header `X-Smartcity-Idempotency-Key`, e-mail
 `Message-ID`), lists at most the rule's bound of alerts (the rest summarised with counts and a link)
 and fits its channel's size limit. Each subscriber has its own worker thread and queue, so a slow or
-failing receiver never delays the others. Messages are bilingual (Chinese and English): what, where,
-value vs threshold, since when, the plan target behind the rule, and how to acknowledge.
+failing receiver never delays the others. What a message says is alerts/messages.py's.
 """
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import email.utils
 import fnmatch
 import hashlib
@@ -44,14 +42,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import BaseModel, Field
 
+from alerts.messages import ACK_TOPIC, KIND_ZH, render  # noqa: F401 - ACK_TOPIC: the router imports it here
 from alerts.state import SEVERITIES, Notification
 from infra.logs import event
 from infra.settings import stack_dir
 
 log = logging.getLogger("smartcity.alerts")
-LOCAL = dt.timezone(dt.timedelta(hours=8))
-KIND_ZH = {"firing": "告警", "reminder": "提醒", "escalated": "升级", "resolved": "解除", "acknowledged": "已确认"}
-ACK_TOPIC = "ack/alerts"   # field apps publish {"by": ..., "comment": ...} to ack/alerts/<id>
 
 
 def secret_path(path: Path) -> Path:
@@ -142,36 +138,6 @@ class Delivery:
         if len(self.notes) == 1:
             return self.notes[0].key
         return "group-" + hashlib.sha1("|".join(sorted(n.key for n in self.notes)).encode()).hexdigest()[:20]
-
-
-def _when(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, LOCAL).strftime("%Y-%m-%d %H:%M UTC+8")
-
-
-def render(delivery: Delivery, links: dict[str, str] | None = None) -> dict[str, Any]:
-    """The message body: the alerts (each with its idempotency key and acknowledge link) and one English
-    and one Chinese text."""
-    en, zh, alerts = [], [], []
-    kind = delivery.kind
-    for n in delivery.notes:
-        a = {**n.alert, "idempotency_key": n.key}
-        missed_en = missed_zh = how_en = how_zh = ""
-        if kind == "reminder" and a.get("missed_reminders"):
-            missed_en = f" ({a['missed_reminders']} earlier reminders missed while the router was down)"
-            missed_zh = f"（路由停机期间漏发 {a['missed_reminders']} 次提醒）"
-        if links and a["id"] in links:
-            a["ack_url"] = links[a["id"]]
-            how_en, how_zh = f" Acknowledge: {a['ack_url']}", f" 确认：{a['ack_url']}"
-        alerts.append(a)
-        en.append(f"[{kind.upper()}] {a['title_en']}: {a['value']:g} (threshold {a['threshold']:g}), "
-                  f"severity {a['severity']}, since {_when(a['since'])}{missed_en}. Plan: {a['target']}. "
-                  f"Alert {a['id']}: smartcity alerts ack {a['id']} --by NAME, or publish to "
-                  f"{ACK_TOPIC}/{a['id']}.{how_en}")
-        zh.append(f"【{KIND_ZH.get(kind, kind)}】{a['title_zh']}：{a['value']:g}（阈值 {a['threshold']:g}），"
-                  f"级别 {a['severity']}，自 {_when(a['since'])} 起{missed_zh}。依据：{a['target']}。"
-                  f"告警编号 {a['id']}。{how_zh}")
-    return {"kind": kind, "idempotency_key": delivery.key, "alerts": alerts, "text_en": "\n".join(en),
-            "text_zh": "\n".join(zh), "sent_at": time.time()}
 
 
 def summarise(body: dict[str, Any], delivery: Delivery, listed: int, more_url: str | None) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 Reads the latest district indicators from InfluxDB and draws one tile per plan target of the plan
 file (dashboards/targets.py): the figure against the target stored with it (the entry in force on the
 figure's own local day), green when met, red when missed, amber while the parking baseline is not set,
-grey when the pipeline does not measure it; "Will we make it?" under each cumulative one; plus the
-firing alerts. Chinese labels whenever a CJK font is installed.
+grey when the pipeline does not measure it; "Will we make it?" under each cumulative one; under a red
+one the open breach alerts that answer it, or why none does (`why_red`); plus the firing alerts per
+domain and kind. Chinese labels whenever a CJK font is installed.
 """
 from __future__ import annotations
 
@@ -78,7 +79,21 @@ def cjk_font() -> str | None:
     return None
 
 
-def _tile(ax: Any, s: Standing, chinese: bool) -> None:
+def why_red(s: Standing, loop: alertloop.LoopStats) -> tuple[str, str] | None:
+    """For a target shown red: the open (or acknowledged) breach alerts of its domain that answer it, or
+    why there is none (a year-to-date target is judged at year end: no alert before then). None: not red."""
+    if s.state != "missed":
+        return None
+    n = loop.open.get((s.target.domain, "breach"), (0, 0.0))[0]
+    if n:
+        return f"{n} breach alert(s) of {s.target.domain} open", f"{s.target.domain} 有 {n} 条超标告警处理中"
+    if s.target.outlook:
+        return ("year-to-date target, judged at year end: no alert before then (each day's breaches alert on "
+                "their own rules)", "年度累计指标，年底评定，此前不告警（每日超标由各自规则告警）")
+    return "no open alert answers this red target: check the alert rules", "无对应告警：请检查告警规则"
+
+
+def _tile(ax: Any, s: Standing, chinese: bool, why: tuple[str, str] | None = None) -> None:
     t = s.target
     ax.set_facecolor(COLOURS[s.state])
     label = f"{t.title_zh}\n{t.title_en}" if chinese else t.title_en
@@ -91,6 +106,8 @@ def _tile(ax: Any, s: Standing, chinese: bool) -> None:
     ax.text(0.5, 0.33, zh if chinese else en, ha="center", fontsize=13, color="white", transform=ax.transAxes)
     o_en, o_zh = s.outlook_text()
     note = (o_zh if chinese else o_en) or ((t.not_measured_zh if chinese else t.not_measured) if t.not_measured else "")
+    if why:
+        note = f"{note}; {why[1] if chinese else why[0]}" if note else why[1] if chinese else why[0]
     if note:
         note = "\n".join(textwrap.fill(part.strip(), 54) for part in note.split(";"))
         ax.text(0.5, 0.04, note, ha="center", va="bottom", fontsize=9.5, color="#EEEEEE", transform=ax.transAxes)
@@ -125,7 +142,7 @@ def draw(path: Path, data: list[Standing], firing: int, loop: alertloop.LoopStat
             side.set_visible(False)
         ax.set_facecolor("#111217")
     for ax, s in zip(cells, data):
-        _tile(ax, s, font is not None)
+        _tile(ax, s, font is not None, why_red(s, loop or alertloop.LoopStats()))
     alertloop.draw(cells[len(data)], cells[len(data) + 1], firing, loop or alertloop.LoopStats(), font is not None)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     fig.savefig(path, facecolor=fig.get_facecolor())

@@ -162,6 +162,7 @@ class AirProcessor(DomainProcessor):
     and district: year-to-date PM2.5 mean against the plan's 35 / 33.5."""
 
     domain = "air"
+    offline_target = "plan l.267 PM2.5 annual mean: GB 3095-2012 Table 4 needs >= 20 valid hours a day, 324 days a year"
 
     def new_state(self) -> WindowState:
         """Per (sensor, site, local hour): the sums and counts of each pollutant's present values. HJ 633

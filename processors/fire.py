@@ -149,6 +149,7 @@ class FireProcessor(DomainProcessor):
     flame detections are immediate critical events."""
 
     domain = "fire"
+    offline_target = "plan l.202: 防火监控信息化 (fire danger known for every forest zone, every day)"
     horizon_days = 3
 
     def new_state(self) -> WindowState:

@@ -95,6 +95,7 @@ class GarbageProcessor(DomainProcessor):
     recycling rate of the year so far with its year-end outlook."""
 
     domain = "garbage"
+    offline_target = "plan l.273: 集中清运率100% (every bin's fill level known, overdue bins found)"
     horizon_days = 3
 
     def new_state(self) -> WindowState:
@@ -162,6 +163,8 @@ class GarbageProcessor(DomainProcessor):
                                                                   np.array([bins_known]))[0][0]))
             if not fields:
                 continue
+            if "harmless_rate" in fields:
+                self._harmless(out, str(buffer.site[np.flatnonzero(report)[0]]), fields["harmless_rate"], start)
             out.points.append(Point("garbage_daily", {"scope": "district"}, fields, start))
             extra = {"inconsistent": 1, "reason": fields["reason"]} if "reason" in fields else {}
             for name, target, source in (("recycling_rate", "plan.garbage.recycling_rate", "plan l.273 (回收利用率)"),
@@ -177,6 +180,15 @@ class GarbageProcessor(DomainProcessor):
         for last_day in self.year_to_date_days(np.unique(days), "garbage_daily", "generated_kg", written):
             self._year_to_date(out, last_day)
         return out
+
+    def _harmless(self, out: Output, plant: str, rate: float, day: int) -> None:
+        """The day's harmless-treatment rate at the plant against the plan's 100% (rule garbage.harmless_rate).
+        A millionth below is float rounding of the kilogram sums, not waste left untreated."""
+        target = self.plan.value("plan.garbage.harmless_rate", day)
+        out.observations.append(Observation(
+            "garbage.harmless_rate", plant, "garbage", plant, "major", round(rate, 4), target, rate < target - 1e-6, day,
+            f"Harmless treatment {rate:.1%} at {plant} (target {target:.0%})",
+            f"{plant} 生活垃圾无害化处理率 {rate:.1%}（目标 {target:.0%}）", "plan l.273: 生活垃圾无害化处理率达到100%"))
 
     def _year_to_date(self, out: Output, last_day: int) -> None:
         """Recycling rate of the year so far (recycled kg / generated kg) with its year-end outlook: the

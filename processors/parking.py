@@ -61,6 +61,7 @@ class ParkingProcessor(DomainProcessor):
     registered lots reporting (networked management) and public spaces added."""
 
     domain = "parking"
+    offline_target = "plan l.192: 基本实现全区经营性停车场联网管理 (every commercial lot online)"
 
     def new_state(self) -> WindowState:
         """Per (sensor, lot, local hour): readings, the sum, count and maximum of the occupied share and

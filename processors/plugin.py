@@ -141,6 +141,8 @@ class DomainProcessor(ABC):
 
     domain: str
     horizon_days: int = 2
+    # what a silent sensor of this domain counts against: the `target` of its `<domain>.offline` alerts
+    offline_target: str = "data completeness: every registered sensor reporting"
 
     def __init__(self, plan: PlanThresholds, history: History) -> None:
         self.plan = plan

@@ -812,7 +812,7 @@ class ProcessorService:
     def _stale_observation(self, domain: str, sensor: str, site: str, silent: float, breach: bool) -> Observation:
         return Observation(f"{domain}.offline", sensor, domain, site, "major", round(silent, 1),
                            self.stale.minimum, breach, time.time_ns(), f"Sensor {sensor} at {site} silent",
-                           f"{site} 传感器 {sensor} 离线", "plan l.192: 联网管理 (parking); data completeness")
+                           f"{site} 传感器 {sensor} 离线", self.plugins[domain].offline_target)
 
     def _check_stale(self) -> None:
         """Report sensors that just fell silent: offline observations and a sensor_status point each."""

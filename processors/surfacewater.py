@@ -115,6 +115,7 @@ class SurfacewaterProcessor(DomainProcessor):
     reservoir at its designated class, the share of district sections up to standard, 劣Ⅴ count."""
 
     domain = "surfacewater"
+    offline_target = "plan l.269: 断面全面达标 (every section and the reservoir classed daily)"
 
     def __init__(self, plan: PlanThresholds, history: History) -> None:
         super().__init__(plan, history)

@@ -84,6 +84,7 @@ class SeawaterProcessor(DomainProcessor):
     """Per buoy and day: factor means, GB 3097 class, green-tide level; district: class I-II share."""
 
     domain = "seawater"
+    offline_target = "plan l.261: 近岸海域水质优良率100% (every nearshore site classed daily)"
 
     def new_state(self) -> WindowState:
         """Per (sensor, buoy, local day): sums and counts of every factor's present values. GB 3097 is

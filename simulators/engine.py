@@ -19,13 +19,17 @@ from typing import Callable, Protocol
 import numpy as np
 
 from schemas import domain as get_domain
-from simulators.base import Model, Sensors
+from simulators.base import LOCAL_OFFSET_H, Model, Sensors
 from simulators.faults import FAULTS, FaultInjector
 from simulators.formats import encode
 from simulators.registry import models
+from simulators.scenarios import Scenario
+from simulators.scenarios import scenario as get_scenario
 
 MODELS: dict[str, type[Model]] = models()  # every domain's generator, discovered (simulators/registry.py)
 LATE_BY_TICKS = 3  # a late message goes out after the sensor's next readings: out of order
+LOCAL_NS = LOCAL_OFFSET_H * 3600 * 10**9
+DAY_NS = 86400 * 10**9
 
 
 class Sink(Protocol):
@@ -47,12 +51,17 @@ class SimOptions:
     batch: int = 1
     start_ns: int | None = None
     faults: dict[str, float] = field(default_factory=dict)
+    scenario: str | None = None   # simulators/scenarios.py: calm days with plan-threshold episodes
 
     def resolved_start(self) -> int:
-        """Given start, else the UTC midnight before (now - simulated span): deterministic for a day."""
+        """Given start, else the UTC midnight before (now - simulated span): deterministic for a day.
+        A scenario starts at a local (UTC+8) midnight: its episodes are set in local hours."""
         if self.start_ns is not None:
             return self.start_ns
         span = self.ticks * self.interval
+        if self.scenario is not None:
+            local_today = (time.time_ns() + LOCAL_NS) // DAY_NS
+            return int((local_today - math.ceil(span / 86400)) * DAY_NS - LOCAL_NS)
         begin = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=span)
         midnight = begin.replace(hour=0, minute=0, second=0, microsecond=0)
         return int(midnight.timestamp()) * 10**9
@@ -100,8 +109,29 @@ class Simulation:
             self.models.append(MODELS[name](sensors, np.random.default_rng(children[2 * i])))
             self.injectors.append(FaultInjector(options.faults, len(sensors), np.random.default_rng(children[2 * i + 1])))
         self.message_rng = np.random.default_rng(children[-1])
+        self.scenario: Scenario | None = None
+        if options.scenario is not None:
+            self.scenario = get_scenario(options.scenario).only(options.domains)
+            self._check_episode_sites()
+            if self.scenario.episodes and (self.start + LOCAL_NS) % DAY_NS:
+                raise ValueError(f"scenario {options.scenario}: start at a local (UTC+8) midnight, e.g. "
+                                 "2026-12-06T00:00:00+08:00 (its episodes are set in local hours)")
+        self.episode_rngs = [np.random.default_rng(s) for s in root.spawn(len(options.domains))]
         self.truth_path = truth
         self.stats = RunStats()
+
+    def _check_episode_sites(self) -> None:
+        """Each episode's site has sensors in this run (else it shapes nobody and its alert cannot fire)."""
+        assert self.scenario is not None
+        for e in self.scenario.episodes:
+            model = next(m for m in self.models if m.domain == e.domain)
+            if not (model.sensors.site == e.site).any():
+                raise ValueError(f"episode {e.name}: no {e.domain} sensor at {e.site} with {self.options.sensors} "
+                                 f"sensors per domain; use more (--sensors 10 covers every episode site)")
+
+    def expected(self) -> list[dict]:
+        """The alerts the scenario's episodes must raise in this run (empty without a scenario)."""
+        return [x.to_dict() for x in self.scenario.expected(self.start)] if self.scenario else []
 
     def run(self, sink: Sink, progress: Callable[[int, RunStats], None] | None = None) -> RunStats:
         opt = self.options
@@ -119,6 +149,8 @@ class Simulation:
                 last_tick = k == opt.ticks - 1
                 for d, (model, injector) in enumerate(zip(self.models, self.injectors)):
                     values = model.step(t, opt.interval)
+                    if self.scenario is not None:
+                        values = self.scenario.apply(model, t, self.start, values, self.episode_rngs[d])
                     _, hi = get_domain(model.domain).bounds()
                     values, send, skew, faults = injector.apply(values, t / 1e9, hi)
                     if truth:

@@ -223,6 +223,8 @@ def simulate(
     batch: int = typer.Option(1, min=1, help="readings per MQTT message (native, senml)"),
     faults: str = typer.Option("", help="fault=rate,... among drift, stuck, dropout, spike, duplicate, late, skew, malformed"),
     manifest: Optional[Path] = typer.Option(None, help="folder for the ground truth: manifest.json and truth.jsonl"),
+    scenario: Optional[str] = typer.Option(None, help="plan-threshold episodes with their expected alerts "
+                                           "(simulators/scenarios.py: demo-day, calm); default length: its days"),
     dry_run: bool = typer.Option(False, "--dry-run", help="generate and encode, publish nothing"),
     tls: bool = typer.Option(False, "--tls", help="publish over the TLS listener"),
 ) -> None:
@@ -235,6 +237,8 @@ def simulate(
       smartcity simulate --domains air --sensors 5 --count 365 --interval 86400 --rate 10   (a year of daily data in 37 s)
 
       smartcity simulate --domains parking --rate 0 --count 1000 --batch 50   (saturate the bridge)
+
+      smartcity simulate --scenario demo-day --interval 600 --rate 0 --manifest out   (episodes; out/manifest.json lists the alerts they must raise)
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -245,6 +249,7 @@ def simulate(
     from simulators.engine import MODELS, NullSink, SimOptions, Simulation, ticks_for, write_manifest
     from simulators.faults import parse_faults
     from simulators.publisher import Publisher
+    from simulators.scenarios import scenario as get_scenario
 
     console = Console(stderr=True)
     names = list(MODELS) if domains == "all" else [d.strip() for d in domains.split(",") if d.strip()]
@@ -252,6 +257,8 @@ def simulate(
         fault_rates = parse_faults(faults)
         if total_rate is not None:
             rate = total_rate / (sensors * len(names))
+        if scenario is not None and duration is None and count is None:
+            count = int(get_scenario(scenario).days * 86400 // (interval or 60.0))
         ticks = ticks_for(_duration(duration) if duration else None, count, rate)
         if speedup is not None and interval is not None:
             raise ValueError("give --speedup or --interval, not both")
@@ -261,7 +268,7 @@ def simulate(
             interval = speedup / rate
         options = SimOptions(domains=names, sensors=sensors, ticks=ticks, interval=interval or 60.0, rate=rate,
                              seed=seed, fmt=fmt.value, batch=batch, faults=fault_rates,
-                             start_ns=parse_ts(start) if start else None)
+                             start_ns=parse_ts(start) if start else None, scenario=scenario)
         if manifest:
             manifest.mkdir(parents=True, exist_ok=True)
         sim = Simulation(options, truth=manifest / "truth.jsonl" if manifest else None)
@@ -300,7 +307,8 @@ def simulate(
     summary = stats.summary()
     refused = getattr(sink, "refused", 0)
     if manifest:
-        write_manifest(manifest / "manifest.json", options, sim.start, stats, {"refused": refused})
+        write_manifest(manifest / "manifest.json", options, sim.start, stats,
+                       {"refused": refused, "expected_alerts": sim.expected()})
     table = Table(title=f"simulation summary (seed {seed}, {fmt.value}, start {start or 'default'})")
     for col in ("domain", "readings"):
         table.add_column(col)
@@ -319,19 +327,27 @@ def simulate(
 
 @app.command()
 def demo(
-    sensors: int = typer.Option(10, min=1, help="sensors per domain"),
-    interval: int = typer.Option(300, min=60, help="simulated seconds between a sensor's readings"),
+    sensors: int = typer.Option(10, min=4, help="sensors per domain (4 or more: every episode site has one)"),
+    interval: int = typer.Option(600, min=60, help="simulated seconds between a sensor's readings"),
+    scenario: str = typer.Option("demo-day", help="the episodes to play (simulators/scenarios.py): demo-day, calm"),
+    rules: Optional[Path] = typer.Option(None, help="alert config whose rule policies the router runs "
+                                         "(default deploy/config/alerts.toml)"),
 ) -> None:
-    """Run a simulated day of Laoshan through the real pipeline and show what arrived where.
+    """Run simulated days of Laoshan through the real pipeline and prove the alert loop.
 
-    Needs the stack (make demo starts it). Starts a bridge and a processor, publishes yesterday for all
-    five domains (with a few malformed and out-of-range messages), waits until InfluxDB holds every
-    valid reading, prints counts per stage and the plan indicators against their targets.
+    Needs the stack (make demo starts it). Starts a bridge, a processor and the alert router, publishes
+    the scenario's days for every domain (with a few malformed and out-of-range messages) while a duty
+    officer acknowledges each breach as it fires, waits until InfluxDB holds every valid reading, prints
+    counts per stage, the plan indicators against their targets, and the per-domain breach table of
+    the manifest check (exit 1 when an expected breach did not fire, reach every channel, get
+    acknowledged and resolve, or an alert fired that no episode explains).
     """
     from infra.settings import get_settings
     from smartcity.demo import run_demo
+    from smartcity.demoloop import DEPLOYED_RULES
 
-    raise typer.Exit(run_demo(get_settings(), sensors=sensors, interval=interval))
+    raise typer.Exit(run_demo(get_settings(), sensors=sensors, interval=interval, scenario=scenario,
+                              rules=rules or DEPLOYED_RULES))
 
 
 @alerts_app.command("serve")

@@ -10,16 +10,19 @@ deliveries per channel and MTTA / MTTR per domain from InfluxDB.
 """
 from __future__ import annotations
 
+import email.policy
 import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
 import sys
 import threading
 import time
+import tomllib
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -32,15 +35,22 @@ from aiosmtpd.controller import Controller
 from rich.console import Console
 from rich.table import Table
 
-from alerts.router import send_ack
+from alerts.router import AlertConfig, send_ack
+from alerts.state import Notification
 from dashboards.alertloop import loop_stats
 from infra.clients import kafka_producer, mqtt_client, mqtt_connect
+from infra.flow import group_lag
 from infra.settings import REPO_ROOT, Settings
 from simulators.engine import SimOptions, Simulation
 from simulators.publisher import Publisher
+from smartcity.democheck import Seen, Verdict, when
 
 CHANNELS = ("MQTT", "webhook", "e-mail")
+CHANNEL_OF = {"mqtt": "MQTT", "webhook": "webhook", "email": "e-mail"}
 DEMO_BY = "值班员 duty officer (demo)"
+DEPLOYED_RULES = REPO_ROOT / "deploy" / "config" / "alerts.toml"
+REMINDER_S = 5.0   # the demo's clock runs a day in seconds: reminders every 5 s instead of hourly
+ALERT_ID = re.compile(r"Alert ([0-9a-f]{12}-[0-9]+)\.")
 
 
 class Supervisor:
@@ -133,8 +143,11 @@ class _Mailbox:
         self.sink = sink
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        msg = message_from_bytes(envelope.content)
+        msg = message_from_bytes(envelope.content, policy=email.policy.default)
+        kind = str(msg["Subject"] or "[?/").removeprefix("[").split("/")[0].lower()
+        text = msg.get_content() if not msg.is_multipart() else ""
         self.sink.got("e-mail", msg["X-Smartcity-Idempotency-Key"] or "", None)
+        self.sink.mailed(kind, ALERT_ID.findall(text))   # a person's message: the alert ids are in its text
         return "250 OK"
 
 
@@ -149,6 +162,10 @@ class Receivers:
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)    # id -> latest alert seen
     kinds: dict[str, set[str]] = field(default_factory=dict)           # id -> kinds seen
     links: dict[str, str] = field(default_factory=dict)                # id -> signed acknowledge link
+    seen: dict[str, Seen] = field(default_factory=dict)                # id -> what arrived on which channel
+    mail: dict[str, set[str]] = field(default_factory=dict)            # id -> kinds that arrived by e-mail
+    on_mqtt: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # not yet known as ours
+    webhook_keys: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -179,26 +196,59 @@ class Receivers:
         self.mqtt.loop_start()
 
     def got(self, channel: str, key: str, body: dict[str, Any] | None) -> None:
+        """One message. The MQTT topics are shared by every router on the broker (tests, other demos): an
+        MQTT notification counts once the demo's private webhook had the same idempotency key."""
         with self.lock:
             self.messages[channel] += 1
             self.keys[channel].add(key)
             for a in (body or {}).get("alerts", []):
-                self.alerts[a["id"]] = a
-                self.kinds.setdefault(a["id"], set()).add(body["kind"])  # type: ignore[index]
-                if a.get("ack_url"):
-                    self.links[a["id"]] = a["ack_url"]
+                if channel == "MQTT":
+                    self.on_mqtt[a["idempotency_key"]] = (body["kind"], a)  # type: ignore[index]
+                else:
+                    self._note(channel, body["kind"], a)  # type: ignore[index]
+            for k in [k for k in self.on_mqtt if k in self.webhook_keys]:
+                self._note("MQTT", *self.on_mqtt.pop(k))
+
+    def _note(self, channel: str, kind: str, a: dict[str, Any]) -> None:
+        if channel == "webhook":
+            self.webhook_keys.add(a["idempotency_key"])
+        self.alerts[a["id"]] = a
+        self.kinds.setdefault(a["id"], set()).add(kind)
+        self.seen.setdefault(a["id"], Seen(a["id"], a["rule"], a["entity"], a["domain"])).note(kind, channel, a)
+        if a.get("ack_url"):
+            self.links[a["id"]] = a["ack_url"]
+
+    def mailed(self, kind: str, ids: list[str]) -> None:
+        with self.lock:
+            for i in ids:
+                self.mail.setdefault(i, set()).add(kind)
+
+    def episodes(self) -> list[Seen]:
+        """Every alert episode seen, with the kinds that arrived by e-mail merged in."""
+        with self.lock:
+            for i, kinds in self.mail.items():
+                if i in self.seen:
+                    for kind in kinds:
+                        self.seen[i].kinds.setdefault(kind, set()).add("e-mail")
+            return list(self.seen.values())
+
+    def fired(self, rule: str, entity: str) -> list[str]:
+        """Ids of the episodes of (rule, entity) whose firing arrived."""
+        with self.lock:
+            return [i for i, s in self.seen.items() if (s.rule, s.entity) == (rule, entity) and "firing" in s.kinds]
 
     def with_kind(self, kind: str) -> set[str]:
         with self.lock:
             return {i for i, kinds in self.kinds.items() if kind in kinds}
 
-    def config(self, path: Path, http_port: int) -> Path:
-        """The demo router's subscribers: one per channel, every domain and severity, a short grouping window."""
-        path.write_text(f"""# written by smartcity demo: the demo's own receivers
+    def config(self, path: Path, http_port: int, rules: Path = DEPLOYED_RULES) -> Path:
+        """The demo router's config: the rule policies of `rules` (the deployed ones: `for`, hysteresis; the
+        reminders every REMINDER_S), one subscriber per channel for every domain and severity, a short
+        grouping window."""
+        path.write_text(f"""# written by smartcity demo: the rules of {rules}, the demo's own receivers
 group_window = 2
 link_base = "http://127.0.0.1:{http_port}"
-[rules."*"]
-repeat = 3600
+{_rules_toml(rules)}
 [[subscriber]]
 name = "demo-wall"
 channel = "mqtt"
@@ -215,11 +265,89 @@ smtp_port = {self.smtp.port}
 """)
         return path
 
+    def wanted(self, path: Path) -> Any:
+        """seen -> the channels whose subscribers in the config at `path` chose that alert's firing."""
+        subscribers = AlertConfig.load(path).subscriber
+
+        def channels(seen: Seen) -> set[str]:
+            alert = self.alerts.get(seen.id)
+            note = Notification("firing", alert or {}, "")
+            return {CHANNEL_OF[s.channel] for s in subscribers if alert and s.wants(note)}
+        return channels
+
     def close(self) -> None:
         self.mqtt.disconnect()
         self.mqtt.loop_stop()
         self.smtp.stop()
         self.http.shutdown()
+
+
+def _rules_toml(path: Path) -> str:
+    """The [rules.*] tables of an alert config, reminders every REMINDER_S seconds."""
+    rules = tomllib.loads(path.read_text()).get("rules", {})
+    rules.setdefault("*", {})
+    lines = []
+    for name, policy in rules.items():
+        lines.append(f'[rules."{name}"]')
+        lines += [f"{k} = {v!r}" for k, v in policy.items() if k != "repeat"]
+        lines.append(f"repeat = {REMINDER_S!r}")
+    return "\n".join(lines)
+
+
+class DutyOfficer:
+    """Acknowledges the scenario's alerts while the day is published: after each tick whose time passed
+    an expected alert's `due`, the publisher is flushed, the processors catch up, and the alert, once its
+    firing has arrived, is acknowledged through the signed link of its message (as a person would). A
+    pause stays well inside the processors' stale timer. `sweep` acknowledges whatever fired unacknowledged."""
+
+    def __init__(self, settings: Settings, receivers: Receivers, publisher: Publisher, expected: list[dict[str, Any]],
+                 start_ns: int, interval_s: float, telemetry: list[str], group: str, pause_s: float = 15.0) -> None:
+        self.settings, self.receivers, self.publisher = settings, receivers, publisher
+        self.expected = expected
+        self.pending = sorted((x for x in expected if x.get("due") is not None), key=lambda x: x["due"])
+        self.start_ns, self.interval_ns = start_ns, int(interval_s * 1e9)
+        self.telemetry, self.group, self.pause_s = telemetry, group, pause_s
+        self.acked: set[str] = set()
+        self.late: list[str] = []
+        self.producer = kafka_producer(settings)
+
+    def __call__(self, done: int, stats: Any) -> None:
+        t = self.start_ns + (done - 1) * self.interval_ns
+        for x in self.expected:   # what has fired already is acknowledged at once, without a pause
+            for alert_id in self.receivers.fired(x["rule"], x["entity"]):
+                self.acknowledge(alert_id, "demo: crew dispatched")
+        due = [x for x in self.pending if x["due"] <= t]
+        if not due:
+            return
+        self.pending = [x for x in self.pending if x["due"] > t]
+        self.publisher.wait()
+        deadline = time.monotonic() + self.pause_s
+        while time.monotonic() < deadline and group_lag(self.settings, self.group, self.telemetry):
+            time.sleep(0.3)
+        for x in due:
+            while time.monotonic() < deadline and not self.receivers.fired(x["rule"], x["entity"]):
+                time.sleep(0.2)
+            ids = self.receivers.fired(x["rule"], x["entity"])
+            if not ids:
+                self.late.append(f"{x['rule']} {x['entity']}: no firing by {when(x['due'])}")
+            for alert_id in ids:
+                self.acknowledge(alert_id, "demo: crew dispatched")
+
+    def acknowledge(self, alert_id: str, comment: str) -> None:
+        if alert_id in self.acked:
+            return
+        if not _ack_by_link(self.receivers.links.get(alert_id), comment):
+            send_ack(self.producer, self.settings, alert_id, DEMO_BY, comment, "cli")
+        self.acked.add(alert_id)
+
+    def sweep(self) -> None:
+        """Acknowledge every alert that fired and was not acknowledged yet (arrived after its pause)."""
+        for seen in self.receivers.episodes():
+            if "firing" in seen.kinds:
+                self.acknowledge(seen.id, "demo: acknowledged after the day")
+
+    def close(self) -> None:
+        self.producer.close()
 
 
 def router_env(receivers: Receivers) -> dict[str, str]:
@@ -282,7 +410,8 @@ def close_the_loop(settings: Settings, console: Console, receivers: Receivers, d
         result.acked = receivers.with_kind("acknowledged") & result.open
         publisher = Publisher(settings, client_prefix="demo-back")
         Simulation(SimOptions(domains=domains, sensors=sensors, ticks=1, interval=60, rate=0, seed=2027,
-                              start_ns=time.time_ns())).run(publisher)   # the crews bring the sensors back
+                              start_ns=time.time_ns(), scenario="calm")).run(publisher)   # the crews bring the sensors back
+        # (into the calm city: a free-running reading now could breach, a lot at noon, and no episode explains it)
         publisher.wait()
         publisher.close()
         _wait(lambda: result.offline <= receivers.with_kind("resolved"), 90, status, "the offline alerts to resolve")
@@ -291,11 +420,11 @@ def close_the_loop(settings: Settings, console: Console, receivers: Receivers, d
     return result
 
 
-def _ack_by_link(link: str | None) -> bool:
+def _ack_by_link(link: str | None, comment: str = "demo: crew dispatched") -> bool:
     """Acknowledge as a person would: open the signed link from the message and send the form."""
     if not link:
         return False
-    form = urllib.parse.urlencode({"by": DEMO_BY, "comment": "demo: crew dispatched"}).encode()
+    form = urllib.parse.urlencode({"by": DEMO_BY, "comment": comment}).encode()
     try:
         with urllib.request.urlopen(urllib.request.Request(link, data=form, method="POST"), timeout=10) as reply:
             return reply.status == 200
@@ -330,3 +459,23 @@ def report_loop(console: Console, settings: Settings, receivers: Receivers, resu
     console.print("[green]alerts fired, delivered on every channel, acknowledged and resolved[/green]" if ok else
                   "[red]the alert loop did not close: see the counts above and the logs[/red]")
     return ok
+
+
+def report_breaches(console: Console, verdict: Verdict) -> bool:
+    """The scenario's proof per domain: expected / fired / delivered on every chosen channel /
+    acknowledged / resolved, MTTA and MTTR; every discrepancy in red. True when there is none."""
+    table = Table(title="breaches per domain: the scenario's manifest against what the router did",
+                  caption="deliv(ered) / acked / resolv(ed): on every channel its subscribers chose; breach: a "
+                  "plan threshold, offline: a sensor fallen silent")
+    for col in ("domain", "kind", "expect", "fired", "deliv", "acked", "resolv", "MTTA s", "MTTR s"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for (domain, group), r in sorted(verdict.rows.items()):
+        table.add_row(domain, group, *(str(v) for v in (r.expected, r.fired, r.delivered, r.acknowledged, r.resolved)),
+                      *("-" if v is None else f"{v:.1f}" for v in (r.mtta(), r.mttr())))
+    console.print(table)
+    for problem in verdict.problems:
+        console.print(f"[red]{problem}[/red]")
+    console.print("[green]every expected breach fired, was delivered on every channel its subscribers chose, "
+                  "acknowledged and resolved; nothing else fired[/green]" if verdict.ok else
+                  f"[red]the manifest check failed: {len(verdict.problems)} problem(s) above[/red]")
+    return verdict.ok

@@ -99,7 +99,8 @@ def render(dom: Domain, plan: PlanThresholds) -> str:
     lines += ["", "## Alert rules (observations on Kafka `alerts.events`)", "", "| rule | severity |", "|---|---|"]
     for rule, sev in sorted(rules.items()):
         lines.append(f"| `{rule}` | {', '.join(sorted(sev))} |")
-    lines.append(f"| `{dom.name}.offline` | major (a sensor silent past its stale window; raised by the service) |")
+    lines.append(f"| `{dom.name}.offline` | major (a sensor silent past its stale window; raised by the service; "
+                 f"counts against: {processors()[dom.name].offline_target}) |")
     entries = [t for t in plan.threshold if t.key.startswith((f"plan.{dom.name}.", f"{dom.name}."))]
     lines += ["", "## Plan entries it is judged by (`schemas/plan.toml`, operator overrides apply)", "",
               "| key | value | unit | in force | source |", "|---|---|---|---|---|"]

@@ -88,3 +88,15 @@ def test_a_missed_figure_is_shown_with_the_decimals_that_tell_it_from_the_target
     domain = "air" if key.startswith("pm25") else "garbage"
     s = next(s for s in standings({(domain, key): {"value": value, "target": goal}}) if s.target.indicator == key)
     assert s.shown == shown
+
+
+def test_a_red_target_names_its_open_breach_alerts_or_says_why_there_is_none() -> None:
+    from dashboards.alertloop import LoopStats
+    from dashboards.preview import why_red
+
+    data = {s.target.key: s for s in standings(INDICATORS)}
+    open_in_garbage = LoopStats(open={("garbage", "breach"): (1, 120.0), ("fire", "offline"): (3, 60.0)})
+    assert why_red(data["plan.garbage.collection_rate"], open_in_garbage)[0] == "1 breach alert(s) of garbage open"
+    assert "check the alert rules" in why_red(data["plan.fire.zones_covered"], open_in_garbage)[0]  # offline only
+    assert "judged at year end" in why_red(data["plan.air.pm25_annual"], open_in_garbage)[0]       # year to date
+    assert why_red(data["plan.garbage.harmless_rate"], open_in_garbage) is None                    # not red
