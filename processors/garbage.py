@@ -139,9 +139,11 @@ class GarbageProcessor(DomainProcessor):
         for day in np.unique(days).tolist():
             start = int(day_start(day))
             coefficient = self.plan.value("garbage.incineration_coefficient", start)
-            sites = [f for _, f in sorted(self.site_points("garbage_site", SITE_FIELDS, day, day + 1, fresh).items())]
+            found = sorted(self.site_points("garbage_site", SITE_FIELDS, day, day + 1, fresh).items())
+            sites = [f for _, f in found]
             fields: dict[str, float] = {}
             plants = [f for f in sites if f.get("plant_reports", 0) > 0]
+            plant_sites = [key[0] for key, f in found if f.get("plant_reports", 0) > 0]
             if plants:
                 total = {f: float(sum(p.get(f, 0.0) for p in plants)) for f in PLANT_FIELDS}
                 generated = sum(total[f] for f in CATEGORY_FIELDS)
@@ -164,7 +166,8 @@ class GarbageProcessor(DomainProcessor):
             if not fields:
                 continue
             if "harmless_rate" in fields:
-                self._harmless(out, str(buffer.site[np.flatnonzero(report)[0]]), fields["harmless_rate"], start)
+                # the entity is the plant; several plants share one district rate
+                self._harmless(out, plant_sites[0] if len(plant_sites) == 1 else "district", fields["harmless_rate"], start)
             out.points.append(Point("garbage_daily", {"scope": "district"}, fields, start))
             extra = {"inconsistent": 1, "reason": fields["reason"]} if "reason" in fields else {}
             for name, target, source in (("recycling_rate", "plan.garbage.recycling_rate", "plan l.273 (回收利用率)"),

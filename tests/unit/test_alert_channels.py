@@ -22,7 +22,7 @@ KEY = "unit-webhook-key"
 
 def note(entity: str, kind: str = "firing", title: str = "") -> Notification:
     alert = {"rule": "air.pm25_daily", "entity": entity, "domain": "air", "site": entity, "severity": "major",
-             "value": 92.0, "threshold": 75.0, "since": 1_700_000_000 * 10**9, "title_en": title or f"PM2.5 at {entity}",
+             "value": 92.0, "threshold": 75.0, "since": 1_700_000_000 * 10**9, "last_ts": 1_700_003_600 * 10**9, "title_en": title or f"PM2.5 at {entity}",
              "title_zh": f"{entity} PM2.5", "target": "GB 3095-2012", "id": "1a2b3c4d5e6f-1"}
     return Notification(kind, alert, f"{entity}:{kind}:1")  # type: ignore[arg-type]
 
