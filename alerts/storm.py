@@ -59,7 +59,7 @@ class Storm:
         alert = {"rule": self.rule, "entity": "*", "domain": self.first["domain"], "site": "*",
                  "sites": [s for s, _ in self.sites.most_common(50)] or [self.first["site"]],
                  "severity": self.severity, "state": kind, "value": float(fired), "threshold": 0.0,
-                 "since": int(self.started * 1e9), "title_en": en, "title_zh": zh,
+                 "since": int(self.started * 1e9), "last_ts": int(now * 1e9), "title_en": en, "title_zh": zh,
                  "target": self.first.get("target", ""), "id": sid, "key": f"{self.rule}/*", "storm": True,
                  "held": dict(self.held), "site_count": len(self.sites)}
         return Notification(kind, alert, f"{sid}:{kind}")   # type: ignore[arg-type]

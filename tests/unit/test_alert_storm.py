@@ -1,6 +1,8 @@
 """Storm control: a burst of one rule's firing alerts becomes one storm alert that holds back the flood."""
 from __future__ import annotations
 
+from alerts.channels import Delivery
+from alerts.messages import render
 from alerts.router import AlertConfig
 from alerts.state import Notification
 from alerts.storm import StormWatch
@@ -40,3 +42,14 @@ def test_a_storm_ends_after_a_quiet_window_with_its_counts_and_the_rule_notifies
     assert p == 3 and over.kind == "resolved" and over.alert["value"] == 6 and over.alert["severity"] == "critical"
     assert over.alert["held"] == {"firing": 4} and over.alert["site_count"] == 5   # s1 (which started it) .. s9
     assert [n.key for n in w.admit(0, [note("t1")], 20.0, 120.0)] == ["t1:firing"]
+
+
+def test_a_storm_notification_renders_like_any_alert_when_it_starts_and_ends() -> None:
+    # the storm's own alert is a whole alert for every channel's message (a field missing from it kept
+    # every channel retrying the storm alert for ever, while the flood it held back never came)
+    w = watch(threshold=2, window=10)
+    started = [n for n in w.admit(0, [note(f"s{i}") for i in range(4)], 0.0, 100.0) if n.alert.get("storm")]
+    ((_, over),) = w.ended(20.0, 120.0, {0})
+    for storm in (*started, over):
+        body = render(Delivery("ops", [storm], [(0, 0)]))
+        assert "parking.offline" in body["text_en"] and "parking.offline" in body["text_zh"]
