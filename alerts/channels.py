@@ -28,6 +28,7 @@ import logging
 import os
 import queue
 import random
+import re
 import smtplib
 import socket
 import threading
@@ -297,11 +298,11 @@ class Channel:
         self._done(t.delivery, "delivered")
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with jitter (half to all of the step), or the receiver's Retry-After."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.sub.retry_for)
-        step = min(self.sub.backoff * 2 ** (attempt - 1), self.sub.max_backoff)
-        return step * random.uniform(0.5, 1.0)
+        """Exponential backoff with jitter (half to all of the step), or the receiver's longer Retry-After."""
+        step = min(self.sub.backoff * 2 ** (attempt - 1), self.sub.max_backoff) * random.uniform(0.5, 1.0)
+        if retry_after is not None:   # at least the backoff: "Retry-After: 0" (or a past date) is no licence to hammer
+            return min(max(retry_after, step), self.sub.retry_for)
+        return step
 
     def _render(self, delivery: Delivery) -> dict[str, Any]:
         """The body, listing as many alerts as the rule's bound and the channel's size limit allow."""
@@ -475,6 +476,9 @@ def webhook_transport(sub: Subscriber, ctx: Any) -> Transport:
     return Transport(deliver, lambda body: len(_json(body)), lambda: limit)
 
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
 def _email(sub: Subscriber, body: dict[str, Any]) -> EmailMessage:
     first = body["alerts"][0]
     msg = EmailMessage()
@@ -482,8 +486,9 @@ def _email(sub: Subscriber, body: dict[str, Any]) -> EmailMessage:
     msg["Message-ID"] = f"<{body['idempotency_key'].replace(':', '.')}@smartcity.laoshan>"
     msg["X-Smartcity-Idempotency-Key"] = body["idempotency_key"]
     total = body.get("summary", {}).get("total", len(body["alerts"]))
-    msg["Subject"] = (f"[{body['kind'].upper()}/{KIND_ZH.get(body['kind'], '')}] {first['title_en']} / "
-                      f"{first['title_zh']}" + (f" (+{total - 1})" if total > 1 else ""))
+    subject = (f"[{body['kind'].upper()}/{KIND_ZH.get(body['kind'], '')}] {first['title_en']} / "
+               f"{first['title_zh']}" + (f" (+{total - 1})" if total > 1 else ""))
+    msg["Subject"] = CONTROL.sub(" ", subject)   # a title may hold a line break: a header may not (nor inject one)
     msg.set_content(body["text_zh"] + "\n\n" + body["text_en"] + "\n")
     return msg
 
@@ -499,8 +504,9 @@ def email_transport(sub: Subscriber, ctx: Any) -> Transport:
         holder: dict[str, smtplib.SMTP] = {}
         dog = _Watchdog(deadline, lambda: _shut(getattr(holder.get("smtp"), "sock", None)))
         try:
-            smtp = holder["smtp"] = smtplib.SMTP(sub.smtp_host, sub.smtp_port, timeout=_remaining(deadline))
-            try:
+            smtp = holder["smtp"] = smtplib.SMTP(timeout=_remaining(deadline))
+            try:   # connect after the watchdog can see the socket: a greeting dripped line by line is cut off too
+                smtp.connect(sub.smtp_host, sub.smtp_port)
                 refused = smtp.send_message(msg)   # returns only after the server's whole 250 answer
             finally:   # accepted is delivered: a failed QUIT afterwards must not make us send it again
                 try:

@@ -20,6 +20,7 @@ KINDS: tuple[str, ...] = ("firing", "reminder", "escalated", "resolved", "acknow
 ALERT_ID = r"^[0-9a-f]{8}[0-9a-f]{4}-[1-9][0-9]{0,9}$"
 MAX_EVENT_BYTES = 16 * 1024      # an observation or command is a few hundred bytes; more is not ours
 LABEL = r"^[^\x00-\x1f\x7f]{1,200}$"   # rule, entity, domain, site: printable, bounded
+RULE = r"^[^\x00-\x1f\x7f/]{1,200}$"   # and no "/": the alert key <rule>/<entity> must split one way
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
@@ -29,7 +30,7 @@ class Observation(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
     type: Literal["observation"] = "observation"
-    rule: str = Field(pattern=LABEL, description="rule name, e.g. air.pm25_daily")
+    rule: str = Field(pattern=RULE, description="rule name, e.g. air.pm25_daily (no \"/\")")
     entity: str = Field(pattern=LABEL, description="what the rule judged: a sensor, site or zone id")
     domain: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="domain name, e.g. air")
     site: str = Field(pattern=LABEL, description="site of the entity")
@@ -67,7 +68,8 @@ class SilenceCommand(BaseModel):
 
     type: Literal["silence"]
     id: str = Field(pattern=r"^[A-Za-z0-9_.:\-]{1,100}$")
-    matchers: dict[Literal["rule", "entity", "domain", "site", "severity"], Annotated[str, Field(max_length=200)]]
+    matchers: dict[Literal["rule", "entity", "domain", "site", "severity"], Annotated[str, Field(max_length=200)]] = Field(
+        min_length=1, description="at least one: a silence without matchers would mute every alert")
     start: Finite = Field(ge=0, lt=1e11, description="unix seconds")
     end: Finite = Field(gt=0, lt=1e11, description="unix seconds")
     created_by: str = Field("", max_length=200)

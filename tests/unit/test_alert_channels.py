@@ -260,3 +260,54 @@ def test_an_smtp_server_that_accepts_and_never_answers_is_cut_off_at_each_deadli
     assert "did not finish within 0.5 s" in h.dead[0][1] or "timed out" in h.dead[0][1]
     h.close()
     silent.close()
+
+
+def test_an_smtp_server_that_drips_its_greeting_is_cut_off_at_the_deadline() -> None:
+    """The greeting is read inside smtplib.SMTP(host) before the watchdog could see the socket: a server
+    sending "220-" continuation lines forever held the e-mail channel for good (found by attack27)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+
+    def greet() -> None:
+        conn, _ = server.accept()
+        try:
+            for _ in range(200):   # a line every 0.1 s: no socket timeout ever trips
+                conn.sendall(b"220-still greeting\r\n")
+                time.sleep(0.1)
+        except OSError:
+            pass
+        conn.close()
+    threading.Thread(target=greet, daemon=True).start()
+    sub = Subscriber(name="duty", channel="email", to=["duty@laoshan.example"], smtp_port=server.getsockname()[1],
+                     timeout=0.5)
+    body = {"kind": "firing", "idempotency_key": "k1", "alerts": [note("st1").alert], "text_en": "e", "text_zh": "z"}
+    started = time.monotonic()
+    with pytest.raises(Exception, match="did not finish within 0.5 s"):
+        TRANSPORTS["email"](sub, None).deliver(body, 1, time.monotonic() + sub.timeout)
+    assert time.monotonic() - started < 2
+    server.close()
+
+
+def test_a_title_with_a_line_break_makes_a_one_line_subject_not_a_retried_error() -> None:
+    """title_en may hold CR/LF (the contract bounds only its length): the Subject header raised
+    ValueError, which the channel retried for hours; it could also carry a forged header."""
+    body = {"kind": "firing", "idempotency_key": "k1", "alerts": [note("st1", title="fire\r\nBcc: x@evil.example").alert],
+            "text_en": "e", "text_zh": "z"}
+    transport = TRANSPORTS["email"](Subscriber(name="duty", channel="email", to=["duty@laoshan.example"]), None)
+    assert transport.size(body) > 0
+    from alerts.channels import _email
+    msg = _email(Subscriber(name="duty", channel="email", to=["duty@laoshan.example"]), body)
+    assert "\n" not in msg["Subject"] and msg["Bcc"] is None and "Bcc: x@evil.example" in msg["Subject"]
+
+
+@pytest.mark.parametrize("value", ["0", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_a_retry_after_of_zero_or_in_the_past_still_backs_off(rx: Receiver, key_env, value: str) -> None:  # noqa: ANN001
+    """429 with Retry-After 0 (or a past HTTP date) gave a delay of 0: the channel retried in a tight
+    loop, hammering the receiver for the whole retry_for; the backoff is the floor."""
+    rx.behaviour["/zero"] = lambda h, n: h.answer(429, Retry_After=value)
+    h = Harness(hook(rx, "/zero", backoff=0.2, max_backoff=0.2, retry_for=30))
+    h.send(note("st1"))
+    time.sleep(1.0)
+    assert 2 <= len(rx.on("/zero")) <= 8   # 0.1-0.2 s apart, not hundreds
+    h.close()
