@@ -19,6 +19,7 @@ stops the three processes.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -121,7 +122,8 @@ def run_demo(settings: Settings, sensors: int = 10, interval: int = 600, console
     """Run the demo; returns 0 when every reading sent reached InfluxDB, the sensor loop closed and the
     scenario's manifest check passed. `rules`: the alert config whose rule policies the router runs;
     `silence`: end with the sensor loop (all sensors fall silent and come back), else keep them fresh."""
-    console = console or Console()
+    # piped into a log or CI (no terminal), rich would cut the tables to 80 columns: give them room
+    console = console or Console(width=None if sys.stdout.isatty() else 120)
     logs = stack_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     run = time.strftime("%m%d%H%M%S")
