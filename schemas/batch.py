@@ -271,8 +271,8 @@ def _columns_problem(d: dict[str, Any]) -> str | None:
 
 
 def _coordinate_problem(value: object) -> str | None:
-    """Why a lat/lon cannot go into a float column (None when it can): a number, but not a boolean."""
-    return number_problem(value) or ("a boolean" if isinstance(value, bool) else None)
+    """Why a lat/lon cannot go into a float column (None when it can); number_problem refuses booleans."""
+    return number_problem(value)
 
 
 @dataclass
@@ -426,8 +426,8 @@ def _identity_problem(raw: RawReading, domain: str | None) -> str | None:
         value = getattr(raw, what)
         if value is None:
             continue
-        if (problem := number_problem(value)) or isinstance(value, bool):
-            return f"{what} {problem or 'must be a number, got a boolean'}"
+        if problem := number_problem(value):
+            return f"{what} {problem}"
         if not -limit <= value <= limit:
             return f"{what} {value} is outside -{limit}..{limit}"
     return None

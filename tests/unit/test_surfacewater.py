@@ -279,7 +279,7 @@ def local_day_of(date: dt.date) -> int:
 
 
 def test_a_day_before_gb3838_is_logged_and_skipped_not_a_crash(caplog) -> None:  # noqa: ANN001
-    day = local_day_of(dt.date(2001, 5, 1))  # a device clock set wrong, but after 2000 (accepted at ingest)
+    day = local_day_of(dt.date(2001, 5, 1))  # a device clock set wrong (an archive an operator let in: ingest.earliest_ts)
     plugin = SurfacewaterProcessor(load_plan(), MemoryHistory())
     out = plugin.compute(batch(HAND_BUILT[:2], day), np.array([day]))
     assert out.points == [] and out.observations == []
