@@ -34,6 +34,7 @@ from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,7 @@ def district_topic(settings: Settings, domain: str) -> str:
     return f"{settings.kafka.topic_prefix}districts.{domain}"
 
 
+@lru_cache(maxsize=1 << 16)
 def site_partition(site: str, partitions: int) -> int:
     """The partition a record keyed by `site` goes to (the default partitioner of kafka-python and of
     the Java client: murmur2 of the key bytes, positive, modulo the partition count)."""
@@ -159,7 +161,6 @@ class ProcessorService:
         self.waited = 0.0   # seconds spent in _wait, in total
         self.district_topics = {district_topic(settings, d): d for d in domains}
         self.topics = {**{settings.kafka.telemetry_topic(d): d for d in domains}, **self.district_topics}
-        self.homes: dict[tuple[str, str, int], int] = {}   # (topic, site, partitions) -> the site's partition
         self.metrics = ProcessorMetrics()
         self.influx_client = influx_client(settings, timeout_ms=30_000)
         self.influx_writer = InfluxWriter(settings.influx, timeout_s=30.0)
@@ -527,14 +528,8 @@ class ProcessorService:
         if not count:  # no metadata yet (cannot happen for an assigned partition): nothing is known to be elsewhere
             return np.ones(len(sites), bool)
         names, inverse = np.unique(sites.astype(str), return_inverse=True)
-        home = np.array([self._home(tp.topic, n, count) == tp.partition for n in names.tolist()], bool)
+        home = np.array([site_partition(n, count) == tp.partition for n in names.tolist()], bool)
         return home[inverse.reshape(-1)] if len(names) else np.zeros(0, bool)
-
-    def _home(self, topic: str, site: str, partitions: int) -> int:
-        key = (topic, site, partitions)
-        if key not in self.homes:
-            self.homes[key] = site_partition(site, partitions)
-        return self.homes[key]
 
     def _noticed_days(self, records: list, cp: Checkpoint) -> set[int]:
         """Local days named by district notices (a notice that is not one is dead-lettered)."""
@@ -674,7 +669,7 @@ class ProcessorService:
                 result.observations.extend(extra.observations)
         topic = self.settings.kafka.telemetry_topic(domain)
         count = len(self.consumer.partitions_for_topic(topic) or ())
-        cp.owned_points.extend((TopicPartition(topic, self._home(topic, str(pt.tags.get("site", "")), count)), line)
+        cp.owned_points.extend((TopicPartition(topic, site_partition(str(pt.tags.get("site", "")), count)), line)
                                for pt in result.points if (line := pt.line()))
         cp.observations.extend(result.observations)
         # the district stage's notice, produced once these results are written (checkpoint step 2)
